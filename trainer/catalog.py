@@ -1,0 +1,157 @@
+"""The named variant catalog (`ablations/variants.yaml`) as frozen data. Pure Python: no torch.
+
+A variant is data (DESIGN.md): zero or more GateSpecs, an optional parameter-free or near-free transform
+of the SDPA output (the controls of Table 3), and an optional change of model shape (the
+parameter-matched baselines of Table 1 rows 2-4).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from trainer.gate_spec import GateSpec, SpecError
+from trainer.presets import ModelConfig
+
+CATALOG_PATH = Path(__file__).resolve().parents[1] / "ablations" / "variants.yaml"
+
+
+class SdpaTransform(str, Enum):
+    """Controls applied to the SDPA output that are not gates (Table 3 rows 5-6)."""
+
+    NONE = "none"
+    RMSNORM = "rmsnorm"  # per-head RMSNorm, "SDPA GroupNorm / RMSNorm"
+    SILU = "silu"  # parameter-free SiLU at G1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShapeChange:
+    """A parameter-matched baseline: more query heads, more kv heads or more experts (Table 1 rows 2-4)."""
+
+    q_heads_scale: float = 1.0
+    """Multiply n_q_heads (row 3: q 32 -> 48 is 1.5)."""
+    kv_heads_scale: float = 1.0
+    """Multiply n_kv_heads (row 2: k 4 -> 8 is 2)."""
+    add_experts: int = 0
+    """Add this many experts, total and activated (row 4: +4)."""
+
+    def apply(self, model: ModelConfig, variant_name: str) -> ModelConfig:
+        if self.add_experts and not model.is_moe:
+            raise SpecError(f"variant {variant_name!r} adds experts, which needs an MoE preset "
+                            "(model.n_experts > 0)")
+        q_heads = round(model.n_q_heads * self.q_heads_scale)
+        kv_heads = round(model.n_kv_heads * self.kv_heads_scale)
+        if q_heads % kv_heads:
+            raise SpecError(f"variant {variant_name!r} gives n_q_heads={q_heads}, not a multiple of "
+                            f"n_kv_heads={kv_heads}")
+        return model.with_overrides(
+            n_q_heads=q_heads, n_kv_heads=kv_heads,
+            n_experts=model.n_experts + self.add_experts,
+            top_k=model.top_k + self.add_experts if self.add_experts else model.top_k)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.q_heads_scale == 1.0 and self.kv_heads_scale == 1.0 and not self.add_experts
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaperFigures:
+    """The paper's published numbers for this variant, where it has them (Tables 1, 3, 4)."""
+
+    ppl: float | None = None
+    """Avg PPL of the 15A2B MoE (Table 1 / Table 3)."""
+    gate_mean: float | None = None
+    """Mean gate score (Table 4)."""
+    m_act: float | None = None
+    """Mean over layers of max |hidden| (Table 4)."""
+    f_attn: float | None = None
+    """Attention share on the first token (Table 4)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One named row of the catalog."""
+
+    name: str
+    """Short stable name, e.g. g1_elementwise_sigmoid."""
+    paper_ref: str
+    """Where the paper defines it (table and row), or 'extension' for combinations it did not run."""
+    description: str
+    """One line for humans."""
+    gates: tuple[GateSpec, ...] = ()
+    """Gates applied in every attention layer."""
+    sdpa_transform: SdpaTransform = SdpaTransform.NONE
+    """Non-gate control on the SDPA output."""
+    shape_change: ShapeChange = field(default_factory=ShapeChange)
+    """Model-shape change of a parameter-matched baseline."""
+    paper: PaperFigures = field(default_factory=PaperFigures)
+    """Published figures to print beside measured ones."""
+
+    def model_config(self, base: ModelConfig) -> ModelConfig:
+        """The preset as this variant trains it."""
+        return self.shape_change.apply(base, self.name)
+
+    @property
+    def is_gated(self) -> bool:
+        return bool(self.gates)
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """Every design axis as a flat string mapping (MLflow tags, report columns)."""
+        out: dict[str, str] = {"sdpa_transform": self.sdpa_transform.value}
+        if not self.gates:
+            out["gate_position"] = "none"
+        for gate in self.gates:
+            for key, value in gate.axes.items():
+                tag = f"gate_{key}"
+                out[tag] = f"{out[tag]}+{value}" if tag in out else value
+        sc = self.shape_change
+        if not sc.is_identity:
+            out["shape_change"] = (f"q*{sc.q_heads_scale:g},kv*{sc.kv_heads_scale:g},"
+                                   f"experts+{sc.add_experts}")
+        return out
+
+
+_VARIANT_KEYS = {"name", "paper_ref", "description", "gates", "sdpa_transform", "shape_change", "paper"}
+
+
+def _variant_from_dict(row: dict) -> Variant:
+    unknown = sorted(set(row) - _VARIANT_KEYS)
+    if unknown:
+        raise SpecError(f"variant {row.get('name')!r} has unknown key(s) {unknown}")
+    try:
+        return Variant(
+            name=row["name"], paper_ref=row["paper_ref"], description=row["description"],
+            gates=tuple(GateSpec.from_dict(g) for g in row.get("gates", ())),
+            sdpa_transform=SdpaTransform(row.get("sdpa_transform", "none")),
+            shape_change=ShapeChange(**row.get("shape_change", {})),
+            paper=PaperFigures(**row.get("paper", {})))
+    except (TypeError, KeyError, ValueError) as err:
+        raise SpecError(f"variant {row.get('name')!r}: {err}") from None
+
+
+@lru_cache(maxsize=4)
+def load_catalog(path: Path = CATALOG_PATH) -> dict[str, Variant]:
+    """All variants by name, in file order; duplicate names are an error."""
+    rows = yaml.safe_load(Path(path).read_text())["variants"]
+    catalog: dict[str, Variant] = {}
+    for row in rows:
+        variant = _variant_from_dict(row)
+        if variant.name in catalog:
+            raise SpecError(f"{path}: variant name {variant.name!r} appears twice")
+        catalog[variant.name] = variant
+    return catalog
+
+
+def get_variant(name: str, path: Path = CATALOG_PATH) -> Variant:
+    """The named variant, or an error suggesting the nearest valid name."""
+    catalog = load_catalog(path)
+    if name in catalog:
+        return catalog[name]
+    near = difflib.get_close_matches(name, list(catalog), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise SpecError(f"unknown variant {name!r}{hint}")
