@@ -62,6 +62,8 @@ class ShapeChange:
 class PaperFigures:
     """The paper's published numbers for this variant, where it has them (Tables 1, 3, 4)."""
 
+    added_params_m: float | None = None
+    """Table 1 'Added Param' at the 15A2B MoE, in millions."""
     ppl: float | None = None
     """Avg PPL of the 15A2B MoE (Table 1 / Table 3)."""
     gate_mean: float | None = None
@@ -105,10 +107,10 @@ class Variant:
         out: dict[str, str] = {"sdpa_transform": self.sdpa_transform.value}
         if not self.gates:
             out["gate_position"] = "none"
-        for gate in self.gates:
-            for key, value in gate.axes.items():
-                tag = f"gate_{key}"
-                out[tag] = f"{out[tag]}+{value}" if tag in out else value
+        for key in (self.gates[0].axes if self.gates else {}):
+            values = [gate.axes[key] for gate in self.gates]
+            # Several gates (e.g. G1+G2): one value when they agree, else joined in gate order.
+            out[f"gate_{key}"] = values[0] if len(set(values)) == 1 else "+".join(values)
         sc = self.shape_change
         if not sc.is_identity:
             out["shape_change"] = (f"q*{sc.q_heads_scale:g},kv*{sc.kv_heads_scale:g},"

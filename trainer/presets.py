@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 BYTE_VOCAB = 258  # 256 byte values + BOS + EOS (the embedded corpus is byte-level)
+GPT2_VOCAB = 50_304  # GPT-2 tokenizer padded to a multiple of 64, as nanoGPT does
 QWEN_VOCAB = 151_936  # tokenizer of the paper's Qwen-family models (only matters for paper-sized presets)
 
 
@@ -77,9 +78,10 @@ PRESETS: dict[str, ModelConfig] = {
     # CPU: big enough for a first-token sink to form in the baseline, small enough for minutes per run
     "laptop": ModelConfig(d_model=128, n_layers=4, n_q_heads=8, n_kv_heads=2, head_dim=16, ffn_dim=384,
                           max_seq_len=256),
-    # ~125M parameters, one GPU
-    "small": ModelConfig(d_model=768, n_layers=14, n_q_heads=12, n_kv_heads=4, head_dim=64, ffn_dim=3072,
-                         vocab_size=QWEN_VOCAB, max_seq_len=1024),
+    # ~124M parameters like GPT-2 small (SwiGLU 2048 ~ GELU 3072), one GPU; GPT-2's padded vocab so
+    # nanoGPT-style .bin token files fit
+    "small": ModelConfig(d_model=768, n_layers=12, n_q_heads=12, n_kv_heads=12, head_dim=64, ffn_dim=2048,
+                         vocab_size=GPT2_VOCAB, max_seq_len=1024),
     # paper Table 7
     "paper-1.7b": ModelConfig(d_model=2048, n_layers=28, n_q_heads=16, n_kv_heads=8, head_dim=128,
                               ffn_dim=6144, vocab_size=QWEN_VOCAB, max_seq_len=4096),

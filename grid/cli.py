@@ -1,0 +1,90 @@
+"""The `gatelab` command line. Commands that need torch import it lazily, so `grid` stays torch-free."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from trainer.catalog import load_catalog
+from trainer.gate_spec import SpecError
+from trainer.model_cost import extra_params
+from trainer.presets import PRESETS, preset
+
+
+def _format_params(count: int | None) -> str:
+    if count is None:
+        return "n/a"
+    return f"{count / 1e6:.3g}M" if abs(count) >= 1e5 else f"{count:,}"
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    base = preset(args.model)
+    catalog = load_catalog()
+    rows = []
+    for variant in catalog.values():
+        try:
+            extra = extra_params(base, variant, catalog["baseline"])
+        except SpecError:
+            extra = None  # e.g. more_experts on a dense preset
+        rows.append({"name": variant.name, "paper_ref": variant.paper_ref, "extra_params": extra,
+                     "applicable": extra is not None, "paper_added_params_m": variant.paper.added_params_m,
+                     "paper_ppl": variant.paper.ppl, "axes": variant.axes, "description": variant.description})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'name':32} {'paper_ref':40} {'+params':>9} {'paper':>7}  axes   (preset {args.model})")
+    for row in rows:
+        axes = " ".join(f"{k.removeprefix('gate_')}={v}" for k, v in row["axes"].items()
+                        if v not in ("none", "head_specific", "multiplicative", "hidden"))
+        paper = f"{row['paper_added_params_m']}M" if row["paper_added_params_m"] is not None else ""
+        print(f"{row['name']:32} {row['paper_ref'][:40]:40} {_format_params(row['extra_params']):>9} "
+              f"{paper:>7}  {axes}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "gates":
+        from trainer.bench_gates import bench_gates  # torch: only for this command
+
+        results = bench_gates(preset(args.model), rounds=args.rounds)
+        if args.json:
+            print(json.dumps([r.__dict__ for r in results], indent=1))
+            return 0
+        print(f"forward+backward step, preset {args.model}, ratios against the baseline in the same run")
+        print(f"{'name':32} {'ms':>8} {'ratio':>7} {'+FLOPs':>7}  target")
+        for r in results:
+            target = {"g1_elementwise_sigmoid": f"<= {1 + r.extra_flop_share + 0.02:.3f}",
+                      "g1_headwise_sigmoid": "<= 1.030"}.get(r.name, "")
+            print(f"{r.name:32} {r.median_ms:8.2f} {r.ratio:7.3f} {r.extra_flop_share:7.3f}  {target}")
+        return 0
+    raise SystemExit(f"gatelab bench: unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatelab", description="Gated-attention ablation orchestrator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    variants = commands.add_parser("variants", help="list the gate-variant catalog")
+    variants.add_argument("--model", default="paper-moe-15a2b", choices=sorted(PRESETS),
+                          help="preset whose extra parameters to show (default: the paper's Table 1 MoE)")
+    variants.add_argument("--json", action="store_true", help="print one JSON array")
+    variants.set_defaults(func=cmd_variants)
+    bench = commands.add_parser("bench", help="benchmarks, measured side by side in one run")
+    bench.add_argument("what", choices=["gates"])
+    bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
+    bench.add_argument("--rounds", type=int, default=15, help="timed rounds per variant")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, ValueError) as err:
+        print(f"gatelab: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from trainer.catalog import load_catalog
+from trainer.presets import preset
+
+CATALOG = load_catalog()
+
+
+def preset_for(variant_name: str) -> str:
+    """Tiny dense preset, except for variants that need experts."""
+    return "tiny-moe" if CATALOG[variant_name].shape_change.add_experts else "tiny"
+
+
+@pytest.fixture
+def tokens_BT():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 256, (2, 24), generator=generator)
+    tokens[:, 0] = 256  # BOS, as every training sequence starts
+    return tokens
+
+
+@pytest.fixture(params=["tiny", "tiny-moe"])
+def tiny_preset(request):
+    return preset(request.param)
