@@ -1,0 +1,47 @@
+"""The only door to MLflow (DESIGN.md): where runs live, the local tracking server, and the trainer's Tracker.
+
+Rule for URIs and artifacts: gatelab processes log through the store's local `mlflow server`
+(`local_server(store)` yields its http URI); experiments always get the artifact location
+`mlflow-artifacts:/<experiment name>`, stored under `<home>/mlartifacts/`. The SQLite URI
+(`Store.tracking_uri`) is the server's backend; a client may read run metadata through it directly, but
+artifact transfers need the server.
+"""
+from tracking.mlflow_tracker import (
+    PARENT_RUN_TAG,
+    STATUS_TAG,
+    STATUSES,
+    MlflowTracker,
+    ParamConflictError,
+    get_or_create_experiment,
+)
+from tracking.server import (
+    ServerInfo,
+    ServerStartError,
+    ensure_server,
+    is_healthy,
+    local_server,
+    running_server,
+    stop_server,
+    ui,
+)
+from tracking.store import Store, experiment_artifact_location, resolve_home
+
+__all__ = [
+    "PARENT_RUN_TAG",
+    "STATUSES",
+    "STATUS_TAG",
+    "MlflowTracker",
+    "ParamConflictError",
+    "ServerInfo",
+    "ServerStartError",
+    "Store",
+    "ensure_server",
+    "experiment_artifact_location",
+    "get_or_create_experiment",
+    "is_healthy",
+    "local_server",
+    "resolve_home",
+    "running_server",
+    "stop_server",
+    "ui",
+]

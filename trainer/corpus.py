@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import math
 import os
 import sysconfig
 import tempfile
@@ -117,29 +116,27 @@ class Segments:
     def n_tokens(self) -> int:
         return int((self.end_S - self.start_S).sum())
 
+    def subset(self, index: np.ndarray) -> Segments:
+        """The segments selected by a boolean mask or index array, in their original order."""
+        names = np.array(self.names, dtype=object)[index]
+        return Segments(files=self.files, file_S=self.file_S[index], start_S=self.start_S[index],
+                        end_S=self.end_S[index], names=tuple(names))
+
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Corpus:
-    """A split, fingerprinted corpus; `trainer.data.build_datasets` makes windows of it."""
+class Tokenized:
+    """A source's tokens: one segment per document (text) or per file (pre-tokenized), in listing order."""
 
     fingerprint: str
     """16 hex chars of sha256 over the file list, sizes and everything else that changes the tokens or split."""
-    train: Segments
-    """Training ranges."""
-    val: Segments
-    """Validation ranges (disjoint from train: other files, or the tail of the tokens)."""
+    segments: Segments
+    """Every document or file; `trainer.data` splits them into train and validation."""
+    pair: bool
+    """A nanoGPT train/val pair: segment 0 is the training file, segment 1 the validation file."""
     bos_id: int | None
-    """Token prefixed to every window; None for pre-tokenized files (no known BOS)."""
+    """Token prefixed to every window; None for pre-tokenized files (their BOS, if any, is unknown)."""
     eos_id: int | None
     """Token ending every document; None for pre-tokenized files."""
-
-    @property
-    def train_tokens(self) -> int:
-        return self.train.n_tokens
-
-    @property
-    def val_tokens(self) -> int:
-        return self.val.n_tokens
 
 
 def list_source(cfg: DataConfig) -> Listing:
@@ -184,8 +181,8 @@ def data_fingerprint(cfg: DataConfig) -> str:
     return _keys(cfg, list_source(cfg))[1]
 
 
-def load_corpus(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None) -> Corpus:
-    """List, tokenize (or load the cache), validate token ids < vocab_size (when given) and split."""
+def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None) -> Tokenized:
+    """List, tokenize (or load the cache) and check every id < vocab_size (when given); DataError otherwise."""
     listing = list_source(cfg)
     token_key, fingerprint = _keys(cfg, listing)
     if listing.kind == "text":
@@ -193,30 +190,17 @@ def load_corpus(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None)
         if vocab_size is not None and max_id >= vocab_size:
             raise DataError(f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, "
                             f"the model has {vocab_size}")
-        file_S = np.zeros(len(names), dtype=np.int64)
-        train, val = _split((tokens,), names, file_S, starts, ends, cfg.val_percent, min_tokens=1)
-        return Corpus(fingerprint=fingerprint, train=train, val=val, bos_id=bos, eos_id=eos)
-    files = []
-    for rel in listing.rel_paths:
-        files.append(_token_file(listing.root / rel, cfg.token_dtype, vocab_size))
+        segments = Segments(files=(tokens,), file_S=np.zeros(len(names), dtype=np.int64), start_S=starts,
+                            end_S=ends, names=names)
+        return Tokenized(fingerprint=fingerprint, segments=segments, pair=False, bos_id=bos, eos_id=eos)
+    files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
     lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
-    names, file_S = listing.rel_paths, np.arange(len(files), dtype=np.int64)
-    if listing.pair:
-        for name, n in zip(names, lengths):
-            if n < 2:
-                raise DataError(f"data.source {cfg.source!r}: {name} holds {n} tokens, expected at least 2")
-        seg = lambda i: Segments(files=(files[i],), file_S=np.zeros(1, np.int64), start_S=np.zeros(1, np.int64),
-                                 end_S=lengths[i:i + 1], names=(names[i],))
-        return Corpus(fingerprint=fingerprint, train=seg(0), val=seg(1), bos_id=None, eos_id=None)
-    # No BOS on pre-tokenized data, so a window needs 2 tokens (one input, one target).
-    train, val = _split(tuple(files), names, file_S, np.zeros_like(lengths), lengths, cfg.val_percent, min_tokens=2)
-    return Corpus(fingerprint=fingerprint, train=train, val=val, bos_id=None, eos_id=None)
-
-
-def token_counts(cfg: DataConfig, cache_dir: Path) -> tuple[int, int]:
-    """(training tokens, validation tokens) the corpus yields, independent of seq_len (BOS not counted)."""
-    corpus = load_corpus(cfg, cache_dir)
-    return corpus.train_tokens, corpus.val_tokens
+    if listing.pair and lengths.min() < 2:
+        raise DataError(f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
+                        f"{lengths.min()} tokens, expected at least 2")
+    segments = Segments(files=files, file_S=np.arange(len(files), dtype=np.int64),
+                        start_S=np.zeros_like(lengths), end_S=lengths, names=listing.rel_paths)
+    return Tokenized(fingerprint=fingerprint, segments=segments, pair=listing.pair, bos_id=None, eos_id=None)
 
 
 def _walk(root: Path, suffix: str = "", skip: frozenset[str] | set[str] = frozenset()) -> list[Path]:
@@ -406,40 +390,6 @@ def _id_range(arr: np.ndarray) -> tuple[int, int]:
     return min(int(c.min()) for c in chunks), max(int(c.max()) for c in chunks)
 
 
-def _split(files: tuple[TokenFile, ...], names: tuple[str, ...], file_S: np.ndarray, start_S: np.ndarray,
-           end_S: np.ndarray, val_percent: float, min_tokens: int) -> tuple[Segments, Segments]:
-    """Validation = files whose sha256(relative path) bucket < val_percent: stable across machines and file
-    additions (Python's hash() is salted per process). With too few files for that to give both splits,
-    the last val_percent of the tokens (at least min_tokens) becomes validation instead."""
-    buckets = np.array([int.from_bytes(hashlib.sha256(n.encode()).digest()[:8], "big") % 10_000 for n in names])
-    is_val = buckets < round(val_percent * 100)
-    if not is_val.any() or is_val.all():
-        return _split_tail(files, names, file_S, start_S, end_S, val_percent, min_tokens)
-    seg = lambda m: Segments(files=files, file_S=file_S[m], start_S=start_S[m], end_S=end_S[m],
-                             names=tuple(n for n, k in zip(names, m) if k))
-    return seg(~is_val), seg(is_val)
-
-
-def _split_tail(files, names, file_S, start_S, end_S, val_percent, min_tokens) -> tuple[Segments, Segments]:
-    total = int((end_S - start_S).sum())
-    n_val = max(math.ceil(total * val_percent / 100), min_tokens)
-    if total - n_val < min_tokens:
-        raise DataError(f"data source {names[0]!r}: {total} tokens are too few to hold out {n_val} for validation")
-    cut_in_concat = total - n_val
-    seen = np.concatenate([[0], np.cumsum(end_S - start_S)])
-    k = int(np.searchsorted(seen, cut_in_concat, side="right")) - 1  # segment holding the cut
-    cut = int(start_S[k] + cut_in_concat - seen[k])
-    tr = [(int(file_S[i]), int(start_S[i]), int(end_S[i]), names[i]) for i in range(k)]
-    va = [(int(file_S[i]), int(start_S[i]), int(end_S[i]), names[i]) for i in range(k + 1, len(names))]
-    if cut > start_S[k]:
-        tr.append((int(file_S[k]), int(start_S[k]), cut, names[k]))
-    va.insert(0, (int(file_S[k]), cut, int(end_S[k]), names[k]))
-    seg = lambda rows: Segments(files=files, file_S=np.array([r[0] for r in rows], np.int64),
-                                start_S=np.array([r[1] for r in rows], np.int64),
-                                end_S=np.array([r[2] for r in rows], np.int64), names=tuple(r[3] for r in rows))
-    return seg(tr), seg(va)
-
-
 def _save_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write to a temp file in the same directory, then os.replace: a reader (another Ray worker on the same
     node) sees either no file or a complete one, never a half-written cache."""
@@ -449,6 +399,7 @@ def _save_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared by every worker on the node
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

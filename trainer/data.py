@@ -1,15 +1,17 @@
 """Torch datasets of fixed-length windows over a `trainer.corpus.Corpus`, and the training sample order.
 
 A window is one stride of one segment (a document, or a pre-tokenized file). On text, every window starts with
-BOS, so position 0 always holds the same token and a first-token attention sink can form (paper §4.3, Fig. 2),
-and consecutive windows step seq_len content tokens through the document, so the whole corpus is covered,
-not only the opening bytes of each file. Windows never span two documents: the short last window of a
+BOS, so position 0 always holds the same token and a first-token attention sink can form (paper Fig. 2,
+Table 4), and consecutive windows step seq_len content tokens through the document, so the whole corpus is
+covered, not only the opening bytes of each file. Windows never span two documents: the short last window of a
 document is padded (targets = IGNORE_INDEX) rather than packed with the next one. On the stdlib that wastes
 under 1% of the positions (files average ~17 KB vs. seq_len <= a few K) and keeps every position's context
 within one document, which the attention-sink and long-context probes rely on.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.corpus import Corpus, DataConfig, DataError, Segments, load_corpus
+from trainer.corpus import DataConfig, DataError, Segments, tokenize_source
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -80,6 +82,22 @@ class TokenWindows(Dataset):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
+class Corpus:
+    """A fingerprinted corpus split into train and validation token ranges."""
+
+    fingerprint: str
+    """The data's part of the trial identity (`trainer.corpus.data_fingerprint`)."""
+    train: Segments
+    """Training ranges."""
+    val: Segments
+    """Validation ranges: other files than train, or the tail of the tokens."""
+    bos_id: int | None
+    """Token prefixed to every window; None for pre-tokenized files."""
+    eos_id: int | None
+    """Token ending every document; None for pre-tokenized files."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class CorpusSplits:
     """Train and validation windows of one corpus at the training length, plus the facts a trial logs."""
 
@@ -109,6 +127,23 @@ class CorpusSplits:
         return ds
 
 
+def load_corpus(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None) -> Corpus:
+    """Tokenize (or load the cache), check ids < vocab_size when given, and split train/validation."""
+    tok = tokenize_source(cfg, Path(cache_dir), vocab_size)
+    if tok.pair:
+        train, val = tok.segments.subset(np.array([0])), tok.segments.subset(np.array([1]))
+    else:
+        # Without BOS a window needs 2 tokens: one input, one target.
+        train, val = _split(tok.segments, cfg.val_percent, min_tokens=1 if tok.bos_id is not None else 2)
+    return Corpus(fingerprint=tok.fingerprint, train=train, val=val, bos_id=tok.bos_id, eos_id=tok.eos_id)
+
+
+def token_counts(cfg: DataConfig, cache_dir: Path) -> tuple[int, int]:
+    """(training tokens, validation tokens) the corpus yields, independent of seq_len (BOS not counted)."""
+    corpus = load_corpus(cfg, cache_dir)
+    return corpus.train.n_tokens, corpus.val.n_tokens
+
+
 def build_datasets(cfg: DataConfig, seq_len: int, cache_dir: Path, vocab_size: int) -> CorpusSplits:
     """Load (or build and cache) the corpus and cut both splits into seq_len windows; raises DataError for a
     missing, empty or out-of-vocabulary dataset, before any training starts."""
@@ -119,7 +154,7 @@ def build_datasets(cfg: DataConfig, seq_len: int, cache_dir: Path, vocab_size: i
         if not len(ds):
             raise DataError(f"data.source {cfg.source!r}: the {name} split yields no window of {seq_len} tokens")
     return CorpusSplits(train=train, val=val, fingerprint=corpus.fingerprint, vocab_size=vocab_size,
-                        train_tokens=corpus.train_tokens, val_tokens=corpus.val_tokens, corpus=corpus)
+                        train_tokens=corpus.train.n_tokens, val_tokens=corpus.val.n_tokens, corpus=corpus)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -134,6 +169,30 @@ def sample_index(i: int, n: int, seed: int) -> int:
     return int(epoch_permutation(n, seed, i // n)[i % n])
 
 
+def _split(segments: Segments, val_percent: float, min_tokens: int) -> tuple[Segments, Segments]:
+    """Validation = files whose sha256(relative path) bucket < val_percent: the same on every machine and
+    unaffected by adding other files (Python's hash() is salted per process). When that leaves a split
+    empty (a single file, a handful of files), the last val_percent of the tokens is validation instead."""
+    buckets = [int.from_bytes(hashlib.sha256(n.encode()).digest()[:8], "big") % 10_000 for n in segments.names]
+    is_val_S = np.array(buckets, dtype=np.int64) < round(val_percent * 100)
+    if is_val_S.any() and not is_val_S.all():
+        return segments.subset(~is_val_S), segments.subset(is_val_S)
+    len_S = segments.end_S - segments.start_S
+    total = int(len_S.sum())
+    n_val = max(math.ceil(total * val_percent / 100), min_tokens)
+    if total - n_val < min_tokens:
+        raise DataError(f"data source {segments.names[0]!r}: {total} tokens are too few to split off "
+                        f"{n_val} for validation")
+    seen_S1 = np.concatenate([[0], np.cumsum(len_S)])
+    k = int(np.searchsorted(seen_S1, total - n_val, side="right")) - 1  # the segment the cut falls in
+    cut = int(segments.start_S[k] + total - n_val - seen_S1[k])
+    idx_S = np.arange(len(len_S))
+    train = segments.subset(idx_S[:k + 1] if cut > segments.start_S[k] else idx_S[:k])
+    val = segments.subset(idx_S[k:])
+    train.end_S[-1], val.start_S[0] = (cut if cut > segments.start_S[k] else train.end_S[-1]), cut  # copies
+    return train, val
+
+
 def _windows(corpus: Corpus, segments: Segments, seq_len: int, full_only: bool) -> TokenWindows:
-    pad = corpus.eos_id if corpus.eos_id is not None else 0  # inputs after the end are never attended to
+    pad = corpus.eos_id if corpus.eos_id is not None else 0  # pads follow the real tokens: causal attention hides them
     return TokenWindows(segments, seq_len, bos_id=corpus.bos_id, pad_id=pad, full_only=full_only)

@@ -1,0 +1,73 @@
+"""Layer rules of DESIGN.md and the `gatelab variants` command as a user runs it."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_top_modules(package: str) -> set[str]:
+    names = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_trainer_never_imports_ray_mlflow_optuna():
+    assert not imported_top_modules("trainer") & {"ray", "mlflow", "optuna"}
+
+
+def test_only_tracking_imports_mlflow():
+    for package in ("grid", "trainer"):
+        assert "mlflow" not in imported_top_modules(package), package
+
+
+def test_grid_cli_does_not_load_torch():
+    code = "import sys, grid.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_ablations_holds_yaml_only():
+    assert all(p.suffix in (".yaml", ".yml") for p in (ROOT / "ablations").rglob("*") if p.is_file())
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_variants_json_matches_paper_table1():
+    result = run_cli("variants", "--model", "paper-moe-15a2b", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["g1_elementwise_sigmoid"]["extra_params"] == 2048 * 32 * 128 * 24
+    assert round(rows["g1_headwise_sigmoid"]["extra_params"] / 1e6, 1) == 1.6
+    assert round(rows["g2_elementwise_sigmoid"]["extra_params"] / 1e6) == 25
+    assert round(rows["g5_elementwise_sigmoid"]["extra_params"] / 1e6, -1) == 100
+    assert round(rows["more_kv_heads"]["extra_params"] / 1e6) == 50
+    assert round(rows["more_q_heads"]["extra_params"] / 1e6) == 201
+    assert all(isinstance(r["extra_params"], int) and r["paper_ref"] for r in rows.values())
+
+
+def test_variants_table_and_bad_preset():
+    table = run_cli("variants", "--model", "tiny")
+    assert table.returncode == 0 and "g1_headwise_sigmoid" in table.stdout and "more_experts" in table.stdout
+    bad = run_cli("variants", "--model", "huge")
+    assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["baseline", "g1_elementwise_sigmoid"])
+def test_bench_gates_json(name):
+    from trainer.bench_gates import bench_gates
+    from trainer.presets import preset
+
+    results = {r.name: r for r in bench_gates(preset("tiny"), rounds=2, warmup=1, names=[name])}
+    assert results["baseline"].ratio == 1.0 and results[name].median_ms > 0
+    assert (results[name].extra_flop_share > 0) == (name != "baseline")
