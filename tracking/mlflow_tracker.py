@@ -6,7 +6,7 @@ run and tracking URI are process globals: several trials in one process would cl
 Metrics are buffered and sent with `log_batch` (ORCHESTRATION.md §3: one request per batch, at most 1000
 metrics and 100 params+tags per batch). The metrics of one `log_metrics` call always travel in the same batch
 (unless it alone exceeds 1000), and batches are sent in order, so after a crash the stored history is a prefix
-of what was logged: `last_step()` never names a step whose metrics are half stored.
+of what was logged: `last_steps()` never names a step whose metrics are half stored.
 """
 from __future__ import annotations
 
@@ -196,12 +196,16 @@ class MlflowTracker:
         self._check_artifact_access()
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
 
-    def last_step(self) -> int | None:
-        """Largest step of any metric of the run, after flushing the buffer; None if none was logged.
-        Reads the run's latest metrics (MLflow keeps, per key, the entry with the largest step): one request."""
+    def last_steps(self) -> dict[str, int]:
+        """Largest logged step per metric key, after flushing the buffer (empty for a fresh run). One request:
+        MLflow keeps, per key, the latest metric as the entry with the largest step."""
         self.flush()
         latest = self.client.get_run(self.run_id).data.to_proto().metrics
-        return max((metric.step for metric in latest), default=None)
+        return {metric.key: metric.step for metric in latest}
+
+    def last_step(self) -> int | None:
+        """Largest step over all metric keys, or None if nothing was logged."""
+        return max(self.last_steps().values(), default=None)
 
     def set_status(self, status: str) -> None:
         """Set `gatelab.status`; a terminal status also flushes, ends the MLflow run (finished/diverged ->

@@ -149,10 +149,9 @@ def ui(store: Store, port: int = 5000, *, timeout_s: float = 120.0) -> int:
     if existing is not None:
         print(f"gatelab: MLflow UI already running at {existing.uri} (pid {existing.pid})")
         return 0
-    print(f"gatelab: MLflow UI at {info.uri} (store {store.home}); Ctrl-C to stop")
-    proc = _CHILDREN[info.pid]
     try:
-        return proc.wait()
+        print(f"gatelab: MLflow UI at {info.uri} (store {store.home}); Ctrl-C to stop", flush=True)
+        return _CHILDREN[info.pid].wait()
     except KeyboardInterrupt:
         return 0
     finally:
@@ -176,9 +175,10 @@ def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> Server
         _CHILDREN[proc.pid] = proc
         try:
             _wait_healthy(proc, uri, timeout_s, store.server_log_path, log_offset)
-        except ServerStartError as error:
+        except BaseException as error:  # incl. Ctrl-C: never leave an unrecorded server behind
             _terminate_group(proc.pid, 10.0)
-            if attempt + 1 < attempts and "address already in use" in str(error).lower():
+            retry = isinstance(error, ServerStartError) and "address already in use" in str(error).lower()
+            if retry and attempt + 1 < attempts:
                 continue
             raise
         info = ServerInfo(pid=proc.pid, port=chosen, uri=uri)

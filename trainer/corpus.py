@@ -1,7 +1,7 @@
-"""Training text as token ranges: the embedded stdlib corpus or user data, listed, fingerprinted, cached, split.
+"""Training text as token ranges: the embedded stdlib corpus or user data, listed, fingerprinted, tokenized, cached.
 
 Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity (DESIGN.md) on a
-machine without torch. `trainer.data` cuts the `Corpus` built here into torch datasets of windows.
+machine without torch. `trainer.data` splits the `Tokenized` result and cuts it into torch datasets of windows.
 
 Layout on disk: text is tokenized once into a flat token array `<cache_dir>/<key>.tokens.npy` (each non-empty
 file's tokens followed by EOS), its document offsets `<key>.docs.npy` and `<key>.meta.json` (written last, so

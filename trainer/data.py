@@ -187,9 +187,12 @@ def _split(segments: Segments, val_percent: float, min_tokens: int) -> tuple[Seg
     k = int(np.searchsorted(seen_S1, total - n_val, side="right")) - 1  # the segment the cut falls in
     cut = int(segments.start_S[k] + total - n_val - seen_S1[k])
     idx_S = np.arange(len(len_S))
-    train = segments.subset(idx_S[:k + 1] if cut > segments.start_S[k] else idx_S[:k])
+    cut_inside = cut > segments.start_S[k]  # else the cut falls on a segment boundary
+    train = segments.subset(idx_S[:k + 1] if cut_inside else idx_S[:k])
     val = segments.subset(idx_S[k:])
-    train.end_S[-1], val.start_S[0] = (cut if cut > segments.start_S[k] else train.end_S[-1]), cut  # copies
+    if cut_inside:
+        train.end_S[-1] = cut  # subset() copied the arrays, so this edits only this split
+    val.start_S[0] = cut
     return train, val
 
 

@@ -23,9 +23,9 @@ class Tracker(Protocol):
     def log_artifact(self, local_path: Path, artifact_dir: str | None = None) -> None:
         """Copy a file into the run's artifacts."""
 
-    def last_step(self) -> int | None:
-        """Largest step with a logged metric, or None: a resumed trial skips steps already logged, so the
-        history has no duplicated step (resume is exact, so the skipped values are the same)."""
+    def last_steps(self) -> dict[str, int]:
+        """Largest logged step per metric key: a resumed trial skips (key, step) pairs already logged, so
+        the history has no duplicated step (resume is exact, so the skipped values are the same)."""
 
     def set_status(self, status: str) -> None:
         """Trial status: running, finished, failed, diverged."""
@@ -60,9 +60,8 @@ class InMemoryTracker:
     def log_artifact(self, local_path: Path, artifact_dir: str | None = None) -> None:
         self.artifacts.append((Path(local_path), artifact_dir))
 
-    def last_step(self) -> int | None:
-        steps = [step for history in self.metrics.values() for step, _ in history]
-        return max(steps) if steps else None
+    def last_steps(self) -> dict[str, int]:
+        return {key: max(step for step, _ in history) for key, history in self.metrics.items() if history}
 
     def set_status(self, status: str) -> None:
         self.status = status

@@ -1,0 +1,177 @@
+"""The resolved configuration of one trial: the schema `gatelab train` takes and a grid's `base` uses.
+
+Pure Python (no torch), so `grid/` can load, validate, expand and hash it. Defaults follow the paper's
+recipe at small scale (PAPER.md §6): AdamW with its default betas/eps, linear warmup then cosine decay to a
+minimum LR, gradient clipping.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from trainer.catalog import get_variant
+from trainer.corpus import DataConfig
+from trainer.presets import ModelConfig, preset
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelChoice:
+    """A preset plus field overrides."""
+
+    preset: str = "tiny"
+    """Named preset (tiny, tiny-moe, laptop, small, paper-1.7b, paper-1.7b-48l, paper-moe-15a2b)."""
+    overrides: dict = field(default_factory=dict)
+    """ModelConfig fields to change, e.g. {n_layers: 6}."""
+
+    def resolve(self) -> ModelConfig:
+        return preset(self.preset).with_overrides(**self.overrides)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """AdamW and the LR schedule."""
+
+    lr: float = 3e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.015
+    """Cosine floor as a fraction of lr (the MoE recipe decays 2e-3 -> 3e-5, a ratio of 0.015)."""
+    warmup_steps: int = 20
+    """Linear warmup steps (the MoE recipe: 1k of 100k)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay on matrices, not on norms or input-independent gate parameters (AdamW default)."""
+    beta1: float = 0.9
+    """AdamW beta1 (the paper keeps AdamW defaults)."""
+    beta2: float = 0.999
+    """AdamW beta2 (default)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """How long and how big."""
+
+    max_steps: int = 60
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Sequences per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; global batch = batch_size * grad_accum * seq_len tokens."""
+    seq_len: int | None = None
+    """Training sequence length; None takes the preset's max_seq_len."""
+    log_every: int = 5
+    """Log train metrics every this many steps."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Validation, probes and long-context evaluation."""
+
+    every: int = 20
+    """Validation loss/PPL every this many steps (and at the end)."""
+    batches: int = 4
+    """Validation batches per evaluation (the same fixed batches every time)."""
+    probe_every: int = 0
+    """Run the probes every this many evaluations (0: only at the end)."""
+    probe_batches: int = 2
+    """Batches for the probes."""
+    long_context_factors: tuple = (1, 2, 4, 8)
+    """Eval lengths as multiples of the training length, plain RoPE and YaRN (Table 5 at small scale)."""
+    long_context_batches: int = 2
+    """Batches per long-context length."""
+    long_context_max_tokens: int = 65_536
+    """Skip lengths whose batch exceeds this many tokens (8x 'if it fits')."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StabilityConfig:
+    """Loss-spike detection and divergence."""
+
+    spike_window: int = 20
+    """Rolling window of train losses whose median a spike is measured against."""
+    spike_factor: float = 1.3
+    """A loss above factor * rolling median is a spike."""
+    recover_factor: float = 1.05
+    """A spike has recovered when the loss is back under factor * the median before it."""
+    divergence_loss: float | None = None
+    """Loss ceiling that ends the trial as diverged; None means 1.5 * ln(vocab_size)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+    """Checkpoint cadence."""
+
+    every: int = 20
+    """Save every this many steps (and at the end)."""
+    keep_last: int = 2
+    """Keep the newest K checkpoints."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    """Everything that defines one training run."""
+
+    name: str = "trial"
+    """Human label (not part of the trial key)."""
+    variant: str = "baseline"
+    """Catalog variant name."""
+    seed: int = 0
+    """Seeds init, data order and everything random."""
+    model: ModelChoice = field(default_factory=ModelChoice)
+    """Preset and overrides."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and LR schedule."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Steps and batch."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    """Spikes and divergence."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoints."""
+
+    def __post_init__(self) -> None:
+        get_variant(self.variant)  # unknown names fail here, with the nearest valid one
+        checks = {"schedule.max_steps": self.schedule.max_steps, "schedule.batch_size": self.schedule.batch_size,
+                  "schedule.grad_accum": self.schedule.grad_accum, "schedule.log_every": self.schedule.log_every,
+                  "eval.every": self.eval.every, "eval.batches": self.eval.batches,
+                  "checkpoint.every": self.checkpoint.every, "checkpoint.keep_last": self.checkpoint.keep_last}
+        for key, value in checks.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{key}={value!r}: expected a positive integer")
+        if not self.optim.lr > 0:
+            raise ValueError(f"optim.lr={self.optim.lr!r}: expected a positive number")
+        if self.optim.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps={self.optim.warmup_steps}: expected >= 0")
+        self.model_config()  # preset name, overrides and the variant's shape change must all be valid
+
+    def model_config(self) -> ModelConfig:
+        """The model as this trial trains it (preset + overrides + the variant's shape change)."""
+        base = self.model.resolve()
+        return get_variant(self.variant).model_config(base)
+
+    @property
+    def seq_len(self) -> int:
+        return self.schedule.seq_len or self.model.resolve().max_seq_len
+
+    @property
+    def divergence_loss(self) -> float:
+        return self.stability.divergence_loss or 1.5 * math.log(self.model.resolve().vocab_size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.schedule.batch_size * self.schedule.grad_accum * self.seq_len
+
+
+def to_dict(config) -> dict:
+    """A (nested) config dataclass as plain data, for YAML, params and hashing."""
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = to_dict(value) if hasattr(value, "__dataclass_fields__") else \
+            list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,66 @@
+"""PNG figures of one trial (matplotlib, headless): loss with spikes, F-Attn per layer (paper Fig. 2),
+gate-score histogram (Fig. 3), long-context PPL (Table 5 at small scale)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+from trainer.probes import HIST_BINS, ProbeReport  # noqa: E402
+from trainer.spikes import Spike  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_curve(train: list, val: list, spikes: list[Spike], title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), lw=0.8, label="train loss")
+    if val:
+        ax.plot(*zip(*val), "o-", ms=3, label="val loss")
+    loss_at = dict(train)
+    for spike in spikes:
+        ax.axvline(spike.step, color="red", alpha=0.3)
+        ax.plot(spike.step, loss_at.get(spike.step, spike.reference * spike.ratio), "rv")
+    ax.set(xlabel="step", ylabel="loss", title=f"{title}  ({len(spikes)} spikes)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def f_attn_per_layer(report: ProbeReport, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    layers = range(len(report.f_attn_per_layer))
+    ax.bar(layers, report.f_attn_per_layer)
+    ax.set(xlabel="layer", ylabel="attention on first token", ylim=(0, 1),
+           title=f"{title}: F-Attn mean {report.f_attn:.3f}")
+    return _save(fig, path)
+
+
+def gate_histogram(report: ProbeReport, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    counts = report.gate_hist_counts[:HIST_BINS]
+    total = max(sum(report.gate_hist_counts), 1)
+    ax.bar([(i + 0.5) / HIST_BINS for i in range(HIST_BINS)], [c / total for c in counts], width=1 / HIST_BINS)
+    ax.set(xlabel="gate score", ylabel="fraction", xlim=(0, 1),
+           title=f"{title}: mean {report.gate_mean:.3f}, <0.1: {report.gate_frac_below_0_1:.2f}")
+    return _save(fig, path)
+
+
+def long_context_curve(metrics: dict[str, float], train_len: int, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for rope in ("rope", "yarn"):
+        points = sorted((int(k.split("_x")[1].split("_")[0]), v) for k, v in metrics.items()
+                        if k.startswith("long_ppl_x") and k.endswith(rope))
+        if points:
+            ax.plot([f * train_len for f, _ in points], [v for _, v in points], "o-", label=rope)
+    ax.set(xscale="log", yscale="log", xlabel="eval length (tokens)", ylabel="val PPL", title=title)
+    ax.legend()
+    return _save(fig, path)

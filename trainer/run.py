@@ -1,0 +1,136 @@
+"""run_trial: one trial from config to results, resumable from its newest checkpoint.
+
+The caller passes a Tracker (MLflow in production, in-memory in tests) and a trial directory; nothing
+here knows about Ray, MLflow or Optuna.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import yaml
+
+from trainer.catalog import get_variant
+from trainer.checkpoint import AtomicCheckpointIO, checkpoint_path, newest_checkpoint, prune_checkpoints
+from trainer.config import TrialConfig, to_dict
+from trainer.data import build_datasets
+from trainer.environment import environment_record
+from trainer.evaluate import long_context, mean_loss, perplexity, probe
+from trainer.lightning_module import GatedLMModule, TrialDataModule
+from trainer import plots
+from trainer.tracker import Tracker
+from trainer.trial_callback import TrialReporter
+
+TERMINAL_STATUSES = ("finished", "diverged", "failed")
+
+
+@dataclass
+class TrialResult:
+    status: str
+    """finished | diverged."""
+    summary: dict[str, float] = field(default_factory=dict)
+    """The stable summary metrics (final_val_loss, final_val_ppl, spike_count, ...)."""
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def trial_tags(config: TrialConfig) -> dict[str, str]:
+    variant = get_variant(config.variant)
+    return {"variant": variant.name, "paper_ref": variant.paper_ref, "seed": str(config.seed),
+            "lr": f"{config.optim.lr:g}", "preset": config.model.preset, **variant.axes}
+
+
+def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path) -> None:
+    params = flatten(to_dict(config))
+    params.update({"data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
+                   "data.val_tokens": splits.val_tokens, "seq_len": config.seq_len,
+                   "tokens_per_step": config.tokens_per_step})
+    tracker.log_params(params)
+    tracker.set_tags(trial_tags(config))
+    tracker.set_status("running")
+    config_file = trial_dir / "config.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    env_file = trial_dir / "environment.json"
+    env_file.write_text(json.dumps(environment_record(), indent=1))
+    tracker.log_artifact(config_file)
+    tracker.log_artifact(env_file)
+
+
+def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: int, diverged: bool) -> dict:
+    """Final evaluation, probes, long-context, summary, plots. Returns the summary metrics."""
+    summary = dict(reporter.spikes.summary())
+    plot_dir = trial_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    title = f"{config.variant} seed {config.seed} lr {config.optim.lr:g}"
+    figures = [plots.loss_curve(reporter.train_curve, reporter.val_curve, reporter.spikes.spikes, title,
+                                plot_dir / "loss_curve.png")]
+    if not diverged:
+        val_loss = mean_loss(module.model, reporter.val_batches)
+        summary.update({"final_val_loss": val_loss, "final_val_ppl": perplexity(val_loss)})
+        report = probe(module.model, reporter.probe_batches)
+        summary.update({"f_attn": report.f_attn, "m_act": report.m_act, "sink_eps": report.sink_eps})
+        if report.gate_mean is not None:
+            summary["gate_mean"] = report.gate_mean
+        ev = config.eval
+        longctx = long_context(module.model, splits, config.seq_len, ev.long_context_factors,
+                               ev.long_context_batches, ev.long_context_max_tokens)
+        reporter.record({**report.to_metrics(), **longctx}, step)
+        (trial_dir / "probes.json").write_text(json.dumps(report.to_dict(), indent=1))
+        figures.append(plots.f_attn_per_layer(report, title, plot_dir / "f_attn_per_layer.png"))
+        if report.gate_mean is not None:
+            figures.append(plots.gate_histogram(report, title, plot_dir / "gate_histogram.png"))
+        if longctx:
+            figures.append(plots.long_context_curve(longctx, config.seq_len, title, plot_dir / "long_context.png"))
+        tracker.log_artifact(trial_dir / "probes.json")
+    else:
+        val_loss = reporter.val_curve[-1][1] if reporter.val_curve else float("nan")
+        summary.update({"final_val_loss": val_loss, "final_val_ppl": perplexity(val_loss)
+                        if math.isfinite(val_loss) else float("nan"), "diverged_at_step": float(step)})
+    reporter.record(summary, step)
+    for figure in figures:
+        tracker.log_artifact(figure, "plots")
+    return summary
+
+
+def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir: Path,
+              progress: bool = False) -> TrialResult:
+    """Train (or resume) one trial. Data errors raise before anything is logged or trained."""
+    trial_dir = Path(trial_dir)
+    model_cfg = config.model_config()
+    splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = trial_dir / "checkpoints"
+    _record_start(config, tracker, splits, trial_dir)
+
+    module = GatedLMModule(config)
+    reporter = TrialReporter(config, tracker, splits.val, checkpoint_dir, tracker.last_steps())
+    cuda = torch.cuda.is_available()
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
+        max_steps=config.schedule.max_steps, accumulate_grad_batches=config.schedule.grad_accum,
+        gradient_clip_val=config.optim.grad_clip or None, logger=False, enable_checkpointing=False,
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0, callbacks=[reporter], plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, datamodule=TrialDataModule(config, splits, module),
+                ckpt_path=newest_checkpoint(checkpoint_dir), weights_only=True)
+    diverged = reporter.diverged_at is not None
+    step = trainer.global_step
+    summary = _finish(config, tracker, module, reporter, splits, trial_dir, step, diverged)
+    if not diverged:
+        reporter.save_checkpoint(trainer, step)
+    status = "diverged" if diverged else "finished"
+    tracker.flush()
+    tracker.set_status(status)
+    return TrialResult(status=status, summary=summary)

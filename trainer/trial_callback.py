@@ -1,0 +1,105 @@
+"""The Lightning callback that turns one trial's steps into results: metrics, spikes, divergence,
+evaluations, probes and checkpoints, in one fixed order per optimizer step.
+
+Order per step: train metrics -> evaluation (and probes) -> flush the tracker -> checkpoint. So everything
+logged up to a checkpoint's step is stored before the checkpoint exists, and a resumed run recomputes
+(exactly) and skips only what was already logged after it: the history has no gap and no duplicate.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from trainer.checkpoint import checkpoint_path, prune_checkpoints
+from trainer.config import TrialConfig
+from trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
+from trainer.spikes import SpikeDetector
+from trainer.tracker import Tracker
+
+
+class TrialReporter(pl.Callback):
+    def __init__(self, config: TrialConfig, tracker: Tracker, val_dataset, checkpoint_dir: Path,
+                 already_logged: dict[str, int]) -> None:
+        self.config, self.tracker, self.checkpoint_dir = config, tracker, Path(checkpoint_dir)
+        self.already_logged = dict(already_logged)
+        stab = config.stability
+        self.spikes = SpikeDetector(stab.spike_window, stab.spike_factor, stab.recover_factor)
+        self.val_batches = fixed_batches(val_dataset, config.schedule.batch_size, config.eval.batches)
+        self.probe_batches = self.val_batches[:config.eval.probe_batches]
+        self.train_curve: list[tuple[int, float]] = []
+        self.val_curve: list[tuple[int, float]] = []
+        self.eval_count = 0
+        self.diverged_at: int | None = None
+        self._timer = (time.perf_counter(), 0)  # (time, step) of the last throughput reading
+        self._paused = 0.0  # seconds spent evaluating/checkpointing since that reading
+
+    # Not named `log`: Lightning overwrites a callback's `log` attribute with the module's.
+    def record(self, metrics: dict[str, float], step: int) -> None:
+        fresh = {k: v for k, v in metrics.items() if step > self.already_logged.get(k, -1)}
+        if fresh:
+            self.tracker.log_metrics(fresh, step)
+
+    def evaluate(self, module, step: int) -> float:
+        val_loss = mean_loss(module.model, self.val_batches)
+        self.val_curve.append((step, val_loss))
+        self.eval_count += 1
+        metrics = {"val_loss": val_loss, "val_ppl": perplexity(val_loss)}
+        probe_every = self.config.eval.probe_every
+        if probe_every and self.eval_count % probe_every == 0:
+            metrics.update(probe(module.model, self.probe_batches).to_metrics())
+        self.record(metrics, step)
+        return val_loss
+
+    def save_checkpoint(self, trainer: pl.Trainer, step: int) -> None:
+        self.tracker.flush()
+        trainer.save_checkpoint(checkpoint_path(self.checkpoint_dir, step), weights_only=False)
+        prune_checkpoints(self.checkpoint_dir, self.config.checkpoint.keep_last)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if len(module._step_losses) < self.config.schedule.grad_accum:
+            return  # mid-accumulation: no optimizer step yet
+        step = trainer.global_step
+        metrics = module.pop_step_metrics()
+        loss = metrics["train_loss"]
+        self.train_curve.append((step, loss))
+        diverged = not math.isfinite(loss) or loss > self.config.divergence_loss
+        spike = None if diverged else self.spikes.update(step, loss)
+        sched = self.config.schedule
+        if step % sched.log_every == 0 or spike or diverged:
+            now = time.perf_counter()
+            last_time, last_step = self._timer
+            elapsed = now - last_time - self._paused
+            metrics.update({"lr": trainer.optimizers[0].param_groups[0]["lr"],
+                            "grad_norm": module.last_grad_norm,
+                            "tokens_seen": float(step * self.config.tokens_per_step)})
+            if step > last_step and elapsed > 0:
+                metrics["tokens_per_s"] = (step - last_step) * self.config.tokens_per_step / elapsed
+            if spike:
+                metrics["spike_ratio"] = spike.ratio
+            self.record(metrics, step)
+            self._timer, self._paused = (now, step), 0.0
+        if diverged:
+            self.diverged_at = step
+            trainer.should_stop = True  # divergence is a result, not a crash (DESIGN.md)
+            return
+        if step >= sched.max_steps:
+            return  # the final evaluation and checkpoint happen after fit, once
+        started = time.perf_counter()
+        if step % self.config.eval.every == 0:
+            self.evaluate(module, step)
+        if step % self.config.checkpoint.every == 0:
+            self.save_checkpoint(trainer, step)
+        self._paused += time.perf_counter() - started
+
+    def state_dict(self) -> dict:
+        return {"spikes": self.spikes.state_dict(), "train_curve": [list(p) for p in self.train_curve],
+                "val_curve": [list(p) for p in self.val_curve], "eval_count": self.eval_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.spikes.load_state_dict(state["spikes"])
+        self.train_curve = [tuple(p) for p in state["train_curve"]]
+        self.val_curve = [tuple(p) for p in state["val_curve"]]
+        self.eval_count = state["eval_count"]
