@@ -135,7 +135,12 @@ class TrialConfig:
     """Checkpoints."""
 
     def __post_init__(self) -> None:
-        get_variant(self.variant)  # unknown names fail here, with the nearest valid one
+        try:
+            get_variant(self.variant)  # unknown names fail here, with the nearest valid one
+            self.model.resolve()
+        except ValueError as err:
+            key = "variant" if "variant" in str(err) else "model"
+            raise ValueError(f"{key}: {err}") from None
         checks = {"schedule.max_steps": self.schedule.max_steps, "schedule.batch_size": self.schedule.batch_size,
                   "schedule.grad_accum": self.schedule.grad_accum, "schedule.log_every": self.schedule.log_every,
                   "eval.every": self.eval.every, "eval.batches": self.eval.batches,

@@ -1,0 +1,173 @@
+"""YAML -> frozen config dataclasses, with errors that name the file, the line and the dotted key.
+
+Pure Python (PyYAML only). Every error is one `ConfigError` whose str() is a single line:
+`FILE:LINE: KEY: what was expected (did you mean ...?)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input; the CLI prints str(err) and exits 2."""
+
+    def __init__(self, key: str, message: str, source: str = "<config>", line: int | None = None) -> None:
+        self.key, self.message, self.source, self.line = key, message, source, line
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        if self.key and self.message.startswith(self.key):
+            return f"{where}: {self.message}"  # the message already leads with its key
+        return f"{where}: {self.key or '<top>'}: {self.message}"
+
+    def located(self, source: str, lines: dict[str, int]) -> "ConfigError":
+        """The same error with the file and the line of its key (or of its nearest parent key)."""
+        key = self.key
+        while key and key not in lines:
+            key = key.rpartition(".")[0]
+        return ConfigError(self.key, self.message, source, lines.get(key, 1))
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """(data, line of each dotted key). YAML syntax errors become ConfigErrors with their line."""
+    text = Path(path).read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError("", f"invalid YAML: {problem}", str(path), mark.line + 1 if mark else None) from None
+    lines: dict[str, int] = {}
+    _collect_lines(node, "", lines)
+    return data, lines
+
+
+def _collect_lines(node, prefix: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            _collect_lines(value_node, f"{key}.", lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[f"{prefix}{index}"] = item.start_mark.line + 1
+            _collect_lines(item, f"{prefix}{index}.", lines)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`dotted.key=value` with the value parsed as YAML (so 3e-3, true, [1, 2] work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "expected --set dotted.key=value", "--set")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(key, f"could not parse value {raw!r}", "--set") from None
+
+
+def set_dotted(data: dict, key: str, value: Any) -> dict:
+    """A copy of data with data[a][b][c] = value for key 'a.b.c' (creating mappings on the way)."""
+    out = dict(data)
+    head, _, rest = key.partition(".")
+    if rest:
+        inner = out.get(head) if isinstance(out.get(head), dict) else {}
+        out[head] = set_dotted(inner, rest, value)
+    else:
+        out[head] = value
+    return out
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def _convert(hint, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, key)
+            except ConfigError as err:
+                errors.append(err.message)
+        raise ConfigError(key, errors[0] if errors else "expected a value")
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return value
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def build(cls, data: Any, prefix: str = ""):
+    """Instantiate dataclass `cls` from a mapping; unknown keys get the nearest valid name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; expected one of {names}"
+            raise ConfigError(dotted, f"unknown key{hint}")
+        kwargs[key] = _convert(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_key_of(str(err), prefix, names), str(err)) from None
+
+
+_LEADING_KEY = re.compile(r"^([a-z_][a-z0-9_.]*)(?:=|:)")
+
+
+def _key_of(message: str, prefix: str, names: list[str]) -> str:
+    """Validation messages lead with the dotted key they are about ('schedule.max_steps=0: ...')."""
+    match = _LEADING_KEY.match(message)
+    if not match:
+        return prefix
+    key = match.group(1)
+    if prefix and key.startswith(f"{prefix}."):
+        return key
+    if key.split(".")[0] in names:
+        return f"{prefix}.{key}" if prefix else key
+    return prefix
