@@ -367,9 +367,9 @@ def test_ui_reports_a_running_server_instead_of_starting_another(server_uri, sto
 
 def test_ui_serves_in_the_foreground_until_ctrl_c(tmp_path):
     home, port = tmp_path / "ui-home", free_port_for_test()
+    code = "import sys; from tracking import Store, ui; sys.exit(ui(Store(sys.argv[1]), int(sys.argv[2])))"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tracking import Store, ui; sys.exit(ui(Store(sys.argv[1]), int(sys.argv[2])))",
-         str(home), str(port)],
+        [sys.executable, "-c", code, str(home), str(port)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     uri = f"http://127.0.0.1:{port}"

@@ -108,7 +108,9 @@ class MlflowTracker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         if asynchronous:
-            self._thread = threading.Thread(target=self._run_sender, name=f"mlflow-tracker-{run_id[:8]}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run_sender, name=f"mlflow-tracker-{run_id[:8]}", daemon=True
+            )
             self._thread.start()
 
     @classmethod

@@ -44,7 +44,7 @@ class GatedLMModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs_BT, targets_BT = batch
         loss, parts = self.model.loss(inputs_BT, targets_BT)
-        self._step_losses.append(loss.detach())
+        self._step_losses.append(loss.detach())  # the objective itself, so a NaN in it is seen this step
         for key, value in parts.items():
             self._step_parts.setdefault(key, []).append(value)
         return loss
@@ -63,9 +63,12 @@ class GatedLMModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = self.config.optim
-        decay, no_decay = [], []
+        decay, no_decay, seen = [], [], set()
         for module in self.model.modules():
             for name, param in module.named_parameters(recurse=False):
+                if id(param) in seen:
+                    continue  # the tied LM head is the embedding
+                seen.add(id(param))
                 # Matrices decay; norm scales and the input-independent gate parameter (§4.2) do not.
                 is_matrix = param.ndim >= 2 and not (isinstance(module, Gate) and name == "score_param_Hw")
                 (decay if is_matrix else no_decay).append(param)
