@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from grid.config_loader import ConfigError
+from grid.train_command import cmd_train
 from trainer.catalog import load_catalog
 from trainer.gate_spec import SpecError
 from trainer.model_cost import extra_params
@@ -74,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=15, help="timed rounds per variant")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+    train = commands.add_parser("train", help="train one trial in-process, logged to MLflow; rerun resumes")
+    train.add_argument("config", help="trial YAML (the schema of a grid's base)")
+    train.add_argument("--set", action="append", metavar="dotted.key=value", help="override a field")
+    train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+    train.set_defaults(func=cmd_train)
     return parser
 
 
@@ -81,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, ValueError) as err:
+    except (ConfigError, SpecError, ValueError) as err:
+        # Bad input: one line, exit 2, nothing changed (ConfigError, DataError and SpecError are ValueErrors).
         print(f"gatelab: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gatelab: interrupted; rerun the same command to resume from the newest checkpoint",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

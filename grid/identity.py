@@ -1,0 +1,43 @@
+"""A trial's identity: a hash of the resolved fields that change its result (DESIGN.md).
+
+In: the resolved model shape, the variant's definition (not only its name, so editing a catalog entry
+makes new trials), the data fingerprint and split, optimiser, schedule, evaluation and stability rules,
+seed. Out: the trial's name, the data path (the fingerprint stands for the data), checkpoint cadence,
+logging cadence, the tracking URI and every path. `tests/test_identity.py` pins both lists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+
+from trainer.catalog import get_variant
+from trainer.config import TrialConfig, to_dict
+from trainer.corpus import data_fingerprint
+
+KEY_VERSION = 1  # bump when the meaning of a field changes without its value changing
+KEY_LENGTH = 12
+
+
+def identity_fields(config: TrialConfig, fingerprint: str) -> dict:
+    """The canonical mapping that is hashed."""
+    data = to_dict(config)
+    variant = get_variant(config.variant)
+    data.pop("name")
+    data.pop("checkpoint")
+    data["schedule"].pop("log_every")
+    data["schedule"]["seq_len"] = config.seq_len
+    data["data"].pop("source")
+    data["data"]["fingerprint"] = fingerprint
+    data["model"] = asdict(config.model_config())
+    data["variant"] = {"name": variant.name, "gates": [g.axes for g in variant.gates],
+                       "sdpa_transform": variant.sdpa_transform.value}
+    data["key_version"] = KEY_VERSION
+    return data
+
+
+def trial_key(config: TrialConfig, fingerprint: str | None = None) -> str:
+    """12 hex digits of sha256 over the canonical JSON of `identity_fields`."""
+    fields = identity_fields(config, fingerprint or data_fingerprint(config.data))
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
