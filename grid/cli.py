@@ -59,6 +59,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       "g1_headwise_sigmoid": "<= 1.030"}.get(r.name, "")
             print(f"{r.name:32} {r.median_ms:8.2f} {r.ratio:7.3f} {r.extra_flop_share:7.3f}  {target}")
         return 0
+    if args.what == "trainer":
+        from trainer.bench_trainer import bench_trainer
+
+        result = bench_trainer(args.model, steps=args.steps)
+        if args.json:
+            print(json.dumps(result, indent=1))
+            return 0
+        print(f"training loop throughput, preset {args.model}, {args.steps} steps, side by side in one run")
+        print(f"  hand-written PyTorch loop: {result['hand_tokens_per_s']:,.0f} tokens/s (median per step; "
+              f"range {result['hand_spread'][0]:,.0f}-{result['hand_spread'][1]:,.0f})")
+        print(f"  gatelab (Lightning) loop:  {result['gatelab_tokens_per_s']:,.0f} tokens/s (median per step; "
+              f"range {result['gatelab_spread'][0]:,.0f}-{result['gatelab_spread'][1]:,.0f})")
+        print(f"  ratio {result['ratio']:.3f}  (target >= 0.95)")
+        return 0
     raise SystemExit(f"gatelab bench: unknown benchmark {args.what!r}")
 
 
@@ -71,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--json", action="store_true", help="print one JSON array")
     variants.set_defaults(func=cmd_variants)
     bench = commands.add_parser("bench", help="benchmarks, measured side by side in one run")
-    bench.add_argument("what", choices=["gates"])
+    bench.add_argument("what", choices=["gates", "trainer"])
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
-    bench.add_argument("--rounds", type=int, default=15, help="timed rounds per variant")
+    bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
+    bench.add_argument("--steps", type=int, default=40, help="trainer: steps per loop")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     train = commands.add_parser("train", help="train one trial in-process, logged to MLflow; rerun resumes")
