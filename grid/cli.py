@@ -66,11 +66,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result, indent=1))
             return 0
-        print(f"training loop throughput, preset {args.model}, {args.steps} steps, side by side in one run")
-        print(f"  hand-written PyTorch loop: {result['hand_tokens_per_s']:,.0f} tokens/s (median per step; "
-              f"range {result['hand_spread'][0]:,.0f}-{result['hand_spread'][1]:,.0f})")
-        print(f"  gatelab (Lightning) loop:  {result['gatelab_tokens_per_s']:,.0f} tokens/s (median per step; "
-              f"range {result['gatelab_spread'][0]:,.0f}-{result['gatelab_spread'][1]:,.0f})")
+        print(f"training loop throughput, preset {args.model}, {result['steps']} step pairs in lockstep")
+        print(f"  hand-written PyTorch loop: {result['hand_tokens_per_s']:,.0f} tokens/s (median step)")
+        print(f"  gatelab (Lightning) loop:  {result['gatelab_tokens_per_s']:,.0f} tokens/s (median step)")
+        q1, _, q3 = result["ratio_quartiles"]
+        print(f"  per-step ratio quartiles {q1:.3f} / {q3:.3f}")
         print(f"  ratio {result['ratio']:.3f}  (target >= 0.95)")
         return 0
     raise SystemExit(f"gatelab bench: unknown benchmark {args.what!r}")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["gates", "trainer"])
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
-    bench.add_argument("--steps", type=int, default=40, help="trainer: steps per loop")
+    bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     train = commands.add_parser("train", help="train one trial in-process, logged to MLflow; rerun resumes")

@@ -1,10 +1,10 @@
 """`gatelab bench trainer`: tokens/s of gatelab's Lightning loop against a minimal hand-written PyTorch loop
-on the same model, data, batch, optimizer and schedule, measured side by side in one process.
+on the same model, data, batch, optimizer and schedule, measured side by side in one run.
 
-Both sides are timed per step (wall time between steps, batch fetch included) after `warmup` steps,
-excluding evaluation and checkpoints on gatelab's side (its logged `tokens_per_s` already excludes them).
-The runs alternate (hand, gatelab, hand, ...) and the ratio compares medians of the per-step rates, so
-drift and the noise of a shared 2-core machine hit both sides alike.
+The two loops run in lockstep: after each gatelab step (Lightning loop plus gatelab's own per-step
+bookkeeping), a callback runs one step of the hand loop on its own copy of the model. Each step pair
+is timed back to back, so the noise of a shared 2-core machine hits both alike; the ratio is the median
+over steps of hand_time / gatelab_time. Evaluation and checkpoints are outside the compared steps.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
 from trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
-from trainer.data import build_datasets
 from trainer.lightning_module import GatedLMModule, ResumableSampler
 from trainer.run import run_trial
 from trainer.tracker import InMemoryTracker
@@ -31,49 +31,62 @@ def bench_config(preset: str, steps: int) -> TrialConfig:
                        checkpoint=CheckpointConfig(every=10 * steps))
 
 
-def hand_loop_rates(config: TrialConfig, splits, warmup: int) -> list[float]:
-    """The minimal loop: same init, sample order, AdamW groups, schedule and clipping, no framework.
-    Timed like gatelab's side: wall time per step including fetching the batch."""
-    module = GatedLMModule(config)  # only for its model init and optimizer recipe
-    per_step = config.schedule.batch_size
-    sampler = ResumableSampler(len(splits.train), config.seed, config.schedule.max_steps * per_step, lambda: 0)
-    loader = DataLoader(splits.train, batch_size=per_step, sampler=sampler, drop_last=True)
-    setup = module.configure_optimizers()
-    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
-    model = module.model.train()
-    stamps = [time.perf_counter()]
-    for inputs_BT, targets_BT in loader:
-        loss, _ = model.loss(inputs_BT, targets_BT)
+class HandLoop:
+    """The minimal loop: same init, sample order, AdamW groups, schedule and clipping, no framework."""
+
+    def __init__(self, config: TrialConfig, train_windows) -> None:
+        module = GatedLMModule(config)  # only for its model init and optimizer recipe
+        per_step = config.schedule.batch_size
+        sampler = ResumableSampler(len(train_windows), config.seed, config.schedule.max_steps * per_step,
+                                   lambda: 0)
+        self.batches = iter(DataLoader(train_windows, batch_size=per_step, sampler=sampler, drop_last=True))
+        setup = module.configure_optimizers()
+        self.optimizer, self.schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+        self.model, self.clip = module.model.train(), config.optim.grad_clip
+
+    def step(self) -> None:
+        inputs_BT, targets_BT = next(self.batches)
+        loss, _ = self.model.loss(inputs_BT, targets_BT)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
         loss.item()
-        stamps.append(time.perf_counter())
-    return [config.tokens_per_step / (b - a) for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
 
 
-def gatelab_rates(config: TrialConfig, tmp: Path, tag: str, warmup: int) -> list[float]:
-    """Per-step tokens/s of run_trial's loop, from its own log (evaluation and checkpoint pauses excluded)."""
-    tracker = InMemoryTracker()
-    run_trial(config, tracker, tmp / f"trial-{tag}", tmp / "cache")
-    return [v for step, v in tracker.metrics["tokens_per_s"] if step > warmup]
+class _Lockstep(pl.Callback):
+    """Runs after gatelab's own callback: times gatelab's step (end to end), then one hand step."""
+
+    def __init__(self, config: TrialConfig) -> None:
+        self.config = config
+        self.hand: HandLoop | None = None
+        self.pairs: list[tuple[float, float]] = []
+        self._last_end: float | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self.hand = HandLoop(self.config, trainer.datamodule.splits.train)
+        self._last_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        gatelab_s = time.perf_counter() - self._last_end
+        start = time.perf_counter()
+        self.hand.step()
+        hand_s = time.perf_counter() - start
+        self.pairs.append((gatelab_s, hand_s))
+        self._last_end = time.perf_counter()
 
 
-def bench_trainer(preset: str = "laptop", steps: int = 40, warmup: int = 10, repeats: int = 2) -> dict:
-    """Alternates hand, gatelab, hand, gatelab, ..., hand; compares the medians of per-step rates."""
+def bench_trainer(preset: str = "laptop", steps: int = 60, warmup: int = 10) -> dict:
     config = bench_config(preset, steps)
-    hand: list[float] = []
-    ours: list[float] = []
+    lockstep = _Lockstep(config)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        splits = build_datasets(config.data, config.seq_len, tmp / "cache", config.model_config().vocab_size)
-        hand += hand_loop_rates(config, splits, warmup)
-        for repeat in range(repeats):
-            ours += gatelab_rates(config, tmp, str(repeat), warmup)
-            hand += hand_loop_rates(config, splits, warmup)
-    hand_median, ours_median = statistics.median(hand), statistics.median(ours)
-    return {"preset": preset, "steps": steps, "repeats": repeats, "gatelab_tokens_per_s": ours_median,
-            "hand_tokens_per_s": hand_median, "ratio": ours_median / hand_median,
-            "hand_spread": [min(hand), max(hand)], "gatelab_spread": [min(ours), max(ours)]}
+        run_trial(config, InMemoryTracker(), Path(tmp) / "trial", Path(tmp) / "cache", callbacks=(lockstep,))
+    pairs = lockstep.pairs[warmup:]
+    tokens = config.tokens_per_step
+    # Steps that ran an evaluation or a checkpoint are excluded by the config (both happen only at the end).
+    return {"preset": preset, "steps": len(pairs),
+            "gatelab_tokens_per_s": tokens / statistics.median(g for g, _ in pairs),
+            "hand_tokens_per_s": tokens / statistics.median(h for _, h in pairs),
+            "ratio": statistics.median(h / g for g, h in pairs),
+            "ratio_quartiles": statistics.quantiles([h / g for g, h in pairs], n=4)}

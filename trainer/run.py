@@ -105,8 +105,9 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
 
 
 def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir: Path,
-              progress: bool = False) -> TrialResult:
-    """Train (or resume) one trial. Data errors raise before anything is logged or trained."""
+              progress: bool = False, callbacks: tuple = ()) -> TrialResult:
+    """Train (or resume) one trial. Data errors raise before anything is logged or trained.
+    `callbacks`: extra Lightning callbacks, run after gatelab's own each step (e.g. a Ray Train reporter)."""
     trial_dir = Path(trial_dir)
     model_cfg = config.model_config()
     splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size)
@@ -122,7 +123,7 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
         max_steps=config.schedule.max_steps, accumulate_grad_batches=config.schedule.grad_accum,
         gradient_clip_val=config.optim.grad_clip or None, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, callbacks=[reporter], plugins=[AtomicCheckpointIO()])
+        limit_val_batches=0, callbacks=[reporter, *callbacks], plugins=[AtomicCheckpointIO()])
     trainer.fit(module, datamodule=TrialDataModule(config, splits, module),
                 ckpt_path=newest_checkpoint(checkpoint_dir), weights_only=True)
     diverged = reporter.diverged_at is not None
