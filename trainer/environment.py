@@ -2,26 +2,13 @@
 from __future__ import annotations
 
 import platform
-import subprocess
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from trainer.provenance import git_sha
+
 PACKAGES = ("gatelab", "torch", "lightning", "numpy", "ray", "mlflow", "optuna", "pyyaml")
-
-
-def git_sha() -> str:
-    """HEAD of the checkout gatelab runs from, with '-dirty' when it has uncommitted changes."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
 
 
 def environment_record() -> dict:

@@ -74,7 +74,8 @@ class TrialReporter(pl.Callback):
             elapsed = now - last_time - self._paused
             metrics.update({"lr": trainer.optimizers[0].param_groups[0]["lr"],
                             "grad_norm": module.last_grad_norm,
-                            "tokens_seen": float(step * self.config.tokens_per_step)})
+                            "tokens_seen": float(step * self.config.tokens_per_step),
+                            "step": float(step)})  # read by `gatelab status` / submit's progress
             if step > last_step and elapsed > 0:
                 metrics["tokens_per_s"] = (step - last_step) * self.config.tokens_per_step / elapsed
             if spike:

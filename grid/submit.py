@@ -1,0 +1,134 @@
+"""The grid driver: ledger lookup, Ray dispatch with an in-flight cap, progress, and what Ctrl-C leaves.
+
+Ray does the scheduling (resources per trial), retries of system failures (task `max_retries`) and
+node-loss handling; this loop only decides which trials to send and shows progress. All state is in
+MLflow and on storage, so `gatelab resume` can pick up after any kill.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grid.expand import Trial
+from grid.spec import GridSpec
+from grid.worker import TrialJob, run_grid_trial
+from tracking.ledger import DONE_STATUSES, ensure_parent_run, trial_records
+from tracking.store import Store
+from trainer.provenance import git_sha
+
+PROGRESS_EVERY_S = 2.0
+
+
+@dataclass
+class SubmitOutcome:
+    statuses: dict[str, str] = field(default_factory=dict)
+    """Final status per trial key as this submit saw it (busy = run by another process)."""
+    skipped: int = 0
+    """Trials already done before this submit."""
+
+
+def experiment_name(spec: GridSpec) -> str:
+    return spec.tracking.experiment or spec.name
+
+
+def trial_tags(spec: GridSpec, trial: Trial) -> dict[str, str]:
+    """Tags of a new child run; the worker adds the variant's axes, paper reference, seed and LR."""
+    return {"gatelab.grid": spec.name, **{f"override.{k}": str(v) for k, v in trial.overrides.items()}}
+
+
+def _ray_init(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+
+
+def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str, *, retry_failed: bool,
+           address: str | None = None, max_concurrent: int | None = None, out=print) -> SubmitOutcome:
+    """Run every trial that is not done (and, with retry_failed, also those that failed)."""
+    import ray
+
+
+    experiment = experiment_name(spec)
+    parent = ensure_parent_run(tracking_uri, experiment, spec.name,
+                               {"gatelab.grid_file": spec.source, "gatelab.grid_file_hash": spec.file_hash,
+                                "gatelab.git_sha": git_sha(), "gatelab.trials": str(len(trials))},
+                               store.home / "locks")
+    records = trial_records(tracking_uri, experiment)
+    outcome = SubmitOutcome()
+    skip = set(DONE_STATUSES) | (set() if retry_failed else {"failed"})
+    todo = []
+    for trial in trials:
+        status = records[trial.key].status if trial.key in records else None
+        if status in skip:
+            outcome.statuses[trial.key] = status
+            outcome.skipped += 1
+        else:
+            todo.append(trial)
+    out(f"grid {spec.name}: {len(trials)} trials, {outcome.skipped} already done or failed, "
+        f"{len(todo)} to run (MLflow experiment {experiment!r} at {tracking_uri})")
+    if not todo:
+        return outcome
+
+    _ray_init(address or spec.ray.address)
+    cap = max_concurrent or spec.ray.max_concurrent
+    checkpoint_root = spec.storage.checkpoint_root or str(store.checkpoints_dir)
+    task = ray.remote(run_grid_trial).options(
+        num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
+        max_retries=spec.ray.max_retries, retry_exceptions=False)
+    pending = list(todo)
+    in_flight: dict = {}
+    last_progress = 0.0
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < cap:
+                trial = pending.pop(0)
+                job = TrialJob(key=trial.key, config=trial.config, run_name=f"{trial.label} [{trial.key}]",
+                               tags=trial_tags(spec, trial), tracking_uri=tracking_uri, experiment=experiment,
+                               parent_run_id=parent, checkpoint_root=checkpoint_root,
+                               cache_dir=str(store.cache_dir))
+                in_flight[task.remote(job)] = trial
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_EVERY_S)
+            for ref in done:
+                trial = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as err:  # retry budget spent on system failures
+                    result = {"status": "failed", "error": str(err).splitlines()[0]}
+                outcome.statuses[trial.key] = result["status"]
+                line = f"  {result['status']:9} {trial.key} {trial.label}"
+                if result.get("summary", {}).get("final_val_ppl") is not None:
+                    line += f"  val_ppl={result['summary']['final_val_ppl']:.3f}"
+                if result.get("error"):
+                    line += f"\n{result['error'].rstrip()}"
+                out(line)
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                _progress(out, tracking_uri, experiment, outcome, in_flight, len(trials), len(pending))
+    except KeyboardInterrupt:
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+        out(f"interrupted: {len(in_flight)} running trial(s) stopped; `gatelab resume {spec.source}` "
+            "finishes them from their last checkpoints")
+        raise
+    return outcome
+
+
+def _progress(out, uri: str, experiment: str, outcome: SubmitOutcome, in_flight: dict, total: int,
+              queued: int) -> None:
+    counts = {}
+    for status in outcome.statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    records = trial_records(uri, experiment) if in_flight else {}
+    steps = []
+    for trial in in_flight.values():
+        record = records.get(trial.key)
+        step = int(record.metrics.get("step", 0)) if record else 0
+        steps.append(f"{trial.key}@{step}/{trial.config.schedule.max_steps}")
+    done = sum(counts.get(s, 0) for s in DONE_STATUSES)
+    out(f"[{time.strftime('%H:%M:%S')}] done {done}/{total}  running {len(in_flight)}  queued {queued}  "
+        f"failed {counts.get('failed', 0)}  busy {counts.get('busy', 0)}  | " + " ".join(steps), )
+    sys.stdout.flush()

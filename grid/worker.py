@@ -1,0 +1,66 @@
+"""What one Ray task does for one trial: take the trial's lock, open its MLflow run, train, report.
+
+Failure classes (issue 4): a lost worker process or node never reaches `except` — Ray retries the task
+(its `max_retries` is the per-trial budget) and the retry resumes from the newest checkpoint. Anything
+raised here (a config or data error, out-of-memory, a bug) is deterministic: recorded as `failed`, not
+retried. Divergence is a result (`diverged`), not an error.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.config import TrialConfig
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything a worker needs; plain data, pickled to the Ray task."""
+
+    key: str
+    """Trial key."""
+    config: TrialConfig
+    """Resolved trial config."""
+    run_name: str
+    """MLflow run name."""
+    tags: dict
+    """Tags for a new child run (grid, axes, overrides)."""
+    tracking_uri: str
+    """MLflow server URI."""
+    experiment: str
+    """MLflow experiment of the grid."""
+    parent_run_id: str
+    """The grid's parent run."""
+    checkpoint_root: str
+    """Trial directories live at checkpoint_root/<key> (shared storage on a cluster)."""
+    cache_dir: str
+    """Tokenized-corpus cache."""
+
+
+def run_grid_trial(job: TrialJob) -> dict:
+    """Runs in a Ray worker. Returns {key, status, summary | error}; status 'busy' when another process
+    holds the trial (a concurrent submit), 'finished'/'diverged' when it was already done."""
+    from tracking.ledger import file_lock, open_trial_run
+
+    trial_dir = Path(job.checkpoint_root) / job.key
+    with file_lock(trial_dir / ".lock", blocking=False) as acquired:
+        if not acquired:
+            return {"key": job.key, "status": "busy"}
+        tracker, existing = open_trial_run(job.tracking_uri, job.experiment, job.parent_run_id, job.key,
+                                           job.run_name, job.tags)
+        if tracker is None:
+            return {"key": job.key, "status": existing.status, "skipped": True}
+        from trainer.run import run_trial  # torch: only inside the worker
+
+        try:
+            result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir))
+        except Exception as err:  # deterministic: record, do not retry
+            reason = "out_of_memory" if "out of memory" in str(err).lower() or isinstance(err, MemoryError) \
+                else type(err).__name__
+            tracker.set_tags({"gatelab.error": f"{reason}: {str(err).splitlines()[0] if str(err) else ''}"[:500]})
+            tracker.set_status("failed")
+            return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
+        finally:
+            tracker.close()
+        return {"key": job.key, "status": result.status, "summary": result.summary}

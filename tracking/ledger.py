@@ -1,0 +1,131 @@
+"""MLflow as the grid's ledger: one experiment per grid, one parent run per grid, one child run per trial.
+
+Everything a driver or a worker needs to decide what to do lives in run tags: `gatelab.kind` (grid|trial),
+`gatelab.grid`, `trial_key`, `gatelab.status`, `gatelab.attempt`. A process may die at any moment; the next
+one reads these tags and knows which trials are finished, which to resume and which to start.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tracking.mlflow_tracker import PARENT_RUN_TAG, STATUS_TAG, MlflowTracker, get_or_create_experiment
+
+KIND_TAG = "gatelab.kind"
+GRID_TAG = "gatelab.grid"
+KEY_TAG = "trial_key"
+ATTEMPT_TAG = "gatelab.attempt"
+DONE_STATUSES = ("finished", "diverged")  # results: never run again
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the ledger knows of one trial."""
+
+    run_id: str
+    """The trial's MLflow child run."""
+    status: str
+    """gatelab.status: running, finished, diverged, failed, killed."""
+    metrics: dict
+    """Latest value of every metric."""
+    params: dict
+    """Logged params (strings)."""
+    start_time_ms: int
+    """When the run was created."""
+    end_time_ms: int | None
+    """When it ended, if it did."""
+
+
+@contextmanager
+def file_lock(path: Path, blocking: bool = True):
+    """An flock held for the block; yields False instead of waiting when blocking=False and it is taken.
+    The kernel drops it when the holder dies, so a killed process never leaves a stale lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def ensure_parent_run(uri: str, experiment: str, grid_name: str, tags: dict[str, str], lock_dir: Path) -> str:
+    """The grid's parent run id, created once even when two submits race (serialised by a file lock)."""
+    client = MlflowClient(tracking_uri=uri)
+    with file_lock(Path(lock_dir) / f"grid-{grid_name}.lock"):
+        experiment_id = get_or_create_experiment(client, experiment)
+        found = client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'grid' and "
+                                   f"tags.`{GRID_TAG}` = '{grid_name}'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = client.create_run(experiment_id, run_name=f"grid {grid_name}",
+                                       tags={KIND_TAG: "grid", GRID_TAG: grid_name}).info.run_id
+    for key, value in tags.items():  # mutable facts (file hash, git SHA) follow the latest submit
+        client.set_tag(run_id, key, value)
+    return run_id
+
+
+def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
+    """Every trial child run of the experiment, by trial key (the newest run when there are several)."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    records: dict[str, TrialRecord] = {}
+    page_token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial'",
+                                  order_by=["attributes.start_time ASC"], max_results=1000,
+                                  page_token=page_token)
+        for run in page:
+            key = run.data.tags.get(KEY_TAG)
+            if key:
+                records[key] = TrialRecord(run.info.run_id, run.data.tags.get(STATUS_TAG, "running"),
+                                           dict(run.data.metrics), dict(run.data.params),
+                                           run.info.start_time, run.info.end_time)
+        page_token = page.token
+        if not page_token:
+            return records
+
+
+def open_trial_run(uri: str, experiment: str, parent_run_id: str, key: str, run_name: str,
+                   tags: dict[str, str]) -> tuple[MlflowTracker, TrialRecord | None]:
+    """The trial's tracker: its existing run reopened (resume) or a new child run. Call it only while
+    holding the trial's lock, so two processes never create two runs for one key."""
+    existing = trial_records_for_key(uri, experiment, key)
+    if existing is not None and existing.status in DONE_STATUSES:
+        return None, existing
+    if existing is not None:
+        tracker = MlflowTracker.resume(uri, existing.run_id)
+        attempt = int(MlflowClient(tracking_uri=uri).get_run(existing.run_id).data.tags.get(ATTEMPT_TAG, "1")) + 1
+    else:
+        tracker = MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
+                                       tags={KIND_TAG: "trial", KEY_TAG: key, **tags})
+        attempt = 1
+    tracker.set_tags({ATTEMPT_TAG: str(attempt)})
+    return tracker, existing
+
+
+def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | None:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial' and "
+                              f"tags.`{KEY_TAG}` = '{key}'", order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    return TrialRecord(run.info.run_id, run.data.tags.get(STATUS_TAG, "running"), dict(run.data.metrics),
+                       dict(run.data.params), run.info.start_time, run.info.end_time)
