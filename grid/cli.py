@@ -6,6 +6,7 @@ import json
 import sys
 
 from grid.config_loader import ConfigError
+from grid.grid_commands import add_grid_commands
 from grid.train_command import cmd_train
 from trainer.catalog import load_catalog
 from trainer.gate_spec import SpecError
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="dotted.key=value", help="override a field")
     train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
     train.set_defaults(func=cmd_train)
+    add_grid_commands(commands)
     return parser
 
 

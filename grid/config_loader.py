@@ -133,6 +133,11 @@ def _convert(hint, value: Any, key: str) -> Any:
     return value
 
 
+def convert(hint, value: Any, key: str) -> Any:
+    """value checked against (and converted to) the type `hint`, as `build` does for a field at `key`."""
+    return _convert(hint, value, key)
+
+
 def build(cls, data: Any, prefix: str = ""):
     """Instantiate dataclass `cls` from a mapping; unknown keys get the nearest valid name."""
     if data is None:

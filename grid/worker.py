@@ -63,4 +63,4 @@ def run_grid_trial(job: TrialJob) -> dict:
             return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
         finally:
             tracker.close()
-        return {"key": job.key, "status": result.status, "summary": result.summary}
+        return {"key": job.key, "status": result.status, "summary": result.summary, "timings": result.timings}

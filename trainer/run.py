@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class TrialResult:
     """finished | diverged."""
     summary: dict[str, float] = field(default_factory=dict)
     """The stable summary metrics (final_val_loss, final_val_ppl, spike_count, ...)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds: setup (data, params, artifacts), fit, checkpoint (inside fit and at the end), finish."""
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, object]:
@@ -108,6 +111,7 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
               progress: bool = False, callbacks: tuple = ()) -> TrialResult:
     """Train (or resume) one trial. Data errors raise before anything is logged or trained.
     `callbacks`: extra Lightning callbacks, run after gatelab's own each step (e.g. a Ray Train reporter)."""
+    started = time.perf_counter()
     trial_dir = Path(trial_dir)
     model_cfg = config.model_config()
     splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size)
@@ -124,8 +128,10 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
         gradient_clip_val=config.optim.grad_clip or None, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, callbacks=[reporter, *callbacks], plugins=[AtomicCheckpointIO()])
+    fit_started = time.perf_counter()
     trainer.fit(module, datamodule=TrialDataModule(config, splits, module),
                 ckpt_path=newest_checkpoint(checkpoint_dir), weights_only=True)
+    fit_ended = time.perf_counter()
     diverged = reporter.diverged_at is not None
     step = trainer.global_step
     summary = _finish(config, tracker, module, reporter, splits, trial_dir, step, diverged)
@@ -134,4 +140,6 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
     status = "diverged" if diverged else "finished"
     tracker.flush()
     tracker.set_status(status)
-    return TrialResult(status=status, summary=summary)
+    timings = {"setup_s": fit_started - started, "fit_s": fit_ended - fit_started,
+               "checkpoint_s": reporter.checkpoint_seconds, "finish_s": time.perf_counter() - fit_ended}
+    return TrialResult(status=status, summary=summary, timings=timings)

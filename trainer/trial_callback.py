@@ -35,6 +35,7 @@ class TrialReporter(pl.Callback):
         self.diverged_at: int | None = None
         self._timer = (time.perf_counter(), 0)  # (time, step) of the last throughput reading
         self._paused = 0.0  # seconds spent evaluating/checkpointing since that reading
+        self.checkpoint_seconds = 0.0  # total time writing checkpoints (overhead in `gatelab bench grid`)
 
     # Not named `log`: Lightning overwrites a callback's `log` attribute with the module's.
     def record(self, metrics: dict[str, float], step: int) -> None:
@@ -54,9 +55,11 @@ class TrialReporter(pl.Callback):
         return val_loss
 
     def save_checkpoint(self, trainer: pl.Trainer, step: int) -> None:
+        started = time.perf_counter()
         self.tracker.flush()
         trainer.save_checkpoint(checkpoint_path(self.checkpoint_dir, step), weights_only=False)
         prune_checkpoints(self.checkpoint_dir, self.config.checkpoint.keep_last)
+        self.checkpoint_seconds += time.perf_counter() - started
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if len(module._step_losses) < self.config.schedule.grad_accum:

@@ -1,0 +1,76 @@
+"""`gatelab submit GRID --dry-run`: the trial table, with what is known of each trial and its cost. No Ray.
+
+Estimated training FLOPs = 3 x forward FLOPs per token x tokens per step x max_steps: the backward pass
+costs about twice the forward (Kaplan et al. 2020's 6N per token, with attention included).
+"""
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from grid.expand import Trial, format_value, short_keys
+from trainer.catalog import get_variant
+from trainer.model_cost import forward_flops_per_token
+from trainer.presets import ModelConfig
+
+if TYPE_CHECKING:
+    from grid.spec import GridSpec
+
+NEW = "new"
+COLUMNS = ("key", "variant", "overrides", "status", "est. FLOPs")
+
+
+def training_flops(trial: Trial) -> float:
+    """Estimated FLOPs to train the trial to max_steps (evaluation and probes not counted)."""
+    config = trial.config
+    per_token = _forward_flops(config.model.resolve(), config.variant, config.seq_len)
+    return 3 * per_token * config.tokens_per_step * config.schedule.max_steps
+
+
+@cache
+def _forward_flops(model: ModelConfig, variant: str, seq_len: int) -> float:
+    return forward_flops_per_token(model, get_variant(variant), seq_len).total
+
+
+def format_flops(flops: float) -> str:
+    """1.2e12 (no '+', no leading zero in the exponent)."""
+    mantissa, _, exponent = f"{flops:.1e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def compact_overrides(trial: Trial) -> str:
+    """'seed=0 lr=0.003': the trial's overrides except the variant (it has its own column)."""
+    keys = tuple(key for key in trial.overrides if key != "variant")
+    short = short_keys(keys)
+    return " ".join(f"{short[key]}={format_value(trial.overrides[key])}" for key in keys) or "-"
+
+
+def trial_rows(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | None = None) -> list[dict]:
+    """One JSON-ready row per trial: key, name, variant, label, overrides, status, est_flops."""
+    statuses = statuses or {}
+    return [{"key": trial.key, "name": trial.config.name, "variant": trial.config.variant, "label": trial.label,
+             "overrides": dict(trial.overrides), "status": statuses.get(trial.key, NEW),
+             "est_flops": training_flops(trial)} for trial in trials]
+
+
+def trial_table(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | None = None) -> str:
+    """The printable table and a summary line (trial count per status, total estimated FLOPs)."""
+    rows = trial_rows(spec, trials, statuses)
+    cells = [(row["key"], row["variant"], compact_overrides(trial), row["status"], format_flops(row["est_flops"]))
+             for row, trial in zip(rows, trials)]
+    widths = [max([len(header), *(len(cell[i]) for cell in cells)]) for i, header in enumerate(COLUMNS)]
+
+    def line(values) -> str:
+        # the FLOPs column is right-aligned so exponents line up
+        return "  ".join(v.rjust(w) if i == len(COLUMNS) - 1 else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    by_status = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    total = sum(row["est_flops"] for row in rows)
+    summary = (f"grid {spec.name}: {len(rows)} trials ({by_status}), est. {format_flops(total)} training FLOPs; "
+               f"{spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial, "
+               f"at most {spec.ray.max_concurrent} at once; dry run: nothing started")
+    return "\n".join([line(COLUMNS), *(line(cell) for cell in cells), summary])

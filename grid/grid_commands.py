@@ -1,0 +1,150 @@
+"""`gatelab submit | resume | status | ui | stop-server` — the user's main job, on a laptop or a cluster."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from grid.dry_run import trial_rows, trial_table
+from grid.expand import expand
+from grid.spec import load_grid
+from tracking.store import Store
+
+
+def _records(spec, store: Store) -> dict:
+    """The ledger as stored, read without starting anything (an absent store means: all new)."""
+    from tracking.ledger import trial_records
+
+    uri = spec.tracking.uri
+    if uri is None:
+        if not store.db_path.exists():
+            return {}
+        uri = store.tracking_uri
+    from grid.submit import experiment_name
+
+    return trial_records(uri, experiment_name(spec))
+
+
+def _load(args):
+    spec = load_grid(Path(args.grid), args.set or [])  # every validation error surfaces here, exit 2
+    return spec, expand(spec)
+
+
+def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
+    spec, trials = _load(args)
+    dry_run = getattr(args, "dry_run", False)
+    store = _store_no_create(args.home) if dry_run else Store.open(args.home)
+    if dry_run:
+        records = _records(spec, store)
+        statuses = {k: r.status for k, r in records.items()}
+        if args.json:
+            print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
+        else:
+            print(trial_table(spec, trials, statuses))
+        return 0
+    from grid.submit import submit
+    from tracking.server import local_server
+
+    def run(uri: str) -> int:
+        outcome = submit(spec, trials, store, uri, retry_failed=retry_failed, address=args.address,
+                         max_concurrent=args.max_concurrent)
+        failed = [k for k, s in outcome.statuses.items() if s == "failed"]
+        busy = [k for k, s in outcome.statuses.items() if s == "busy"]
+        print(f"grid {spec.name}: {sum(s in ('finished', 'diverged') for s in outcome.statuses.values())} done, "
+              f"{len(failed)} failed, {len(busy)} run by another process")
+        print(f"open the MLflow UI: gatelab ui --home {store.home}")
+        return 1 if failed else 0
+
+    if spec.tracking.uri:
+        return run(spec.tracking.uri)
+    # The server outlives this submit: a concurrent submit or a trial may still be logging through it.
+    with local_server(store, keep_running=True) as uri:
+        return run(uri)
+
+
+def _store_no_create(home: str | None) -> Store:
+    from tracking.store import resolve_home
+
+    return Store(resolve_home(home))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return cmd_submit(args, retry_failed=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    spec, trials = _load(args)
+    records = _records(spec, _store_no_create(args.home))
+    rows = []
+    now_ms = time.time() * 1000
+    for trial in trials:
+        record = records.get(trial.key)
+        metrics = record.metrics if record else {}
+        elapsed = ((record.end_time_ms or now_ms) - record.start_time_ms) / 1000 if record else None
+        rows.append({"key": trial.key, "variant": trial.config.variant,
+                     "status": record.status if record else "new",
+                     "step": int(metrics.get("step", 0)), "max_steps": trial.config.schedule.max_steps,
+                     "val_ppl": metrics.get("final_val_ppl", metrics.get("val_ppl")),
+                     "spikes": metrics.get("spike_count"), "elapsed_s": elapsed, "label": trial.label,
+                     "run_id": record.run_id if record else None})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'key':12} {'variant':30} {'status':9} {'step':>11} {'val_ppl':>8} {'spikes':>6} {'elapsed':>8}  overrides")
+    for row, trial in zip(rows, trials):
+        ppl = f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-"
+        spikes = f"{row['spikes']:.0f}" if row["spikes"] is not None else "-"
+        elapsed = f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-"
+        overrides = " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant")
+        print(f"{row['key']:12} {row['variant'][:30]:30} {row['status']:9} "
+              f"{row['step']:>5}/{row['max_steps']:<5} {ppl:>8} {spikes:>6} {elapsed:>8}  {overrides}")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    print(f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from tracking.server import ui
+
+    return ui(Store.open(args.home), port=args.port)
+
+
+def cmd_stop_server(args: argparse.Namespace) -> int:
+    from tracking.server import stop_server
+
+    stopped = stop_server(_store_no_create(args.home))
+    print("stopped the MLflow server" if stopped else "no MLflow server was running for this home")
+    return 0
+
+
+def add_grid_commands(commands) -> None:
+    def common(parser, *, runs: bool) -> None:
+        parser.add_argument("grid", help="grid YAML, e.g. ablations/smoke.yaml")
+        parser.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
+        parser.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+        if runs:
+            parser.add_argument("--address", default=None, help="Ray address to join (default: a local Ray)")
+            parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
+
+    submit = commands.add_parser("submit", help="run a grid: skip finished trials, resume unfinished, start new")
+    common(submit, runs=True)
+    submit.add_argument("--dry-run", action="store_true", help="print the trial table; start nothing")
+    submit.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
+    submit.set_defaults(func=cmd_submit)
+    resume = commands.add_parser("resume", help="run every trial of a grid that is not finished, failed included")
+    common(resume, runs=True)
+    resume.set_defaults(func=cmd_resume)
+    status = commands.add_parser("status", help="one row per trial of a grid, from MLflow")
+    common(status, runs=False)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    ui = commands.add_parser("ui", help="the MLflow UI on this home's store, bound to 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--home", default=None)
+    ui.set_defaults(func=cmd_ui)
+    stop = commands.add_parser("stop-server", help="stop the local MLflow server a submit left running")
+    stop.add_argument("--home", default=None)
+    stop.set_defaults(func=cmd_stop_server)

@@ -1,0 +1,57 @@
+"""Shared helpers for the grid tests: tiny grid files and ledger checks against a real MLflow store."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_grid(path: Path, name: str, variants: list[str], *, max_steps: int = 12, seeds=(0,),
+               gpus: int = 0, cpus: int = 1, max_concurrent: int = 2, max_retries: int = 2,
+               checkpoint_every: int = 4) -> Path:
+    grid = {
+        "name": name,
+        "base": {"model": {"preset": "tiny"},
+                 "schedule": {"max_steps": max_steps, "batch_size": 4, "log_every": 1},
+                 "eval": {"every": 6, "batches": 1, "long_context_factors": [1, 2]},
+                 "checkpoint": {"every": checkpoint_every, "keep_last": 2}},
+        "axes": {"variant": variants, "seed": list(seeds)},
+        "resources": {"gpus": gpus, "cpus": cpus},
+        "ray": {"max_concurrent": max_concurrent, "max_retries": max_retries},
+    }
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def gatelab(*args: str, home: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "grid.cli", *args, "--home", str(home)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def child_runs(uri: str, experiment: str):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], filter_string="tags.`gatelab.kind` = 'trial'")
+
+
+def assert_history_complete(client: MlflowClient, run_id: str, max_steps: int) -> None:
+    """Every step 1..max_steps logged exactly once for the per-step train metrics."""
+    for key in ("train_loss", "lr"):
+        steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+        assert steps == list(range(1, max_steps + 1)), (key, steps)

@@ -1,0 +1,92 @@
+"""Grids on a real local Ray with a real MLflow server: layout, idempotence, node loss."""
+import threading
+import time
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+from grid.expand import expand
+from grid.spec import load_grid
+from grid.submit import submit
+from tracking import Store, ensure_server, stop_server
+
+from grid_helpers import assert_history_complete, child_runs, write_grid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = Store.open(str(tmp_path_factory.mktemp("home")))
+    info, _ = ensure_server(store)
+    yield store, info.uri
+    stop_server(store)
+
+
+def test_grid_on_local_ray_with_logical_gpus(store, tmp_path):
+    store, uri = store
+    path = write_grid(tmp_path / "e2e.yaml", "e2e", ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"],
+                      gpus=1)
+    spec = load_grid(path)
+    trials = expand(spec)
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+    try:
+        outcome = submit(spec, trials, store, uri, retry_failed=False)
+        again = submit(spec, trials, store, uri, retry_failed=False)
+    finally:
+        ray.shutdown()
+    assert set(outcome.statuses.values()) == {"finished"} and len(outcome.statuses) == 3
+    assert again.skipped == 3  # resubmitting is idempotent
+
+    client, runs = child_runs(uri, "e2e")
+    parents = client.search_runs([runs[0].info.experiment_id], filter_string="tags.`gatelab.kind` = 'grid'")
+    assert len(parents) == 1 and len(runs) == 3
+    parent = parents[0]
+    assert parent.data.tags["gatelab.grid"] == "e2e" and parent.data.tags["gatelab.grid_file_hash"] == spec.file_hash
+    assert parent.data.tags["gatelab.git_sha"]
+    by_variant = {r.data.tags["variant"]: r for r in runs}
+    assert set(by_variant) == {"baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"}
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and tags["gatelab.status"] == "finished"
+        assert tags["trial_key"] in {t.key for t in trials} and tags["seed"] == "0" and tags["lr"] == "0.003"
+        for key in ("final_val_ppl", "final_val_loss", "spike_count", "max_spike_ratio", "f_attn", "m_act"):
+            assert key in metrics, key
+        assert_history_complete(client, run.info.run_id, 12)
+    assert by_variant["g1_headwise_sigmoid"].data.tags["gate_granularity"] == "headwise"
+    assert by_variant["g1_elementwise_sigmoid"].data.tags["paper_ref"] == "Table 1 row 5"
+    assert "gate_mean" in by_variant["g1_elementwise_sigmoid"].data.metrics
+    assert "gate_mean" not in by_variant["baseline"].data.metrics
+
+
+def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(store, tmp_path):
+    store, uri = store
+    path = write_grid(tmp_path / "nodeloss.yaml", "nodeloss", ["g1_elementwise_sigmoid"], max_steps=400,
+                      cpus=2, max_retries=3, checkpoint_every=20)
+    spec = load_grid(path)
+    trials = expand(spec)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # too small for a 2-CPU trial
+    doomed = cluster.add_node(num_cpus=2)
+    ray.init(address=cluster.address)
+    results = {}
+    driver = threading.Thread(target=lambda: results.update(
+        outcome=submit(spec, trials, store, uri, retry_failed=False)))
+    try:
+        driver.start()
+        checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(checkpoints.glob("step-0000004*.ckpt")):
+            time.sleep(0.1)
+        assert list(checkpoints.glob("*.ckpt")), "no checkpoint before the node was removed"
+        cluster.remove_node(doomed)
+        cluster.add_node(num_cpus=2)
+        driver.join(timeout=400)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert results["outcome"].statuses == {trials[0].key: "finished"}
+    client, runs = child_runs(uri, "nodeloss")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["gatelab.attempt"] == "2"  # the retry continued the same MLflow run
+    assert_history_complete(client, run.info.run_id, 400)
