@@ -1,11 +1,11 @@
 """ray_cluster.yaml is a valid Ray 2.60 cluster launcher config, checked offline with Ray's own code.
 
-`validate_config(prepare_config(...))` is what `ray up` runs before it touches the cloud: defaults merged from
-`ray/autoscaler/aws/defaults.yaml`, then the JSON schema `ray/autoscaler/ray-schema.json` (unknown keys and
-non-integer resources rejected) and the cross-field checks. `AutoscalingConfig` is what the v2 autoscaler
-(the default for `ray up` since Ray 2.50) reads on the head when it launches workers. The AWS-only step
-that calls EC2 (filling in missing `resources`) is not run, and the config does not depend on it: every
-node type states its resources. A socket guard makes any network access fail the test.
+`ray up` (`_bootstrap_config`) runs `prepare_config` (defaults merged from `ray/autoscaler/aws/defaults.yaml`),
+asks EC2 to fill in node resources, then `validate_config`: the JSON schema `ray/autoscaler/ray-schema.json`
+(unknown keys and non-integer resources rejected) and the cross-field checks. Here the EC2 step is skipped;
+the config does not need it, since every node type states its resources. `AutoscalingConfig` is what the v2
+autoscaler (the default for `ray up` since Ray 2.50) reads on the head when it launches workers.
+A socket guard makes any network access fail the test.
 """
 from __future__ import annotations
 
