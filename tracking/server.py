@@ -31,7 +31,9 @@ from pathlib import Path
 
 from tracking.store import Store
 
-HOST = "127.0.0.1"
+# Loopback by default. On a cluster the head sets GATELAB_MLFLOW_HOST to its private address so GPU workers
+# can log to it (docs/cluster.md); never a public address.
+HOST = os.environ.get("GATELAB_MLFLOW_HOST", "127.0.0.1")
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # Servers started by this process, by pid: waited on when stopped so they do not linger as zombies.
 _CHILDREN: dict[int, subprocess.Popen] = {}
