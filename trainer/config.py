@@ -89,10 +89,14 @@ class EvalConfig:
 class StabilityConfig:
     """Loss-spike detection and divergence."""
 
-    spike_window: int = 20
-    """Rolling window of train losses whose median a spike is measured against."""
+    spike_window: int = 50
+    """Rolling window of train losses whose median and spread a spike is measured against."""
     spike_factor: float = 1.3
-    """A loss above factor * rolling median is a spike."""
+    """A step is high above factor * rolling median (and z robust sigmas); two high steps make a spike."""
+    spike_z: float = 6.0
+    """Robust standard deviations (1.4826 * MAD of the window) a high step must also exceed."""
+    spike_single_step_factor: float = 2.0
+    """One step this many times the median is a spike on its own."""
     recover_factor: float = 1.05
     """A spike has recovered when the loss is back under factor * the median before it."""
     divergence_loss: float | None = None

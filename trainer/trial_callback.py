@@ -26,7 +26,8 @@ class TrialReporter(pl.Callback):
         self.config, self.tracker, self.checkpoint_dir = config, tracker, Path(checkpoint_dir)
         self.already_logged = dict(already_logged)
         stab = config.stability
-        self.spikes = SpikeDetector(stab.spike_window, stab.spike_factor, stab.recover_factor)
+        self.spikes = SpikeDetector(stab.spike_window, stab.spike_factor, stab.recover_factor, stab.spike_z,
+                                    stab.spike_single_step_factor)
         self.val_batches = fixed_batches(val_dataset, config.schedule.batch_size, config.eval.batches)
         self.probe_batches = self.val_batches[:config.eval.probe_batches]
         self.train_curve: list[tuple[int, float]] = []
