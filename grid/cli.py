@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from grid.config_loader import ConfigError
 from grid.grid_commands import add_grid_commands
@@ -74,6 +75,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  per-step ratio quartiles {q1:.3f} / {q3:.3f}")
         print(f"  ratio {result['ratio']:.3f}  (target >= 0.95)")
         return 0
+    if args.what == "grid":
+        from grid.bench_grid import SMOKE, bench_grid
+
+        result = bench_grid(Path(args.grid) if args.grid else SMOKE, slots=args.slots)
+        if args.json:
+            print(json.dumps(result, indent=1))
+            return 0
+        print(f"grid {result['grid']}: {result['finished']}/{result['trials']} trials finished on "
+              f"{result['slots']} slots in {result['wall_s']:.1f} s ({result['compute_s']:.1f} s of trial compute)")
+        print(f"  efficiency {result['efficiency']:.3f}  (target >= 0.90)")
+        print(f"  median per-trial overhead {result['overhead_s']:.2f} s, max {result['overhead_max_s']:.2f} s  "
+              "(target <= 2 s)")
+        print(f"  load+validate+expand+hash {result['expand_10k_trials']} trials: {result['expand_10k_s']:.2f} s  "
+              "(target <= 2 s)")
+        return 0
     raise SystemExit(f"gatelab bench: unknown benchmark {args.what!r}")
 
 
@@ -86,10 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--json", action="store_true", help="print one JSON array")
     variants.set_defaults(func=cmd_variants)
     bench = commands.add_parser("bench", help="benchmarks, measured side by side in one run")
-    bench.add_argument("what", choices=["gates", "trainer"])
+    bench.add_argument("what", choices=["gates", "trainer", "grid"])
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
     bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
+    bench.add_argument("--grid", default=None, help="grid: the grid to run (default ablations/smoke.yaml)")
+    bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     train = commands.add_parser("train", help="train one trial in-process, logged to MLflow; rerun resumes")

@@ -27,6 +27,8 @@ class SubmitOutcome:
     """Final status per trial key as this submit saw it (busy = run by another process)."""
     skipped: int = 0
     """Trials already done before this submit."""
+    timings: dict[str, dict] = field(default_factory=dict)
+    """Per trial run here: wall_s (dispatch to result, seen by the driver) plus the worker's timings."""
 
 
 def experiment_name(spec: GridSpec) -> str:
@@ -81,6 +83,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
         max_retries=spec.ray.max_retries, retry_exceptions=False)
     pending = list(todo)
     in_flight: dict = {}
+    dispatched: dict[str, float] = {}
     last_progress = 0.0
     try:
         while pending or in_flight:
@@ -91,6 +94,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                                parent_run_id=parent, checkpoint_root=checkpoint_root,
                                cache_dir=str(store.cache_dir))
                 in_flight[task.remote(job)] = trial
+                dispatched[trial.key] = time.perf_counter()
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_EVERY_S)
             for ref in done:
                 trial = in_flight.pop(ref)
@@ -99,6 +103,8 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                 except ray.exceptions.RayError as err:  # retry budget spent on system failures
                     result = {"status": "failed", "error": str(err).splitlines()[0]}
                 outcome.statuses[trial.key] = result["status"]
+                outcome.timings[trial.key] = {"wall_s": time.perf_counter() - dispatched[trial.key],
+                                              **result.get("timings", {})}
                 line = f"  {result['status']:9} {trial.key} {trial.label}"
                 if result.get("summary", {}).get("final_val_ppl") is not None:
                     line += f"  val_ppl={result['summary']['final_val_ppl']:.3f}"

@@ -6,8 +6,10 @@ here knows about Ray, MLflow or Optuna.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,11 +109,21 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
     return summary
 
 
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners and a deprecation inside its own pytree helper say nothing about the
+    trial; with many trials per grid they bury the progress lines."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir: Path,
               progress: bool = False, callbacks: tuple = ()) -> TrialResult:
     """Train (or resume) one trial. Data errors raise before anything is logged or trained.
     `callbacks`: extra Lightning callbacks, run after gatelab's own each step (e.g. a Ray Train reporter)."""
     started = time.perf_counter()
+    _quiet_lightning()
     trial_dir = Path(trial_dir)
     model_cfg = config.model_config()
     splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size)

@@ -1,0 +1,53 @@
+"""`gatelab bench grid`: how much of the machine a grid actually trains with.
+
+- efficiency = sum of trial compute time / (concurrent slots x wall time of the whole submit), where a
+  trial's compute is its training loop and final evaluation (fit minus checkpoint writes, plus finish);
+- per-trial overhead = driver-seen wall time (dispatch to result) minus compute: Ray dispatch, worker
+  start, MLflow run set-up and logging, checkpoint writes;
+- the time to load, validate, expand and hash a 10,000-trial grid.
+All measured in one run on the smoke grid (or --grid) in a fresh temporary home.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from grid.expand import expand
+from grid.spec import load_grid
+from grid.submit import submit
+from tracking import Store, ensure_server, stop_server
+
+SMOKE = Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml"
+
+
+def expansion_seconds(grid: Path, n_trials: int = 10_000) -> tuple[float, int]:
+    started = time.perf_counter()
+    trials = expand(load_grid(grid, [f"axes.seed={list(range(n_trials))}", "axes.variant=[baseline]"]))
+    return time.perf_counter() - started, len(trials)
+
+
+def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
+    import ray
+
+    expand_s, expanded = expansion_seconds(grid)
+    spec = load_grid(grid, [f"ray.max_concurrent={slots}"])
+    trials = expand(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(tmp)
+        info, _ = ensure_server(store)
+        try:
+            ray.init(num_cpus=slots * spec.resources.cpus, include_dashboard=False)
+            started = time.perf_counter()
+            outcome = submit(spec, trials, store, info.uri, retry_failed=False, out=lambda *_: None)
+            wall = time.perf_counter() - started
+        finally:
+            ray.shutdown()
+            stop_server(store)
+    compute = {k: t["fit_s"] - t["checkpoint_s"] + t["finish_s"] for k, t in outcome.timings.items() if "fit_s" in t}
+    overhead = [outcome.timings[k]["wall_s"] - c for k, c in compute.items()]
+    return {"grid": str(grid), "trials": len(trials), "finished": sum(s == "finished" for s in outcome.statuses.values()),
+            "slots": slots, "wall_s": wall, "compute_s": sum(compute.values()),
+            "efficiency": sum(compute.values()) / (slots * wall), "overhead_s": statistics.median(overhead),
+            "overhead_max_s": max(overhead), "expand_10k_s": expand_s, "expand_10k_trials": expanded}

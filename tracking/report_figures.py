@@ -1,0 +1,171 @@
+"""PNG figures of a grid report (matplotlib, headless), one file per question the paper asks:
+
+- loss_curves.png: train and validation loss per variant, spikes marked (Fig. 1 right: gating "nearly
+  eliminat[es]" loss spikes);
+- f_attn_per_layer.png: first-token attention per layer, baseline vs gated variants (Fig. 2);
+- gate_histograms.png: gate-score distribution per gated variant (Fig. 3);
+- lr_sweep.png: final loss and spike count against the learning rate (Table 2's "max LR" question);
+- long_context.png: validation PPL against evaluation length, RoPE and YaRN (Table 5 at small scale).
+
+No torch (reports run where training did not): everything comes from MLflow metrics and probes.json.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _panels(count: int, width: float = 3.6, height: float = 2.6):
+    cols = min(count, 5)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def _colors(count: int) -> list:
+    cmap = plt.get_cmap("tab20" if count > 10 else "tab10")
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def loss_curves(curves: dict[str, list[dict]], path: Path) -> Path | None:
+    """`curves`: variant -> one dict per trial {label, train, val, spikes, diverged_at} (lists of (step, v))."""
+    curves = {name: runs for name, runs in curves.items() if runs}
+    if not curves:
+        return None
+    fig, axes = _panels(len(curves))
+    for ax, (name, runs) in zip(axes, curves.items()):
+        spikes = 0
+        for color, run in zip(_colors(len(runs)), runs):
+            if run["train"]:
+                ax.plot(*zip(*run["train"]), lw=0.6, alpha=0.45, color=color)
+            if run["val"]:
+                ax.plot(*zip(*run["val"]), "o-", ms=2.5, lw=1.2, color=color, label=run["label"])
+            train_at = dict(run["train"])
+            for step, ratio in run["spikes"]:
+                ax.plot(step, train_at.get(step, math.nan), "v", color="red", ms=6)
+            spikes += len(run["spikes"])
+            if run["diverged_at"] is not None:
+                ax.axvline(run["diverged_at"], color="red", ls=":", lw=1)
+        ax.set_title(f"{name} ({spikes} spikes)", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.suptitle("Validation loss (markers) and train loss (thin) per variant; red v = loss spike, "
+                 "dotted = diverged", fontsize=10)
+    return _save(fig, path)
+
+
+def f_attn_per_layer(per_layer: dict[str, list[float]], gated: set[str], baseline: str, path: Path) -> Path | None:
+    """`per_layer`: variant -> mean (over seeds) first-token attention per layer (paper Fig. 2)."""
+    shown = {name: values for name, values in per_layer.items() if values and (name == baseline or name in gated)}
+    if not shown:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    others = [name for name in shown if name != baseline]
+    for color, name in zip(_colors(len(others)), others):
+        ax.plot(range(len(shown[name])), shown[name], "o-", ms=3, lw=1, color=color, label=name)
+    if baseline in shown:
+        ax.plot(range(len(shown[baseline])), shown[baseline], "s-", ms=5, lw=2.5, color="black", label=baseline)
+    ax.set(xlabel="layer", ylabel="attention on the first token", ylim=(0, 1),
+           title="F-Attn per layer, mean over seeds (paper Fig. 2: baseline 0.467 vs G1 0.048 on average)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def gate_histograms(hists: dict[str, list[int]], means: dict[str, tuple[float | None, float | None]],
+                    path: Path) -> Path | None:
+    """`hists`: variant -> summed gate-score counts (20 bins + under/overflow); `means`: (ours, paper)."""
+    hists = {name: counts for name, counts in hists.items() if counts and sum(counts) > 0}
+    if not hists:
+        return None
+    fig, axes = _panels(len(hists), height=2.4)
+    centres = [(i + 0.5) / HIST_BINS for i in range(HIST_BINS)]
+    for ax, (name, counts) in zip(axes, hists.items()):
+        total = sum(counts)
+        ax.bar(centres, [c / total for c in counts[:HIST_BINS]], width=1 / HIST_BINS)
+        ours, paper = means.get(name, (None, None))
+        text = f"ours {ours:.3f}" if ours is not None else "ours n/a"
+        text += f", paper {paper:.3f}" if paper is not None else ""
+        outside = sum(counts[HIST_BINS:]) / total
+        if outside:
+            text += f", outside [0,1]: {outside:.2f}"
+        ax.set_title(f"{name}\nmean: {text}", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Gate-score histograms (paper Fig. 3), all seeds pooled", fontsize=10)
+    return _save(fig, path)
+
+
+def lr_sweep(points: dict[str, list[tuple[float, str, float, float]]], stable: dict[str, float | None],
+             path: Path) -> Path | None:
+    """`points`: variant -> (lr, status, final_loss, spike_count) per trial; `stable`: max stable LR."""
+    points = {name: rows for name, rows in points.items() if rows}
+    if not points:
+        return None
+    fig, (loss_ax, spike_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    finite = [loss for rows in points.values() for _, status, loss, _ in rows
+              if status == "finished" and math.isfinite(loss)]
+    top = max(finite) * 1.05 if finite else 1.0
+    for color, (name, rows) in zip(_colors(len(points)), points.items()):
+        by_lr: dict[float, list] = {}
+        for lr, status, loss, spikes in rows:
+            by_lr.setdefault(lr, []).append((status, loss, spikes))
+        lrs = sorted(by_lr)
+        ok = [(lr, statistics.fmean(l for s, l, _ in by_lr[lr] if s == "finished" and math.isfinite(l)))
+              for lr in lrs if any(s == "finished" and math.isfinite(l) for s, l, _ in by_lr[lr])]
+        if ok:
+            loss_ax.plot(*zip(*ok), "o-", color=color, label=name)
+        bad = [lr for lr in lrs if any(s == "diverged" for s, _, _ in by_lr[lr])]
+        if bad:
+            loss_ax.plot(bad, [top] * len(bad), "x", color=color, ms=9, mew=2)
+        spike_ax.plot(lrs, [statistics.fmean(sp for _, _, sp in by_lr[lr]) for lr in lrs], "o-", color=color,
+                      label=name)
+        if stable.get(name) is not None:
+            loss_ax.axvline(stable[name], color=color, ls=":", lw=1)
+    loss_ax.set(xscale="log", xlabel="peak learning rate", ylabel="final val loss",
+                title="Final loss vs LR (x = diverged, dotted = max stable LR)")
+    spike_ax.set(xscale="log", xlabel="peak learning rate", ylabel="loss spikes (mean over seeds)",
+                 title="Spike count vs LR")
+    spike_ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def long_context(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> Path | None:
+    """`curves`: variant -> {'rope'|'yarn': [(eval length in tokens, mean PPL)]} (Table 5 at small scale)."""
+    curves = {name: by_rope for name, by_rope in curves.items() if any(by_rope.values())}
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, rope in zip(axes, ("rope", "yarn")):
+        for color, (name, by_rope) in zip(_colors(len(curves)), curves.items()):
+            if by_rope.get(rope):
+                ax.plot(*zip(*by_rope[rope]), "o-", color=color, label=name)
+        ax.set(xscale="log", yscale="log", xlabel="evaluation length (tokens)", ylabel="val PPL (mean over seeds)",
+               title=f"Long-context PPL, {'plain RoPE' if rope == 'rope' else 'YaRN'}")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def mean_curve(series: Sequence[Sequence[float]]) -> list[float]:
+    """Element-wise mean of equally long series (shorter ones are truncated to the shortest)."""
+    width = min((len(s) for s in series), default=0)
+    return [statistics.fmean(s[i] for s in series) for i in range(width)]
