@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
     train.set_defaults(func=cmd_train)
     add_grid_commands(commands)
+    from grid.report_command import add_report_command  # `gatelab report GRID`
+
+    add_report_command(commands)
     return parser
 
 

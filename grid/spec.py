@@ -18,6 +18,7 @@ from typing import Any
 
 from grid.config_loader import ConfigError, build, convert, parse_override, read_yaml, set_dotted
 from grid.expand import Resolved, field_hint, fingerprints, resolve
+from grid.search_spec import SearchSpec, check_search, parse_search
 from trainer.catalog import get_variant, load_catalog
 from trainer.config import TrialConfig
 from trainer.gate_spec import SpecError
@@ -114,8 +115,8 @@ class GridSpec:
     """Checkpoint root."""
     ray: RaySpec = field(default_factory=RaySpec)
     """Ray address, concurrency and retries."""
-    search: dict | None = None
-    """The raw `search` mapping (validated where search is implemented), or None."""
+    search: SearchSpec | None = None
+    """The Optuna search over the grid's points (grid/search_spec.py), or None for a plain grid."""
     source: str = "<grid>"
     """Path of the grid file."""
     file_hash: str = ""
@@ -198,6 +199,8 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
         if not spec.resolved:  # builds every trial: a bad value fails at its axis line
             raise ConfigError("exclude", "axes/include/exclude leave no trial")
         fingerprints(spec, spec.resolved)  # a missing or empty dataset fails here, before anything runs
+        if spec.search is not None:
+            check_search(spec)  # each searched bound (or choice) builds at every grid point
     except ConfigError as err:
         raise where.locate(err) from None
     return spec
@@ -220,11 +223,16 @@ def _inline_base(data: dict, grid_dir: Path, where: _Where) -> dict:
 
 
 def _override(data: dict, key: str, value: Any) -> dict:
-    """`axes.optim.lr=[...]` sets the axis 'optim.lr' (axis keys are flat); other keys nest."""
+    """`axes.optim.lr=[...]` sets the axis 'optim.lr' (axis keys are flat), as does
+    `search.params.optim.lr={...}` the searched field; other keys nest."""
     head, _, rest = key.partition(".")
     if head == "axes" and rest:
         axes = data.get("axes") if isinstance(data.get("axes"), dict) else {}
         return {**data, "axes": {**axes, rest: value}}
+    if head == "search" and rest.startswith("params.") and len(rest) > len("params."):
+        search = data.get("search") if isinstance(data.get("search"), dict) else {}
+        params = search.get("params") if isinstance(search.get("params"), dict) else {}
+        return {**data, "search": {**search, "params": {**params, rest[len("params."):]: value}}}
     return set_dotted(data, key, value)
 
 
@@ -251,9 +259,7 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         first = len(next(iter(axes.values())))
         odd = next(key for key, values in axes.items() if len(values) != first)
         raise ConfigError(f"axes.{odd}", f"combine: zip needs axes of equal length, got {lengths}")
-    search = data.get("search")
-    if search is not None and not isinstance(search, dict):
-        raise ConfigError("search", f"expected a mapping, got {search!r}")
+    search = parse_search(data.get("search"), base, axes)
     return GridSpec(
         name=name, base=base, axes=axes, combine=combine,
         include=_entries(data.get("include"), "include"),

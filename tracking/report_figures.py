@@ -21,6 +21,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
+from tracking.stats import DONE_STATUSES, LONG_METRIC, ReportInput, TrialOutcome, VariantRow, final_loss, \
+    row_name  # noqa: E402
+
 HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
 
 
@@ -169,3 +172,72 @@ def mean_curve(series: Sequence[Sequence[float]]) -> list[float]:
     """Element-wise mean of equally long series (shorter ones are truncated to the shortest)."""
     width = min((len(s) for s in series), default=0)
     return [statistics.fmean(s[i] for s in series) for i in range(width)]
+
+
+# --- from MLflow results to the figures ---------------------------------------------------------------
+
+def make_figures(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome],
+                 out_dir: Path) -> list[tuple[Path, str]]:
+    """The report's PNGs (those with data), each with a caption."""
+    made: list[tuple[Path | None, str]] = []
+    curves: dict[str, list[dict]] = {}
+    for outcome in outcomes:
+        if outcome.status not in DONE_STATUSES:
+            continue
+        t = outcome.trial
+        label = f"s{t.seed}" + (f" lr={t.lr:g}" if len({x.lr for x in inp.trials}) > 1 else "") + \
+            (f" {t.condition}" if t.condition else "")
+        diverged = outcome.metrics.get("diverged_at_step") if outcome.status == "diverged" else None
+        curves.setdefault(t.variant, []).append({
+            "label": label, "train": outcome.history.get("train_loss", []),
+            "val": outcome.history.get("val_loss", []), "spikes": outcome.history.get("spike_ratio", []),
+            "diverged_at": diverged})
+    made.append((loss_curves(curves, out_dir / "loss_curves.png"),
+                 "Loss curves per variant with loss spikes marked (paper Fig. 1, right)"))
+    per_layer, hists, means, long = {}, {}, {}, {}
+    for row in rows:
+        finished = [o for o in row.trials if o.status == "finished"]
+        name = row_name(row)
+        layers = [[o.metrics[f"f_attn_layer_{i}"] for i in range(_n_layers(o))] for o in finished]
+        per_layer[name] = mean_curve([x for x in layers if x])
+        pooled = [o.gate_hist for o in finished if o.gate_hist]
+        if pooled:
+            hists[name] = [sum(c) for c in zip(*pooled)]
+            means[name] = (row.gate_mean.mean if row.gate_mean else None, row.variant.paper_gate_mean)
+        long[name] = {rope: _long_points(finished, rope) for rope in ("rope", "yarn")}
+    gated = {row_name(r) for r in rows if r.variant.gated}
+    base = next((row_name(r) for r in rows if r.variant.name == inp.baseline), inp.baseline)
+    made.append((f_attn_per_layer(per_layer, gated, base, out_dir / "f_attn_per_layer.png"),
+                 "First-token attention per layer, baseline vs gated variants (paper Fig. 2)"))
+    made.append((gate_histograms(hists, means, out_dir / "gate_histograms.png"),
+                 "Gate-score histograms of the gated variants (paper Fig. 3)"))
+    if len({t.lr for t in inp.trials}) > 1:
+        points: dict[str, list] = {row_name(r): [] for r in rows}
+        for o in outcomes:
+            name = f"{o.trial.variant} [{o.trial.condition}]" if o.trial.condition else o.trial.variant
+            if o.status in DONE_STATUSES and name in points:
+                points[name].append((o.trial.lr, o.status, final_loss(o), float(o.metrics.get("spike_count", 0.0))))
+        made.append((lr_sweep(points, {row_name(r): r.max_stable_lr for r in rows},
+                                      out_dir / "lr_sweep.png"),
+                     "Final loss and spike count against the learning rate"))
+    made.append((long_context(long, out_dir / "long_context.png"),
+                 "Long-context validation PPL against evaluation length, plain RoPE and YaRN (Table 5)"))
+    return [(path, caption) for path, caption in made if path is not None]
+
+
+def _n_layers(outcome: TrialOutcome) -> int:
+    count = 0
+    while f"f_attn_layer_{count}" in outcome.metrics:
+        count += 1
+    return count
+
+
+def _long_points(finished: list[TrialOutcome], rope: str) -> list[tuple[int, float]]:
+    by_factor: dict[int, list[float]] = {}
+    for outcome in finished:
+        for key, value in outcome.metrics.items():
+            match = LONG_METRIC.match(key)
+            if match and match.group(2) == rope and math.isfinite(value):
+                by_factor.setdefault(int(match.group(1)), []).append(value)
+    seq_len = finished[0].trial.seq_len if finished else 1
+    return [(f * seq_len, sum(v) / len(v)) for f, v in sorted(by_factor.items())]

@@ -1,5 +1,6 @@
-"""The statistics of a report, as pure functions: mean ± std over seeds, the paired comparison against the
-baseline, and the maximum stable learning rate.
+"""What a grid report is made of (the trials, the variants, the outcomes read from MLflow) and its statistics:
+mean ± std over seeds, the paired comparison against the baseline, the maximum stable learning rate, and the
+table's rows. No MLflow and no torch here: tracking/report.py reads the runs and writes the files.
 
 DESIGN.md ("Evidence"): a variant is "better" in a report only over several seeds, with the test and p-value
 printed. So a comparison always says which test it used, on how many seed pairs, and why there is none.
@@ -7,9 +8,10 @@ printed. So a comparison always says which test it used, on how many seed pairs,
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
@@ -19,6 +21,90 @@ STABLE_MARGIN = 0.05
 """Default relative margin above a variant's best final loss that still counts as stable."""
 DONE_STATUSES = ("finished", "diverged")
 """Statuses that are results (tracking.ledger.DONE_STATUSES); divergence is a result (DESIGN.md)."""
+LONG_METRIC = re.compile(r"^long_ppl_x(\d+)_(rope|yarn)$")
+"""trainer/evaluate.py's long-context metric names: factor and RoPE mode."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialSpec:
+    """One expanded trial of the grid, as the report needs it (built by grid/report_command.py)."""
+
+    key: str
+    """Trial key (the child run's `trial_key` tag)."""
+    variant: str
+    """Catalog variant name."""
+    seed: int
+    """Seed: comparisons pair trials by it."""
+    lr: float
+    """Peak learning rate (optim.lr)."""
+    condition: str = ""
+    """The trial's other axis values (not variant, seed or LR), e.g. 'n_layers=6'; '' when none."""
+    label: str = ""
+    """Human label of the trial."""
+    seq_len: int = 256
+    """Training sequence length; long-context factors multiply it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantSpec:
+    """A catalog variant with its cost at the grid's base preset and the paper's published figures."""
+
+    name: str
+    """Catalog name."""
+    paper_ref: str
+    """Where the paper defines it (table and row) or 'extension'."""
+    gated: bool
+    """Whether it has a gate (F-Attn figure, gate histograms)."""
+    extra_params: int | None
+    """Parameters added over the baseline at the grid's base preset; None where it does not fit the preset."""
+    paper_added_params_m: float | None = None
+    """Table 1 'Added Param' (M) at the 15A2B MoE."""
+    paper_ppl: float | None = None
+    """Avg PPL of the 15A2B MoE (Table 1 / Table 3)."""
+    paper_gate_mean: float | None = None
+    """Mean gate score (Table 4)."""
+    paper_m_act: float | None = None
+    """M-Act (Table 4)."""
+    paper_f_attn: float | None = None
+    """F-Attn (Table 4)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportInput:
+    """What to report on: the grid's trials, its variants and where its runs live."""
+
+    grid: str
+    """Grid name (the parent run's `gatelab.grid` tag)."""
+    experiment: str
+    """MLflow experiment of the grid."""
+    preset: str
+    """The grid's base model preset (extra parameters are counted there)."""
+    trials: tuple[TrialSpec, ...]
+    """Every trial of the expanded grid."""
+    variants: dict = field(default_factory=dict)
+    """Variant name -> VariantSpec, in catalog order (the table's row order)."""
+    baseline: str = "baseline"
+    """The variant every other one is compared with."""
+    margin: float = STABLE_MARGIN
+    """Relative margin above the best loss that still counts as a stable LR."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialOutcome:
+    """One trial as stored in MLflow."""
+
+    trial: TrialSpec
+    """The trial."""
+    status: str
+    """gatelab.status, or 'new' when it has no run yet."""
+    run_id: str | None
+    """Its child run, if any."""
+    metrics: dict
+    """Latest value of every metric."""
+    history: dict
+    """Metric key -> [(step, value)] for HISTORIES (done trials only)."""
+    gate_hist: tuple | None = None
+    """probes.json gate_hist_counts (20 bins + under/overflow), when the artifact could be read."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,3 +219,104 @@ def best_lr(results: Iterable[tuple[float, str, float]]) -> float | None:
             by_lr.setdefault(float(lr), []).append(float(loss))
     means = {lr: statistics.fmean(losses) for lr, losses in by_lr.items()}
     return min(means, key=lambda lr: (lr in bad, means[lr], lr)) if means else None
+
+
+# --- rows of the report table -----------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class VariantRow:
+    """One row of the table: a variant (under one condition) summarised over seeds."""
+
+    variant: VariantSpec
+    """The variant."""
+    condition: str
+    """Other axis values of the row ('' when the grid has none)."""
+    lr: float | None
+    """The LR the row's figures are at (the best LR) when the grid sweeps LRs; else None."""
+    trials: tuple[TrialOutcome, ...]
+    """The done trials the row's figures come from."""
+    n_diverged: int
+    """Of those, how many diverged."""
+    ppl: MeanStd | None
+    """Final validation PPL over finished seeds."""
+    comparison: PairedComparison | None
+    """PPL against the baseline, paired by seed; None for the baseline itself."""
+    spikes: MeanStd | None
+    """Loss spikes per trial."""
+    max_stable_lr: float | None
+    """Largest stable LR of the sweep (tracking.stats.max_stable_lr); None without one or without a sweep."""
+    f_attn: MeanStd | None
+    """First-token attention share."""
+    m_act: MeanStd | None
+    """Mean over layers of max |hidden|."""
+    gate_mean: MeanStd | None
+    """Mean gate score (gated variants)."""
+    long_ratio: dict
+    """'rope'|'yarn' -> MeanStd of PPL at the long factor / PPL at 1x."""
+
+
+def final_loss(outcome: TrialOutcome) -> float:
+    return float(outcome.metrics.get("final_val_loss", math.nan))
+
+
+def long_factor(outcomes: Iterable[TrialOutcome]) -> int | None:
+    """The long-context factor of the ratio columns: 4 (the paper's YaRN extension, 32k -> 128k) when
+    measured, else the largest measured factor above 1."""
+    factors = {int(m.group(1)) for o in outcomes for k in o.metrics if (m := LONG_METRIC.match(k))}
+    if 1 not in factors or not factors - {1}:
+        return None
+    return 4 if 4 in factors else max(factors - {1})
+
+
+def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRow]:
+    """One row per (variant, condition) with at least one trial, in catalog order."""
+    sweep = len({t.lr for t in inp.trials}) > 1
+    factor = long_factor(outcomes)
+    groups: dict[tuple[str, str], list[TrialOutcome]] = {}
+    order = {name: i for i, name in enumerate(inp.variants)}
+    for outcome in sorted(outcomes, key=lambda o: order.get(o.trial.variant, len(order))):
+        groups.setdefault((outcome.trial.variant, outcome.trial.condition), []).append(outcome)
+    chosen: dict[tuple[str, str], tuple[float | None, list[TrialOutcome], float | None]] = {}
+    for key, group in groups.items():
+        done = [o for o in group if o.status in DONE_STATUSES]
+        results = [(o.trial.lr, o.status, final_loss(o)) for o in done]
+        lr = best_lr(results) if sweep else None
+        stable = max_stable_lr(results, inp.margin) if sweep else None
+        chosen[key] = (lr, [o for o in done if not sweep or o.trial.lr == lr], stable)
+
+    def seed_ppl(trials: list[TrialOutcome]) -> dict[int, float]:
+        return {o.trial.seed: float(o.metrics.get("final_val_ppl", math.nan)) for o in trials
+                if o.status == "finished"}
+
+    rows = []
+    for (name, condition), (lr, trials, stable) in chosen.items():
+        variant = inp.variants[name]
+        finished = [o for o in trials if o.status == "finished"]
+        baseline = chosen.get((inp.baseline, condition))
+        comparison = None
+        if name != inp.baseline:
+            comparison = paired_comparison(seed_ppl(trials), seed_ppl(baseline[1])) if baseline else \
+                PairedComparison(n_pairs=0, mean_diff=None, test="no baseline in the grid", statistic=None,
+                                 p_value=None)
+        rows.append(VariantRow(
+            variant=variant, condition=condition, lr=lr, trials=tuple(trials),
+            n_diverged=sum(o.status == "diverged" for o in trials),
+            ppl=mean_std(seed_ppl(trials).values()), comparison=comparison,
+            spikes=mean_std(o.metrics.get("spike_count", math.nan) for o in trials),
+            max_stable_lr=stable,
+            f_attn=mean_std(o.metrics.get("f_attn", math.nan) for o in finished),
+            m_act=mean_std(o.metrics.get("m_act", math.nan) for o in finished),
+            gate_mean=mean_std(o.metrics.get("gate_mean", math.nan) for o in finished),
+            long_ratio={rope: mean_std(_ratio(o, factor, rope) for o in finished) for rope in ("rope", "yarn")}
+            if factor else {}))
+    return rows
+
+
+def _ratio(outcome: TrialOutcome, factor: int, rope: str) -> float:
+    long, short = outcome.metrics.get(f"long_ppl_x{factor}_{rope}"), outcome.metrics.get(f"long_ppl_x1_{rope}")
+    return long / short if long is not None and short else math.nan
+
+
+def row_name(row: VariantRow) -> str:
+    """The row's variant name, with its condition when it has one."""
+    return f"{row.variant.name} [{row.condition}]" if row.condition else row.variant.name

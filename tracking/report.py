@@ -1,0 +1,340 @@
+"""`gatelab report`: a paper-style table, figures and statistics of one grid, built from MLflow.
+
+Read per trial run (trainer/run.py logs them): the summary metrics final_val_loss, final_val_ppl, spike_count,
+f_attn, m_act, gate_mean, f_attn_layer_<i>, long_ppl_x<f>_<rope|yarn>; the histories train_loss, val_loss and
+spike_ratio; the probes.json artifact (gate-score histogram). Written: report.<md|html|csv> and PNG figures
+in the output folder, the same files under `report/` on the grid's parent run, and, when the grid sweeps
+more than one LR, the metrics `max_stable_lr.<variant>` on the parent run.
+
+Choices a reader should know (also printed in the report):
+- Measured figures ("ours") come from this grid's small models; the paper's ("paper") from the 15A2B MoE
+  trained on 400B tokens (Tables 1, 3, 4). Compare directions and ratios, not absolute values.
+- With several LRs, a row's figures are at the variant's best LR (lowest mean final val loss, preferring LRs
+  where nothing diverged); the LR-stability section shows the whole sweep.
+- Diverged trials are results (DESIGN.md): they count against LR stability and are listed per row, but their
+  PPL (NaN or capped) is left out of means and pairs.
+- A variant is "better" only with a paired t-test over >= 2 seeds and p < 0.05 (DESIGN.md "Evidence").
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tracking.ledger import GRID_TAG, KIND_TAG, trial_records
+from tracking.report_figures import make_figures
+from tracking.stats import ALPHA, DONE_STATUSES, MeanStd, ReportInput, TrialOutcome, TrialSpec, VariantRow, \
+    VariantSpec, build_rows, final_loss, long_factor, row_name
+
+__all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
+
+FORMATS = ("md", "html", "csv")
+HISTORIES = ("train_loss", "val_loss", "spike_ratio")
+PAPER_MODEL = "15A2B MoE"  # Tables 1, 3 and 4 all come from the 15A2B MoE trained on 400B tokens
+_METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """What `write_report` produced."""
+
+    rows: tuple[VariantRow, ...]
+    """Table rows."""
+    outcomes: tuple[TrialOutcome, ...]
+    """Every trial of the grid with its status."""
+    files: tuple[Path, ...]
+    """Written files: the report document first, then figures."""
+    parent_run_id: str | None
+    """The grid's parent run the files were logged to (None: not found, nothing logged)."""
+    max_stable: dict
+    """Variant (and condition) -> max stable LR, when the grid sweeps LRs."""
+
+    @property
+    def unfinished(self) -> list[TrialOutcome]:
+        return [o for o in self.outcomes if o.status not in DONE_STATUSES]
+
+
+def collect(uri: str, inp: ReportInput) -> list[TrialOutcome]:
+    """Every trial's run, metrics and histories; probes.json only through an http(s) server URI (the store
+    serves artifacts only through its server, tracking/__init__.py)."""
+    client = MlflowClient(tracking_uri=uri)
+    records = trial_records(uri, inp.experiment)
+    artifacts = uri.startswith(("http://", "https://"))
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="gatelab-report-") as tmp:
+        for trial in inp.trials:
+            record = records.get(trial.key)
+            if record is None:
+                outcomes.append(TrialOutcome(trial=trial, status="new", run_id=None, metrics={}, history={}))
+                continue
+            history, hist = {}, None
+            if record.status in DONE_STATUSES:
+                history = {key: sorted((m.step, m.value) for m in client.get_metric_history(record.run_id, key))
+                           for key in HISTORIES}
+                variant = inp.variants.get(trial.variant)
+                if artifacts and record.status == "finished" and variant is not None and variant.gated:
+                    hist = _gate_hist(client, record.run_id, Path(tmp) / trial.key)
+            outcomes.append(TrialOutcome(trial=trial, status=record.status, run_id=record.run_id,
+                                         metrics=record.metrics, history=history, gate_hist=hist))
+    return outcomes
+
+
+def _gate_hist(client: MlflowClient, run_id: str, dst: Path) -> tuple | None:
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = client.download_artifacts(run_id, "probes.json", str(dst))
+        counts = json.loads(Path(local).read_text()).get("gate_hist_counts") or None
+    except (MlflowException, OSError, ValueError):
+        return None  # an older or diverged run without probes.json: no histogram, the rest still reports
+    return tuple(int(c) for c in counts) if counts else None
+
+
+def find_parent_run(client: MlflowClient, inp: ReportInput) -> str | None:
+    """The grid's parent run (tags gatelab.kind=grid, gatelab.grid=<name>), if the grid was submitted."""
+    experiment = client.get_experiment_by_name(inp.experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], max_results=1,
+                              filter_string=f"tags.`{KIND_TAG}` = 'grid' and tags.`{GRID_TAG}` = '{inp.grid}'")
+    return runs[0].info.run_id if runs else None
+
+
+def stable_metrics(rows: list[VariantRow]) -> dict[str, float]:
+    """Parent-run metric name -> max stable LR: `max_stable_lr.<variant>` (plus `.<condition>` if any)."""
+    out = {}
+    for row in rows:
+        if row.max_stable_lr is not None:
+            suffix = "." + _METRIC_UNSAFE.sub("_", row.condition) if row.condition else ""
+            out[f"max_stable_lr.{row.variant.name}{suffix}"] = row.max_stable_lr
+    return out
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its header, its cell text, and its raw values for CSV."""
+
+    header: str
+    """Shown header; says '(ours)' for measured figures and '(paper, ...)' for published ones."""
+    text: Callable
+    """VariantRow -> cell text."""
+    raw: tuple
+    """(csv header, VariantRow -> value) pairs."""
+
+
+def _num(value, spec: str = ".3f") -> str:
+    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
+
+
+def _ms(stat: MeanStd | None, spec: str = ".3f") -> str:
+    if stat is None:
+        return "–"
+    return f"{stat.mean:{spec}} ± {stat.std:{spec}}" if stat.std is not None else f"{stat.mean:{spec}} (n=1)"
+
+
+def _mean(stat: MeanStd | None):
+    return stat.mean if stat else None
+
+
+def _params(count: int | None) -> str:
+    if count is None:
+        return "n/a"
+    return f"{count / 1e6:.3g}M" if abs(count) >= 1e5 else f"{count:,}"
+
+
+def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int | None) -> list[Column]:
+    """The table's columns; LR columns only for an LR sweep, long-context ratios only when measured."""
+    paper = f"paper, {PAPER_MODEL}"
+    cmp = lambda r: r.comparison  # noqa: E731
+    cols = [Column("Variant", lambda r: r.variant.name, (("variant", lambda r: r.variant.name),))]
+    if any(r.condition for r in rows):
+        cols.append(Column("Condition", lambda r: r.condition, (("condition", lambda r: r.condition),)))
+    cols += [
+        Column("Paper ref", lambda r: r.variant.paper_ref, (("paper_ref", lambda r: r.variant.paper_ref),)),
+        Column(f"+Params (ours, {inp.preset})", lambda r: _params(r.variant.extra_params),
+               ((f"extra_params_ours_{inp.preset}", lambda r: r.variant.extra_params),)),
+        Column(f"+Params (paper, {PAPER_MODEL})", lambda r: _num(r.variant.paper_added_params_m, "g") + "M"
+               if r.variant.paper_added_params_m is not None else "–",
+               (("extra_params_paper_m", lambda r: r.variant.paper_added_params_m),))]
+    if sweep:
+        cols.append(Column("LR (ours, best)", lambda r: _num(r.lr, "g"), (("lr_ours_best", lambda r: r.lr),)))
+    cols += [
+        Column("Seeds (ours)", lambda r: f"{len(r.trials) - r.n_diverged}"
+               + (f" (+{r.n_diverged} diverged)" if r.n_diverged else ""),
+               (("seeds_finished", lambda r: len(r.trials) - r.n_diverged), ("seeds_diverged", lambda r: r.n_diverged))),
+        Column("PPL (ours)", lambda r: _ms(r.ppl), (("ppl_ours_mean", lambda r: _mean(r.ppl)),
+                                                    ("ppl_ours_std", lambda r: r.ppl.std if r.ppl else None))),
+        Column(f"PPL ({paper})", lambda r: _num(r.variant.paper_ppl), (("ppl_paper", lambda r: r.variant.paper_ppl),)),
+        Column("ΔPPL vs baseline (ours, paired by seed)",
+               lambda r: "(baseline)" if cmp(r) is None else _num(cmp(r).mean_diff, "+.3f"),
+               (("delta_ppl_ours", lambda r: cmp(r).mean_diff if cmp(r) else None),)),
+        Column("Test (ours)", lambda r: "" if cmp(r) is None else cmp(r).describe(),
+               (("test", lambda r: cmp(r).test if cmp(r) else ""), ("n_pairs", lambda r: cmp(r).n_pairs if cmp(r) else None),
+                ("t_statistic", lambda r: cmp(r).statistic if cmp(r) else None),
+                ("p_value", lambda r: cmp(r).p_value if cmp(r) else None))),
+        Column(f"Verdict (ours, p<{ALPHA:g})", lambda r: "" if cmp(r) is None else cmp(r).verdict,
+               (("verdict", lambda r: cmp(r).verdict if cmp(r) else ""),)),
+        Column("Spikes (ours, mean)", lambda r: _num(_mean(r.spikes), ".1f"),
+               (("spikes_ours_mean", lambda r: _mean(r.spikes)),))]
+    if sweep:
+        cols.append(Column("Max stable LR (ours)", lambda r: _num(r.max_stable_lr, "g") if r.max_stable_lr else "none",
+                           (("max_stable_lr_ours", lambda r: r.max_stable_lr),)))
+    for name, attr, paper_attr, spec in (("F-Attn", "f_attn", "paper_f_attn", ".3f"),
+                                         ("M-Act", "m_act", "paper_m_act", ".1f"),
+                                         ("Gate mean", "gate_mean", "paper_gate_mean", ".3f")):
+        cols += [Column(f"{name} (ours)", lambda r, a=attr, s=spec: _num(_mean(getattr(r, a)), s),
+                        ((f"{attr}_ours", lambda r, a=attr: _mean(getattr(r, a))),)),
+                 Column(f"{name} ({paper}, Table 4)", lambda r, a=paper_attr, s=spec: _num(getattr(r.variant, a), s),
+                        ((f"{attr}_paper", lambda r, a=paper_attr: getattr(r.variant, a)),))]
+    if factor:
+        for rope, title in (("rope", "RoPE"), ("yarn", "YaRN")):
+            cols.append(Column(f"PPL x{factor}/x1 {title} (ours)",
+                               lambda r, k=rope: _num(_mean(r.long_ratio.get(k))),
+                               ((f"long_ppl_ratio_x{factor}_{rope}_ours", lambda r, k=rope: _mean(r.long_ratio.get(k))),)))
+    return cols
+
+
+# --- the document ----------------------------------------------------------------------------------------
+
+def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], pictures: list,
+           cols: list[Column], sweep: bool, artifacts: bool) -> list[tuple]:
+    """The report as ('h1'|'h2'|'p', text), ('table', headers, rows) and ('img', path, caption) blocks."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    out: list[tuple] = [
+        ("h1", f"gatelab report: grid {inp.grid}"),
+        ("p", f"MLflow experiment {inp.experiment!r}; {len(outcomes)} trials: "
+              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+              + f". Built {time.strftime('%Y-%m-%d %H:%M')} from the trials that have finished or diverged."),
+        ("p", f"Columns marked (ours) are measured in this grid at preset {inp.preset}; columns marked (paper) are "
+              f"published for the {PAPER_MODEL} at 400B tokens (Tables 1, 3, 4). Compare directions, not absolute "
+              f"values. ΔPPL pairs each seed with the baseline's; a variant is 'better' or 'worse' only with a "
+              f"paired t-test over >= 2 seeds and p < {ALPHA:g}. Diverged seeds are left out of PPL means."),
+        ("h2", "Results"),
+        ("table", [c.header for c in cols], [[c.text(r) for c in cols] for r in rows])]
+    if sweep:
+        lrs = sorted({t.lr for t in inp.trials})
+        table = []
+        for row in rows:
+            cells = [row_name(row)]
+            for lr in lrs:
+                at = [o for o in outcomes if (o.trial.variant, o.trial.condition, o.trial.lr)
+                      == (row.variant.name, row.condition, lr) and o.status in DONE_STATUSES]
+                if any(o.status == "diverged" for o in at):
+                    cells.append("diverged")
+                else:
+                    losses = [final_loss(o) for o in at]
+                    spikes = [o.metrics.get("spike_count", 0.0) for o in at]
+                    cells.append(f"{sum(losses) / len(losses):.3f} / {sum(spikes) / len(spikes):.1f}" if at else "–")
+            cells.append(_num(row.max_stable_lr, "g") if row.max_stable_lr else "none")
+            table.append(cells)
+        out += [("h2", "Learning-rate stability"),
+                ("p", f"Each cell: final val loss (ours) / spike count (ours), mean over seeds. The max stable LR is "
+                      f"the largest LR that neither diverged nor ended more than {inp.margin:.0%} above the "
+                      "variant's best final loss (logged on the grid's parent run as max_stable_lr.<variant>)."),
+                ("table", ["Variant", *(f"LR {lr:g}" for lr in lrs), "Max stable LR (ours)"], table)]
+    out.append(("h2", "Figures"))
+    out += [("img", path, caption) for path, caption in pictures]
+    if not artifacts:
+        out.append(("p", "Gate-score histograms need probes.json artifacts, which only the tracking server serves."))
+    unfinished = [o for o in outcomes if o.status not in DONE_STATUSES]
+    out.append(("h2", f"Unfinished trials ({len(unfinished)})"))
+    out.append(("table", ["Key", "Variant", "Status", "Trial"],
+                [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished])
+               if unfinished else ("p", "None: every trial has finished or diverged."))
+    return out
+
+
+def _md(items: list[tuple]) -> str:
+    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    lines = []
+    for item in items:
+        if item[0] in ("h1", "h2"):
+            lines += [("# " if item[0] == "h1" else "## ") + item[1], ""]
+        elif item[0] == "p":
+            lines += [item[1], ""]
+        elif item[0] == "table":
+            lines += ["| " + " | ".join(map(cell, item[1])) + " |", "|" + "---|" * len(item[1])]
+            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in item[2]] + [""]
+        elif item[0] == "img":
+            lines += [f"![{item[2]}]({item[1].name})", "", f"*{item[2]}*", ""]
+    return "\n".join(lines)
+
+
+def _html(items: list[tuple], title: str) -> str:
+    esc = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+             "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px} th{background:#f0f0f0} img{max-width:100%}"
+             "</style></head><body>"]
+    for item in items:
+        if item[0] in ("h1", "h2", "p"):
+            parts.append(f"<{item[0]}>{esc(item[1])}</{item[0]}>")
+        elif item[0] == "table":
+            parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in item[1]) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in item[2]]
+            parts.append("</table>")
+        elif item[0] == "img":  # embedded, so the page stands alone (also in the MLflow artifact viewer)
+            data = base64.b64encode(item[1].read_bytes()).decode()
+            parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{esc(item[2])}'>"
+                         f"<figcaption>{esc(item[2])}</figcaption></figure>")
+    return "\n".join(parts + ["</body></html>"])
+
+
+def _csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return path
+
+
+def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
+    """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
+    the grid's parent run. csv writes the table (report.csv) and the unfinished trials (unfinished.csv)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = collect(uri, inp)
+    rows = build_rows(inp, outcomes)
+    sweep = len({t.lr for t in inp.trials}) > 1
+    cols = columns(inp, rows, sweep, long_factor(outcomes))
+    pictures = make_figures(inp, rows, outcomes, out_dir)
+    items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")))
+    if fmt == "csv":
+        raw = [(name, get) for c in cols for name, get in c.raw]
+        unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in outcomes
+                      if o.status not in DONE_STATUSES]
+        documents = [_csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
+                     _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished)]
+    else:
+        path = out_dir / f"report.{fmt}"
+        path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
+        documents = [path]
+    files = [*documents, *(path for path, _ in pictures)]
+    client = MlflowClient(tracking_uri=uri)
+    parent = find_parent_run(client, inp)
+    stable = stable_metrics(rows) if sweep else {}
+    if publish and parent is not None:
+        for path in files:
+            client.log_artifact(parent, str(path), "report")
+        if stable:
+            now = int(time.time() * 1000)
+            client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in stable.items()])
+    return Report(rows=tuple(rows), outcomes=tuple(outcomes), files=tuple(files),
+                  parent_run_id=parent if publish else None, max_stable=stable)
