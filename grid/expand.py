@@ -5,17 +5,14 @@ the base plus that entry); any trial that an `exclude` entry matches is dropped 
 key in it equals the trial's value, the base's value counting where the key is not an axis); trials with a
 key seen before are dropped (the first is kept). The same spec always gives the same list.
 
-The keys are `grid.identity.trial_key`'s, computed by `_KeyHasher` from cached pieces so that 10,000 trials
-take well under the 2 s target: a full `trial_key` costs ~0.25 ms, mostly generic dataclass walking
-(to_dict, asdict) and re-resolving the model.
+The keys are `grid.identity.trial_key`'s (about 45 us each: the model shape and variant definition are
+cached there, so 10,000 trials hash well under the 2 s target).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import itertools
-import json
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +20,8 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from grid.config_loader import ConfigError
-from grid.identity import KEY_LENGTH, identity_fields, trial_key
-from trainer.config import TrialConfig, to_dict
+from grid.identity import trial_key
+from trainer.config import TrialConfig
 from trainer.corpus import DataConfig, DataError, data_fingerprint
 from trainer.presets import ModelConfig
 
@@ -258,85 +255,6 @@ def _data_key(spec: GridSpec, item: Resolved) -> str:
     return "base.data.source"
 
 
-# --- keys ------------------------------------------------------------------------------------------------
-
-def _encode(value: Any) -> str:
-    # The same encoder settings as grid.identity.trial_key: a section encoded alone is a substring of the whole.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-class _KeyHasher:
-    """trial_key for many configs, from cached JSON pieces; checked against trial_key once per group.
-
-    identity_fields (grid/identity.py) copies seed, optim, eval and stability as to_dict gives them, and
-    schedule without log_every and with seq_len resolved; its other sections (model, variant, data) depend
-    only on the group key below. Should identity.py change that, the check falls back to trial_key.
-    """
-
-    _COPIED = ("seed", "optim", "eval", "stability")
-
-    def __init__(self) -> None:
-        self._groups: dict[tuple, _Group] = {}
-        self._pieces: dict[tuple[str, Any], str] = {}
-        self._exact = True
-
-    def key(self, config: TrialConfig, fingerprint: str) -> str:
-        if not self._exact:
-            return trial_key(config, fingerprint)
-        # repr, not ==: 1 == 1.0 but they encode differently
-        group_key = (fingerprint, config.variant, repr(config.model), repr(config.data), config.schedule.seq_len)
-        group = self._groups.get(group_key)
-        if group is None:
-            fields = identity_fields(config, fingerprint)
-            group = self._groups[group_key] = _Group(fields)
-            return _digest(group.parts)
-        parts = list(group.parts)
-        for name in self._COPIED:
-            parts[group.index[name]] = self._piece(name, getattr(config, name), group.prefix[name])
-        parts[group.index["schedule"]] = self._schedule_piece(config.schedule, group)
-        key = _digest(parts)
-        if not group.checked:
-            group.checked = True
-            if key != trial_key(config, fingerprint):
-                self._exact = False
-                return trial_key(config, fingerprint)
-        return key
-
-    def _piece(self, name: str, value: Any, prefix: str) -> str:
-        cache_key = (name, repr(value))
-        piece = self._pieces.get(cache_key)
-        if piece is None:
-            plain = to_dict(value) if dataclasses.is_dataclass(value) else value
-            piece = self._pieces[cache_key] = prefix + _encode(plain)
-        return piece
-
-    def _schedule_piece(self, schedule: Any, group: _Group) -> str:
-        cache_key = ("schedule", repr(schedule), group.seq_len)
-        piece = self._pieces.get(cache_key)
-        if piece is None:
-            plain = to_dict(schedule)
-            plain.pop("log_every")
-            plain["seq_len"] = group.seq_len
-            piece = self._pieces[cache_key] = group.prefix["schedule"] + _encode(plain)
-        return piece
-
-
-class _Group:
-    """The encoded identity sections shared by the trials of one (data, variant, model, seq_len)."""
-
-    def __init__(self, fields: dict) -> None:
-        names = sorted(fields)
-        self.prefix = {name: f"{json.dumps(name)}:" for name in names}
-        self.parts = [self.prefix[name] + _encode(fields[name]) for name in names]
-        self.index = {name: i for i, name in enumerate(names)}
-        self.seq_len = fields["schedule"]["seq_len"]
-        self.checked = False
-
-
-def _digest(parts: list[str]) -> str:
-    return hashlib.sha256(("{" + ",".join(parts) + "}").encode()).hexdigest()[:KEY_LENGTH]
-
-
 # --- labels and the public entry point -------------------------------------------------------------------
 
 def format_value(value: Any) -> str:
@@ -372,10 +290,9 @@ def label(base: TrialConfig, overrides: dict) -> str:
 def expand(spec: GridSpec) -> list[Trial]:
     """The grid's trials in a deterministic order, unique by key."""
     prints = fingerprints(spec, spec.resolved)
-    hasher = _KeyHasher()
     trials: dict[str, Trial] = {}
     for item in spec.resolved:
-        key = hasher.key(item.config, prints[item.config.data])
+        key = trial_key(item.config, prints[item.config.data])
         if key not in trials:
             trials[key] = Trial(key=key, config=item.config, overrides=item.overrides, label=item.label)
     return list(trials.values())

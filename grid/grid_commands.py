@@ -16,14 +16,25 @@ def _records(spec, store: Store) -> dict:
     """The ledger as stored, read without starting anything (an absent store means: all new)."""
     from tracking.ledger import trial_records
 
+    from tracking.server import running_server
+
     uri = spec.tracking.uri
     if uri is None:
         if not store.db_path.exists():
             return {}
-        uri = store.tracking_uri
+        # Through the live server when there is one: a second SQLite client racing the server's own
+        # schema set-up on a fresh store fails ("no such column").
+        server = running_server(store)
+        uri = server.uri if server else store.tracking_uri
     from grid.submit import experiment_name
 
-    return trial_records(uri, experiment_name(spec))
+    for attempt in range(5):
+        try:
+            return trial_records(uri, experiment_name(spec))
+        except Exception:  # a server still creating a fresh store's tables: wait for it
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
 
 
 def _load(args):
@@ -35,6 +46,8 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
     spec, trials = _load(args)
     dry_run = getattr(args, "dry_run", False)
     store = _store_no_create(args.home) if dry_run else Store.open(args.home)
+    if spec.search is not None:  # an Optuna search over the grid's points (grid/search.py)
+        return _cmd_search(args, spec, store, dry_run)
     if dry_run:
         records = _records(spec, store)
         statuses = {k: r.status for k, r in records.items()}
@@ -63,6 +76,33 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
         return run(uri)
 
 
+def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> int:
+    """submit and resume alike: continue RUNNING Optuna trials, then ask until each study has n_trials."""
+    from grid.search import search_rows, search_table
+
+    if dry_run:
+        print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
+        return 0
+    from grid.search import run_search
+    from tracking.server import local_server
+
+    def run(uri: str) -> int:
+        outcome = run_search(spec, store, uri, address=args.address, max_concurrent=args.max_concurrent)
+        if outcome.busy:
+            return 1
+        for name, counts in outcome.counts.items():
+            told = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n)
+            best = outcome.best.get(name)
+            print(f"study {name}: {told or 'no trials'}" + (f"; best {best[0]:.4g} at {best[1]}" if best else ""))
+        print(f"open the MLflow UI: gatelab ui --home {store.home}")
+        return 1 if outcome.errors else 0
+
+    if spec.tracking.uri:
+        return run(spec.tracking.uri)
+    with local_server(store, keep_running=True) as uri:
+        return run(uri)
+
+
 def _store_no_create(home: str | None) -> Store:
     from tracking.store import resolve_home
 
@@ -75,6 +115,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     spec, trials = _load(args)
+    if spec.search is not None:
+        from grid.search import search_rows, search_table
+
+        store = _store_no_create(args.home)
+        print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
+        return 0
     records = _records(spec, _store_no_create(args.home))
     rows = []
     now_ms = time.time() * 1000

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from functools import lru_cache
 
 from trainer.catalog import get_variant
 from trainer.config import TrialConfig, to_dict
 from trainer.corpus import data_fingerprint
+from trainer.presets import ModelConfig
 
 KEY_VERSION = 1  # bump when the meaning of a field changes without its value changing
 KEY_LENGTH = 12
@@ -22,18 +24,25 @@ KEY_LENGTH = 12
 def identity_fields(config: TrialConfig, fingerprint: str) -> dict:
     """The canonical mapping that is hashed."""
     data = to_dict(config)
-    variant = get_variant(config.variant)
     data.pop("name")
     data.pop("checkpoint")
     data["schedule"].pop("log_every")
     data["schedule"]["seq_len"] = config.seq_len
     data["data"].pop("source")
     data["data"]["fingerprint"] = fingerprint
-    data["model"] = asdict(config.model_config())
-    data["variant"] = {"name": variant.name, "gates": [g.axes for g in variant.gates],
-                       "sdpa_transform": variant.sdpa_transform.value}
+    data["model"], data["variant"] = _model_and_variant(config.model.resolve(), config.variant)
     data["key_version"] = KEY_VERSION
     return data
+
+
+@lru_cache(maxsize=1024)
+def _model_and_variant(base: ModelConfig, variant_name: str) -> tuple[dict, dict]:
+    """The resolved model shape and the variant's definition (cached: a grid has few distinct ones).
+    Callers get shared dicts: they are only serialised, never mutated."""
+    variant = get_variant(variant_name)
+    return (asdict(variant.model_config(base)),
+            {"name": variant.name, "gates": [g.axes for g in variant.gates],
+             "sdpa_transform": variant.sdpa_transform.value})
 
 
 def trial_key(config: TrialConfig, fingerprint: str | None = None) -> str:

@@ -72,8 +72,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
         print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")
         if report.parent_run_id:
-            print(f"logged under report/ on the grid's parent run {report.parent_run_id}"
-                  + (f", with {len(report.max_stable)} max_stable_lr.* metrics" if report.max_stable else ""))
+            where = "logged under report/ on" if report.artifacts_logged else "files not logged (no server URI) to"
+            print(f"{where} the grid's parent run {report.parent_run_id}"
+                  + (f"; {len(report.max_stable)} max_stable_lr.* metrics logged" if report.max_stable else ""))
         else:
             print("the grid has no parent run in MLflow (never submitted?): nothing logged there")
         return 0

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from grid.config_loader import ConfigError, build, convert
 from grid.expand import Resolved, field_hint, format_value, value_at, with_values
-from trainer.config import TrialConfig
 
 if TYPE_CHECKING:
     from grid.spec import GridSpec
@@ -180,7 +179,7 @@ class StudyPlan:
 
 # --- parsing ---------------------------------------------------------------------------------------------
 
-def parse_search(raw: Any, base: TrialConfig, axes: dict[str, tuple]) -> SearchSpec | None:
+def parse_search(raw: Any, axes: dict[str, tuple]) -> SearchSpec | None:
     """The `search` mapping checked and converted; ConfigErrors carry the dotted key under `search`."""
     if raw is None:
         return None

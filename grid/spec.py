@@ -259,7 +259,7 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         first = len(next(iter(axes.values())))
         odd = next(key for key, values in axes.items() if len(values) != first)
         raise ConfigError(f"axes.{odd}", f"combine: zip needs axes of equal length, got {lengths}")
-    search = parse_search(data.get("search"), base, axes)
+    search = parse_search(data.get("search"), axes)
     return GridSpec(
         name=name, base=base, axes=axes, combine=combine,
         include=_entries(data.get("include"), "include"),

@@ -1,6 +1,5 @@
 """The catalog is data, the spec rejects what the paper does not define, counts match closed forms."""
 import pytest
-import torch
 
 from trainer.catalog import SpecError, get_variant, load_catalog
 from trainer.gate_spec import GateSpec

@@ -4,7 +4,6 @@ import time
 
 import pytest
 import ray
-from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 from grid.expand import expand

@@ -1,6 +1,4 @@
 """Grid files: parsing, validation errors (file:line:key), expansion, keys and the dry-run table. No Ray, no MLflow."""
-import hashlib
-import json
 import re
 import subprocess
 import sys
@@ -10,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import grid.expand as expand_module
 from grid.config_loader import ConfigError
 from grid.dry_run import format_flops, trial_rows, trial_table
 from grid.expand import expand
-from grid.identity import KEY_LENGTH, identity_fields, trial_key
+from grid.identity import trial_key
 from grid.spec import GridSpec, load_grid
 from trainer.catalog import get_variant, load_catalog
 from trainer.config import TrialConfig
@@ -195,24 +192,6 @@ include:
     assert trials[-1].label == "baseline optim={lr=0.002,warmup_steps=3} seed=7"
     prints = {t.config.data: data_fingerprint(t.config.data) for t in trials}
     assert [t.key for t in trials] == [trial_key(t.config, prints[t.config.data]) for t in trials]
-
-
-def test_a_key_change_the_cached_pieces_miss_still_gives_trial_key(write, monkeypatch):
-    # As if identity.py started hashing checkpoint.every: expand must notice and agree with trial_key.
-    def fields_with_checkpoint(config, fingerprint):
-        return {**identity_fields(config, fingerprint), "checkpoint_every": config.checkpoint.every}
-
-    def key_with_checkpoint(config, fingerprint):
-        canonical = json.dumps(fields_with_checkpoint(config, fingerprint), sort_keys=True, separators=(",", ":"),
-                               default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:KEY_LENGTH]
-
-    monkeypatch.setattr(expand_module, "identity_fields", fields_with_checkpoint)
-    monkeypatch.setattr(expand_module, "trial_key", key_with_checkpoint)
-    trials = expand(load_grid(write(BASE + "axes:\n  checkpoint.every: [5, 10, 15]\n")))
-    fingerprint = data_fingerprint(trials[0].config.data)
-    assert [t.key for t in trials] == [key_with_checkpoint(t.config, fingerprint) for t in trials]
-    assert len(trials) == 3
 
 
 def test_a_10000_trial_grid_has_10000_distinct_keys(write):

@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
 from trainer.corpus import DataConfig

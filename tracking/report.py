@@ -59,7 +59,9 @@ class Report:
     parent_run_id: str | None
     """The grid's parent run the files were logged to (None: not found, nothing logged)."""
     max_stable: dict
-    """Variant (and condition) -> max stable LR, when the grid sweeps LRs."""
+    """Parent-run metric name (max_stable_lr.<variant>) -> max stable LR, when the grid sweeps LRs."""
+    artifacts_logged: bool = False
+    """Whether the files went to the parent run (proxied artifacts need the server's URI)."""
 
     @property
     def unfinished(self) -> list[TrialOutcome]:
@@ -192,12 +194,13 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
     if sweep:
         cols.append(Column("Max stable LR (ours)", lambda r: _num(r.max_stable_lr, "g") if r.max_stable_lr else "none",
                            (("max_stable_lr_ours", lambda r: r.max_stable_lr),)))
-    for name, attr, paper_attr, spec in (("F-Attn", "f_attn", "paper_f_attn", ".3f"),
-                                         ("M-Act", "m_act", "paper_m_act", ".1f"),
-                                         ("Gate mean", "gate_mean", "paper_gate_mean", ".3f")):
+    for name, attr, paper_attr, spec, paper_spec in (("F-Attn", "f_attn", "paper_f_attn", ".3f", ".3f"),
+                                                     ("M-Act", "m_act", "paper_m_act", ".1f", "g"),
+                                                     ("Gate mean", "gate_mean", "paper_gate_mean", ".3f", ".3f")):
         cols += [Column(f"{name} (ours)", lambda r, a=attr, s=spec: _num(_mean(getattr(r, a)), s),
                         ((f"{attr}_ours", lambda r, a=attr: _mean(getattr(r, a))),)),
-                 Column(f"{name} ({paper}, Table 4)", lambda r, a=paper_attr, s=spec: _num(getattr(r.variant, a), s),
+                 Column(f"{name} ({paper}, Table 4)",
+                        lambda r, a=paper_attr, s=paper_spec: _num(getattr(r.variant, a), s),
                         ((f"{attr}_paper", lambda r, a=paper_attr: getattr(r.variant, a)),))]
     if factor:
         for rope, title in (("rope", "RoPE"), ("yarn", "YaRN")):
@@ -330,11 +333,20 @@ def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, 
     client = MlflowClient(tracking_uri=uri)
     parent = find_parent_run(client, inp)
     stable = stable_metrics(rows) if sweep else {}
+    artifacts_logged = False
     if publish and parent is not None:
-        for path in files:
-            client.log_artifact(parent, str(path), "report")
+        if _serves_artifacts(client, parent, uri):
+            for path in files:
+                client.log_artifact(parent, str(path), "report")
+            artifacts_logged = True
         if stable:
             now = int(time.time() * 1000)
             client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in stable.items()])
     return Report(rows=tuple(rows), outcomes=tuple(outcomes), files=tuple(files),
-                  parent_run_id=parent if publish else None, max_stable=stable)
+                  parent_run_id=parent if publish else None, max_stable=stable, artifacts_logged=artifacts_logged)
+
+
+def _serves_artifacts(client: MlflowClient, run_id: str, uri: str) -> bool:
+    """Proxied artifacts (mlflow-artifacts:/...) move only through an http(s) server URI (tracking/store.py)."""
+    proxied = client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    return not proxied or uri.startswith(("http://", "https://"))

@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tracking.stats import DONE_STATUSES, LONG_METRIC, ReportInput, TrialOutcome, VariantRow, final_loss, \
     row_name  # noqa: E402
@@ -88,6 +89,7 @@ def f_attn_per_layer(per_layer: dict[str, list[float]], gated: set[str], baselin
         ax.plot(range(len(shown[name])), shown[name], "o-", ms=3, lw=1, color=color, label=name)
     if baseline in shown:
         ax.plot(range(len(shown[baseline])), shown[baseline], "s-", ms=5, lw=2.5, color="black", label=baseline)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer", ylabel="attention on the first token", ylim=(0, 1),
            title="F-Attn per layer, mean over seeds (paper Fig. 2: baseline 0.467 vs G1 0.048 on average)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -128,7 +130,7 @@ def lr_sweep(points: dict[str, list[tuple[float, str, float, float]]], stable: d
     finite = [loss for rows in points.values() for _, status, loss, _ in rows
               if status == "finished" and math.isfinite(loss)]
     top = max(finite) * 1.05 if finite else 1.0
-    for color, (name, rows) in zip(_colors(len(points)), points.items()):
+    for index, (color, (name, rows)) in enumerate(zip(_colors(len(points)), points.items())):
         by_lr: dict[float, list] = {}
         for lr, status, loss, spikes in rows:
             by_lr.setdefault(lr, []).append((status, loss, spikes))
@@ -138,8 +140,9 @@ def lr_sweep(points: dict[str, list[tuple[float, str, float, float]]], stable: d
         if ok:
             loss_ax.plot(*zip(*ok), "o-", color=color, label=name)
         bad = [lr for lr in lrs if any(s == "diverged" for s, _, _ in by_lr[lr])]
-        if bad:
-            loss_ax.plot(bad, [top] * len(bad), "x", color=color, ms=9, mew=2)
+        if bad:  # nudged apart so variants that diverged at the same LR stay visible
+            nudge = 1 + 0.015 * (index - len(points) / 2)
+            loss_ax.plot([lr * nudge for lr in bad], [top] * len(bad), "x", color=color, ms=9, mew=2)
         spike_ax.plot(lrs, [statistics.fmean(sp for _, _, sp in by_lr[lr]) for lr in lrs], "o-", color=color,
                       label=name)
         if stable.get(name) is not None:

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from trainer.catalog import get_variant
-from trainer.checkpoint import AtomicCheckpointIO, checkpoint_path, newest_checkpoint, prune_checkpoints
+from trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
 from trainer.config import TrialConfig, to_dict
 from trainer.data import build_datasets
 from trainer.environment import environment_record

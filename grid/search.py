@@ -1,0 +1,542 @@
+"""`gatelab submit|resume` of a grid with a `search:` block: Optuna ask/tell here, every trial through Ray.
+
+Not Ray Tune's OptunaSearch (ORCHESTRATION.md §1.2, §2): Tune pickles its state, names trials with random
+ids, hard-codes Optuna's NopPruner, and `Tuner.restore` cannot change the search space; gatelab's trials are
+content keys resumed from MLflow and their checkpoints. So this is the grid driver's loop on Ray core with
+Optuna in between:
+
+  study.ask() -> params as dotted overrides on each grid point of the study -> TrialConfig -> trial key
+  -> TrialJob -> the grid's own `run_grid_trial` Ray task (a child run of the grid's parent run, tagged
+  optuna.study and optuna.trial_number) -> study.tell().
+
+State: the studies live in `<home>/optuna/<grid>.journal` (Optuna's JournalStorage: one file, lock-safe, no
+server) beside the MLflow store; the runs live in MLflow. A killed driver leaves RUNNING Optuna trials; the
+next submit/resume re-dispatches them from their stored params (each run resumes from its checkpoint and its
+MLflow run), then asks new trials until every study has n_trials COMPLETE + PRUNED + FAIL. A finished
+search starts nothing. One driver per grid at a time (an flock; a second one says so and exits).
+
+What Optuna is told:
+- finished: COMPLETE, the objective metric (the mean over the trial's runs when the study has replicates);
+- diverged: `diverged: worst` (default) tells +inf (-inf when maximizing), so TPE learns the region is bad;
+  a FAIL would be ignored by the sampler, which would keep proposing the LRs that blow up. `fail`: FAIL;
+- failed (an error in the trial) or a missing/NaN objective: FAIL, with the reason in user attr gatelab.error;
+- pruned: the driver polls each running trial's `val_loss` history in MLflow, reports it at its training step
+  (`trial.report`), and when the pruner says so cancels the Ray task, ends the run `killed` with tag
+  `gatelab.pruned=true` (MLflow has no pruned status) and tells PRUNED.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from grid.expand import fingerprints, label, with_values
+from grid.identity import trial_key
+from grid.search_spec import INTERMEDIATE_METRIC, ParamSpec, PrunerSpec, SamplerSpec, StudyPlan, study_plans
+from grid.spec import GridSpec
+from grid.submit import _ray_init, experiment_name
+from grid.worker import TrialJob, run_grid_trial
+from tracking.history import metric_history
+from tracking.ledger import DONE_STATUSES, ensure_parent_run, file_lock, trial_records, trial_records_for_key
+from tracking.mlflow_tracker import MlflowTracker
+from tracking.store import Store
+from trainer.config import TrialConfig
+from trainer.corpus import data_fingerprint
+from trainer.provenance import git_sha
+
+POLL_S = 1.0  # how often running trials' validation losses are read (and ray.wait's timeout)
+PROGRESS_EVERY_S = 5.0
+BUSY_RETRY_S = 5.0  # a run held by another process is offered again after this long
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+# --- studies and their storage ----------------------------------------------------------------------------
+
+def journal_path(store: Store, grid_name: str) -> Path:
+    """Where a grid's studies are kept: beside the MLflow store, one journal file per grid."""
+    return store.home / "optuna" / f"{grid_name}.journal"
+
+
+def journal_storage(path: Path) -> JournalStorage:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def build_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
+    """Every TPE setting passed explicitly: Optuna 5 changed `multivariate`'s default (ORCHESTRATION.md §4)."""
+    if spec.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=spec.multivariate,
+                                      n_startup_trials=spec.n_startup_trials, n_ei_candidates=spec.n_ei_candidates,
+                                      constant_liar=spec.constant_liar)
+
+
+def build_pruner(spec: PrunerSpec | None) -> optuna.pruners.BasePruner:
+    if spec is None:
+        return optuna.pruners.NopPruner()
+    if spec.type == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps,
+                                              interval_steps=spec.interval_steps)
+    common = {"n_startup_trials": spec.n_startup_trials, "n_warmup_steps": spec.n_warmup_steps,
+              "interval_steps": spec.interval_steps, "n_min_trials": spec.n_min_trials}
+    if spec.type == "percentile":
+        return optuna.pruners.PercentilePruner(spec.percentile, **common)
+    return optuna.pruners.MedianPruner(**common)
+
+
+def distribution(param: ParamSpec) -> optuna.distributions.BaseDistribution:
+    if param.kind == "choice":
+        return CategoricalDistribution(param.choices)
+    if param.kind == "int":
+        return IntDistribution(param.low, param.high)
+    return FloatDistribution(param.low, param.high, log=param.kind == "log_uniform")
+
+
+def open_study(spec: GridSpec, plan: StudyPlan, storage: JournalStorage) -> optuna.Study:
+    """The study, created on first use. The sampler is seeded with seed + trials already in the study, so an
+    uninterrupted search is reproducible and a resumed one does not replay the first trials' params."""
+    search = spec.search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction=search.objective.direction,
+                                load_if_exists=True, pruner=build_pruner(search.pruner))
+    if study.direction.name.lower() != search.objective.direction:
+        raise ValueError(f"study {plan.name!r} in {storage} was created to {study.direction.name.lower()}, the grid "
+                         f"now says {search.objective.direction}; rename the grid or delete its journal")
+    study.sampler = build_sampler(search.sampler, search.sampler.seed + len(study.get_trials(deepcopy=False)))
+    if "gatelab.grid" not in study.user_attrs:
+        study.set_user_attr("gatelab.grid", spec.name)
+        study.set_user_attr("gatelab.per", {k: str(v) for k, v in plan.per_values.items()})
+        study.set_user_attr("gatelab.search", search.to_dict())
+    return study
+
+
+def study_counts(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name: 0 for state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING)}
+    for frozen in study.get_trials(deepcopy=False):
+        counts[frozen.state.name] += 1
+    return counts
+
+
+def _needs(study: optuna.Study, n_trials: int) -> int:
+    counts = study_counts(study)
+    return n_trials - sum(counts[s.name] for s in FINISHED) - counts["RUNNING"]
+
+
+# --- the driver -------------------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """One grid point of one Optuna trial: what the worker runs."""
+
+    key: str
+    config: TrialConfig
+    overrides: dict
+    label: str
+
+
+@dataclass
+class _Active:
+    """An Optuna trial this driver is running (asked now, or left RUNNING by a killed driver)."""
+
+    study: str
+    trial: Trial
+    runs: list[_Run]
+    results: dict = field(default_factory=dict)
+    reported: set = field(default_factory=set)
+
+
+@dataclass
+class _Slot:
+    """One trial key queued or on Ray, and the Optuna trials waiting on it (two only if params repeat)."""
+
+    run: _Run
+    job: TrialJob
+    trial_ids: set
+    not_before: float = 0.0
+
+
+@dataclass
+class SearchOutcome:
+    told: list = field(default_factory=list)
+    """(study, trial number, state name, value, error or None) told by this driver, in order."""
+    counts: dict = field(default_factory=dict)
+    """Study -> trials per Optuna state at the end."""
+    best: dict = field(default_factory=dict)
+    """Study -> (value, params) of its best COMPLETE trial."""
+    busy: bool = False
+    """Another driver holds this grid's search; nothing was done."""
+
+    @property
+    def errors(self) -> int:
+        """Trials told FAIL because something broke (not a diverged trial under `diverged: fail`)."""
+        return sum(state == "FAIL" and error != "diverged" for _, _, state, _, error in self.told)
+
+
+class _Driver:
+    def __init__(self, spec: GridSpec, store: Store, uri: str, parent_run_id: str, studies: dict, plans: list,
+                 cap: int, out: Callable) -> None:
+        import ray
+
+        self.ray, self.spec, self.search, self.store, self.uri, self.out = ray, spec, spec.search, store, uri, out
+        self.experiment = experiment_name(spec)
+        self.parent, self.studies, self.cap = parent_run_id, studies, cap
+        self.plans = {plan.name: plan for plan in plans}
+        self.task = ray.remote(run_grid_trial).options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
+                                                       max_retries=spec.ray.max_retries, retry_exceptions=False)
+        self.prints = dict(fingerprints(spec, spec.resolved))
+        self.active: dict[int, _Active] = {}
+        self.slots: dict[str, _Slot] = {}
+        self.queue: list[str] = []
+        self.in_flight: dict = {}  # ref -> key
+        self.outcome = SearchOutcome()
+        self.history: dict[str, dict[int, float]] = {}  # run id -> val_loss by step, as last read
+        self._next_study = 0
+
+    # -- trials -> runs -----------------------------------------------------------------------------------
+
+    def runs_for(self, plan: StudyPlan, params: dict) -> list[_Run]:
+        runs = []
+        for point in plan.points:
+            overrides = {**point.overrides, **params}
+            text = label(self.spec.base, overrides)
+            config = with_values(self.spec.base, {**overrides, "name": f"{self.spec.name}/{text}"})
+            if config.data not in self.prints:
+                self.prints[config.data] = data_fingerprint(config.data)
+            runs.append(_Run(trial_key(config, self.prints[config.data]), config, overrides, text))
+        return runs
+
+    def start(self, study_name: str, trial: Trial, params: dict, reported: set) -> None:
+        plan = self.plans[study_name]
+        missing = {p.key for p in self.search.params} - set(params)
+        if missing:  # a RUNNING trial from before the search space changed
+            self.finish_trial(study_name, trial, TrialState.FAIL, None, f"params {sorted(missing)} were added to "
+                              "the search after this trial was asked")
+            return
+        try:
+            runs = self.runs_for(plan, {p.key: params[p.key] for p in self.search.params})
+        except (ValueError, TypeError) as err:  # a combination the bounds check could not foresee
+            self.finish_trial(study_name, trial, TrialState.FAIL, None, f"params do not build a trial: {err}")
+            return
+        trial.set_user_attr("gatelab.keys", [run.key for run in runs])
+        active = self.active[trial._trial_id] = _Active(study_name, trial, runs, reported=set(reported))
+        for run in runs:
+            if run.key in self.slots:
+                self.slots[run.key].trial_ids.add(trial._trial_id)
+                continue
+            tags = {"gatelab.grid": self.spec.name, "gatelab.search": "optuna", "optuna.study": study_name,
+                    "optuna.trial_number": str(trial.number),
+                    **{f"override.{k}": str(v) for k, v in run.overrides.items()}}
+            job = TrialJob(key=run.key, config=run.config, run_name=f"{run.label} [{run.key}] optuna #{trial.number}",
+                           tags=tags, tracking_uri=self.uri, experiment=self.experiment, parent_run_id=self.parent,
+                           checkpoint_root=self.spec.storage.checkpoint_root or str(self.store.checkpoints_dir),
+                           cache_dir=str(self.store.cache_dir))
+            self.slots[run.key] = _Slot(run, job, {trial._trial_id})
+            self.queue.append(run.key)
+        self.out(f"  started   {study_name} #{trial.number} {_params_text(trial.params)} -> "
+                 + " ".join(run.key for run in active.runs))
+
+    def ask(self) -> bool:
+        """Ask one trial of the next study (round robin) that needs one; False when none does."""
+        names = list(self.studies)
+        for offset in range(len(names)):
+            name = names[(self._next_study + offset) % len(names)]
+            study = self.studies[name]
+            if _needs(study, self.search.n_trials) > 0:
+                self._next_study = (self._next_study + offset + 1) % len(names)
+                trial = study.ask({p.key: distribution(p) for p in self.search.params})
+                self.start(name, trial, trial.params, set())
+                return True
+        return False
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def run(self) -> SearchOutcome:
+        for name, study in self.studies.items():  # left RUNNING by a driver that died: run them again first
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                self.out(f"  resuming  {name} #{frozen.number} (RUNNING when the last driver stopped)")
+                self.start(name, Trial(study, frozen._trial_id), frozen.params, set(frozen.intermediate_values))
+        last_poll = last_progress = 0.0
+        try:
+            while True:
+                self.dispatch()
+                while len(self.in_flight) < self.cap and not self.queue and self.ask():
+                    self.dispatch()
+                if not self.in_flight and not self.queue:
+                    break
+                if self.in_flight:
+                    done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_S)
+                else:  # only runs that another process holds: wait for it to let go
+                    done = []
+                    time.sleep(POLL_S)
+                for ref in done:
+                    self.collect(ref)
+                now = time.monotonic()
+                prune_due = self.search.pruner is not None and now - last_poll >= POLL_S
+                progress_due = now - last_progress >= PROGRESS_EVERY_S
+                if self.active and (prune_due or progress_due):
+                    records = trial_records(self.uri, self.experiment)
+                    if prune_due:
+                        last_poll = now
+                        self.feed_pruner(records)
+                    if progress_due:
+                        last_progress = now
+                        self.progress(records)
+        except KeyboardInterrupt:
+            for ref in self.in_flight:
+                self.ray.cancel(ref, force=True)
+            self.out(f"interrupted: {len(self.active)} Optuna trial(s) left RUNNING; `gatelab resume "
+                     f"{self.spec.source}` continues them from their last checkpoints")
+            raise
+        return self.outcome
+
+    def dispatch(self) -> None:
+        now = time.monotonic()
+        for key in list(self.queue):
+            if len(self.in_flight) >= self.cap:
+                return
+            slot = self.slots[key]
+            if slot.not_before <= now:
+                self.queue.remove(key)
+                self.in_flight[self.task.remote(slot.job)] = key
+
+    def collect(self, ref) -> None:
+        key = self.in_flight.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:  # retry budget spent on system failures
+            result = {"key": key, "status": "failed", "error": str(err).splitlines()[0]}
+        if result["status"] == "busy":  # another process holds this trial's lock: offer it again later
+            self.slots[key].not_before = time.monotonic() + BUSY_RETRY_S
+            self.queue.append(key)
+            return
+        self.deliver(key, result)
+
+    def deliver(self, key: str, result: dict) -> None:
+        slot = self.slots.pop(key)
+        if result.get("skipped") or "summary" not in result:  # done before: the ledger has its metrics
+            record = trial_records_for_key(self.uri, self.experiment, key)
+            result = {**result, "summary": dict(record.metrics) if record else {}}
+        if result.get("error"):
+            self.out(f"  run {key} failed:\n{result['error'].rstrip()}")
+        for trial_id in slot.trial_ids:
+            active = self.active.get(trial_id)
+            if active is None:
+                continue
+            active.results[key] = result
+            if all(run.key in active.results for run in active.runs):
+                self.finalize(active)
+
+    def finalize(self, active: _Active) -> None:
+        statuses = [active.results[run.key]["status"] for run in active.runs]
+        metric = self.search.objective.metric
+        values = [active.results[run.key].get("summary", {}).get(metric) for run in active.runs]
+        if "failed" in statuses:
+            state, value, error = TrialState.FAIL, None, "a run failed (its MLflow run has gatelab.error)"
+        elif "diverged" in statuses or any(v is not None and not math.isfinite(v) for v in values):
+            error = "diverged"
+            if self.search.diverged == "fail":
+                state, value = TrialState.FAIL, None
+            else:
+                state, value = TrialState.COMPLETE, math.inf if self.search.objective.direction == "minimize" \
+                    else -math.inf
+        elif any(v is None for v in values):
+            state, value, error = TrialState.FAIL, None, f"metric {metric!r} missing from the finished run"
+        else:
+            state, value, error = TrialState.COMPLETE, sum(values) / len(values), None
+        active.trial.set_user_attr("gatelab.statuses", dict(zip((r.key for r in active.runs), statuses)))
+        self.finish_trial(active.study, active.trial, state, value, error)
+
+    def finish_trial(self, study_name: str, trial: Trial, state: TrialState, value: float | None,
+                     error: str | None) -> None:
+        self.active.pop(trial._trial_id, None)
+        run_ids = {}
+        for key in trial.user_attrs.get("gatelab.keys", []):
+            record = trial_records_for_key(self.uri, self.experiment, key)
+            if record is not None:
+                run_ids[key] = record.run_id
+        trial.set_user_attr("gatelab.run_ids", run_ids)
+        if error:
+            trial.set_user_attr("gatelab.error", error)
+        study = self.studies[study_name]
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value, skip_if_finished=True)
+        else:
+            study.tell(trial, state=state, skip_if_finished=True)
+        self.outcome.told.append((study_name, trial.number, state.name, value, error))
+        shown = f" value={value:.4g}" if value is not None else ""
+        self.out(f"  {state.name.lower():9} {study_name} #{trial.number}{shown} {_params_text(trial.params)}"
+                 + (f" ({error})" if error else ""))
+
+    # -- pruning ------------------------------------------------------------------------------------------
+
+    def feed_pruner(self, records: dict) -> None:
+        """Report each running trial's new validation losses (mean over its runs, at steps all of them have)."""
+        for active in list(self.active.values()):
+            curves = []
+            for run in active.runs:
+                record = records.get(run.key)
+                if record is None:  # not started yet: no mean over the runs
+                    break
+                latest = record.metrics.get(INTERMEDIATE_METRIC)
+                curve = self.history.get(record.run_id, {})
+                # MLflow's latest value is the one at the largest step: a new evaluation changes it
+                if latest is not None and (not curve or curve[max(curve)] != latest):
+                    curve = self.history[record.run_id] = metric_history(self.uri, record.run_id,
+                                                                         INTERMEDIATE_METRIC)
+                curves.append(curve)
+            else:
+                steps = sorted(set.intersection(*(set(c) for c in curves)) - active.reported) if curves else []
+                for step in steps:
+                    active.trial.report(sum(c[step] for c in curves) / len(curves), step)
+                    active.reported.add(step)
+                if steps and active.trial.should_prune():
+                    self.prune(active, steps[-1])
+
+    def prune(self, active: _Active, step: int) -> None:
+        """Cancel the trial's runs (unless another trial waits on them), end their MLflow runs, tell PRUNED."""
+        cancelled = {}
+        for run in active.runs:
+            slot = self.slots.get(run.key)
+            if slot is None:
+                continue
+            slot.trial_ids.discard(active.trial._trial_id)
+            if slot.trial_ids:
+                continue
+            ref = next((r for r, k in self.in_flight.items() if k == run.key), None)
+            if ref is None:
+                self.queue.remove(run.key)
+                self.slots.pop(run.key)
+                continue
+            self.ray.cancel(ref, force=True)
+            cancelled[ref] = self.in_flight.pop(ref)
+        if cancelled:
+            self.ray.wait(list(cancelled), num_returns=len(cancelled), timeout=60)
+        for ref, key in cancelled.items():
+            self.slots.pop(key)
+            try:
+                active.results[key] = self.ray.get(ref, timeout=0)  # it finished before the cancel landed
+            except Exception:  # noqa: BLE001 - cancelled (TaskCancelledError) or the worker died
+                self._mark_pruned(key, step)
+        if all(run.key in active.results for run in active.runs):
+            self.finalize(active)
+            return
+        active.trial.set_user_attr("gatelab.pruned_at_step", step)
+        self.finish_trial(active.study, active.trial, TrialState.PRUNED, None, None)
+
+    def _mark_pruned(self, key: str, step: int) -> None:
+        record = trial_records_for_key(self.uri, self.experiment, key)
+        if record is None or record.status in DONE_STATUSES:
+            return
+        tracker = MlflowTracker.resume(self.uri, record.run_id, asynchronous=False)
+        tracker.set_tags({"gatelab.pruned": "true", "gatelab.pruned_at_step": str(step)})
+        tracker.set_status("killed")
+
+    def progress(self, records: dict) -> None:
+        parts = []
+        for active in self.active.values():
+            steps = [int(records[r.key].metrics.get("step", 0)) if r.key in records else 0 for r in active.runs]
+            parts.append(f"{active.study}#{active.trial.number}@{min(steps)}/{active.runs[0].config.schedule.max_steps}")
+        done = {name: sum(study_counts(s)[x.name] for x in FINISHED) for name, s in self.studies.items()}
+        total = sum(done.values())
+        self.out(f"[{time.strftime('%H:%M:%S')}] search {self.spec.name}: {total}/{self.search.n_trials * len(done)} "
+                 f"trials told  running {len(self.active)}  | " + " ".join(parts))
+        sys.stdout.flush()
+
+
+def _params_text(params: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def run_search(spec: GridSpec, store: Store, tracking_uri: str, *, address: str | None = None,
+               max_concurrent: int | None = None, out=print) -> SearchOutcome:
+    """Run (or continue) every study of the grid's search until each has n_trials finished Optuna trials."""
+    plans = study_plans(spec)
+    path = journal_path(store, spec.name)
+    with file_lock(store.home / "locks" / f"search-{spec.name}.lock", blocking=False) as acquired:
+        if not acquired:
+            out(f"search {spec.name}: another gatelab process is driving it (lock under {store.home / 'locks'}); "
+                "nothing done")
+            return SearchOutcome(busy=True)
+        storage = journal_storage(path)
+        studies = {plan.name: open_study(spec, plan, storage) for plan in plans}
+        running = sum(study_counts(s)["RUNNING"] for s in studies.values())
+        needed = sum(max(0, _needs(s, spec.search.n_trials)) for s in studies.values())
+        out(f"search {spec.name}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} x {spec.search.n_trials} "
+            f"trials; {running} to resume, {needed} to ask (journal {path}, MLflow experiment "
+            f"{experiment_name(spec)!r} at {tracking_uri})")
+        if running or needed:
+            parent = ensure_parent_run(tracking_uri, experiment_name(spec), spec.name,
+                                       {"gatelab.grid_file": spec.source, "gatelab.grid_file_hash": spec.file_hash,
+                                        "gatelab.git_sha": git_sha(), "gatelab.search": "optuna",
+                                        "optuna.storage": str(path)}, store.home / "locks")
+            _ray_init(address or spec.ray.address)
+            driver = _Driver(spec, store, tracking_uri, parent, studies, plans,
+                             max_concurrent or spec.ray.max_concurrent, out)
+            outcome = driver.run()
+        else:
+            outcome = SearchOutcome()
+        for name, study in studies.items():
+            outcome.counts[name] = study_counts(study)
+            complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                        if math.isfinite(t.value)]
+            if complete:
+                best = (min if spec.search.objective.direction == "minimize" else max)(complete, key=lambda t: t.value)
+                outcome.best[name] = (best.value, dict(best.params))
+        return outcome
+
+
+# --- status and dry-run -----------------------------------------------------------------------------------
+
+def search_rows(spec: GridSpec, store: Store) -> list[dict]:
+    """One row per Optuna trial of every study, from the journal (nothing started or created)."""
+    path = journal_path(store, spec.name)
+    if not path.exists():
+        return []
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    names = set(optuna.get_all_study_names(storage))
+    rows = []
+    for plan in study_plans(spec):
+        if plan.name not in names:
+            continue
+        for frozen in optuna.load_study(study_name=plan.name, storage=storage).get_trials(deepcopy=False):
+            rows.append(_row(plan.name, frozen))
+    return rows
+
+
+def _row(study: str, frozen: FrozenTrial) -> dict:
+    return {"study": study, "number": frozen.number, "state": frozen.state.name, "value": frozen.value,
+            "params": dict(frozen.params), "keys": frozen.user_attrs.get("gatelab.keys", []),
+            "run_ids": frozen.user_attrs.get("gatelab.run_ids", {}),
+            "last_step": max(frozen.intermediate_values, default=None), "error": frozen.user_attrs.get("gatelab.error")}
+
+
+def search_table(spec: GridSpec, store: Store) -> str:
+    """The studies, their search space and what the journal holds so far."""
+    search = spec.search
+    rows = search_rows(spec, store)
+    space = ", ".join(f"{p.key}~{p.kind}{list(p.choices) if p.kind == 'choice' else [p.low, p.high]}"
+                      for p in search.params)
+    lines = [f"search {spec.name}: {search.n_trials} trials per study, {search.objective.direction} "
+             f"{search.objective.metric}; sampler {search.sampler.type} seed {search.sampler.seed}; "
+             f"pruner {search.pruner.type if search.pruner else 'none'}; space {space}"]
+    for plan in study_plans(spec):
+        mine = [r for r in rows if r["study"] == plan.name]
+        counts: dict[str, int] = {}
+        for row in mine:
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
+        told = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "not started"
+        lines.append(f"study {plan.name}: {len(plan.points)} run(s) per trial; {told}")
+        for row in mine:
+            value = f"{row['value']:.4g}" if row["value"] is not None else "-"
+            lines.append(f"  #{row['number']:<3} {row['state']:8} {value:>9}  {_params_text(row['params'])}  "
+                         + " ".join(row["keys"]))
+    return "\n".join(lines)

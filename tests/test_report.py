@@ -1,0 +1,323 @@
+"""`gatelab report`: the max-stable-LR rule and the paired test on known cases, and the report of a small grid
+built in a real MLflow store (one trial really trained, the rest logged the way trainer/run.py logs them)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from grid.cli import main
+from grid.expand import expand
+from grid.spec import load_grid
+from grid.submit import experiment_name
+from tracking import MlflowTracker, Store, ensure_server, stop_server
+from tracking.ledger import ensure_parent_run, open_trial_run
+from tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows, max_stable_lr, \
+    paired_comparison
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --- max stable LR -----------------------------------------------------------------------------------------
+
+
+def test_all_diverged_has_no_stable_lr():
+    assert max_stable_lr([(1e-3, "diverged", math.nan), (2e-3, "diverged", 9.0)]) is None
+    assert max_stable_lr([]) is None
+    assert max_stable_lr([(1e-3, "running", 2.0), (2e-3, "failed", 2.0)]) is None  # not results
+
+
+def test_best_loss_lr_is_stable_and_larger_worse_ones_are_not():
+    results = [(1e-3, "finished", 3.0), (2e-3, "finished", 2.8), (4e-3, "finished", 3.5), (8e-3, "finished", 4.0)]
+    assert max_stable_lr(results) == 2e-3
+    assert max_stable_lr(results, margin=0.3) == 4e-3  # 3.5 <= 2.8 * 1.3
+
+
+def test_a_diverged_lr_between_stable_ones_does_not_cap_the_largest():
+    results = [(1e-3, "finished", 2.9), (2e-3, "diverged", math.nan), (4e-3, "finished", 2.85),
+               (8e-3, "diverged", 1.0)]  # a diverged run's loss never counts as the best
+    assert max_stable_lr(results) == 4e-3
+
+
+def test_margin_boundary_is_inclusive():
+    best, margin = 2.0, 0.05
+    at = best * (1 + margin)
+    assert max_stable_lr([(1e-3, "finished", best), (2e-3, "finished", at)], margin) == 2e-3
+    above = math.nextafter(at, math.inf)
+    assert max_stable_lr([(1e-3, "finished", best), (2e-3, "finished", above)], margin) == 1e-3
+
+
+def test_every_seed_of_an_lr_must_be_stable():
+    results = [(1e-3, "finished", 2.0), (2e-3, "finished", 2.0), (2e-3, "diverged", math.nan),
+               (4e-3, "finished", 2.01), (4e-3, "finished", math.inf)]
+    assert max_stable_lr(results) == 1e-3
+
+
+# --- paired comparison -------------------------------------------------------------------------------------
+
+
+def test_paired_t_test_matches_a_hand_computed_case():
+    variant = {0: 10.0, 1: 11.0, 2: 12.5, 7: 3.0}  # seed 7 has no baseline partner: left out
+    baseline = {0: 10.5, 1: 11.8, 2: 12.9, 5: 1.0}
+    diffs = [-0.5, -0.8, -0.4]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    t = mean / (sd / math.sqrt(3))
+    p = 1 - abs(t) / math.sqrt(t * t + 2)  # two-sided p of Student's t with 2 degrees of freedom, closed form
+    result = paired_comparison(variant, baseline)
+    assert result.test == "paired t-test" and result.n_pairs == 3
+    assert result.mean_diff == pytest.approx(mean)
+    assert result.statistic == pytest.approx(t)
+    assert result.p_value == pytest.approx(p)
+    assert result.verdict == ("better" if p < 0.05 else "n.s.")
+    assert f"p={p:.3g}" in result.describe()
+
+
+def test_single_pair_and_disjoint_seeds_are_not_tested():
+    one = paired_comparison({0: 5.0, 1: 6.0}, {0: 5.5})
+    assert (one.n_pairs, one.test, one.p_value, one.verdict) == (1, "n=1, no test", None, "not tested")
+    assert one.mean_diff == pytest.approx(-0.5)
+    none = paired_comparison({0: 5.0}, {1: 5.5})
+    assert none.n_pairs == 0 and "no seeds in common" in none.test and none.verdict == "not tested"
+
+
+def test_clear_improvement_over_several_seeds_is_better():
+    baseline = {s: 10.0 + 0.1 * s for s in range(5)}
+    variant = {s: v - 1.0 - 0.01 * s for s, v in baseline.items()}
+    result = paired_comparison(variant, baseline)
+    assert result.p_value < 1e-4 and result.verdict == "better"
+    assert paired_comparison(baseline, variant).verdict == "worse"
+
+
+# --- rows ----------------------------------------------------------------------------------------------------
+
+
+def _outcome(variant: str, seed: int, ppl: float, condition: str = "", status: str = "finished") -> TrialOutcome:
+    trial = TrialSpec(key=f"{variant}-{seed}-{condition}", variant=variant, seed=seed, lr=3e-3, condition=condition)
+    return TrialOutcome(trial=trial, status=status, run_id="r", history={},
+                        metrics={"final_val_ppl": ppl, "final_val_loss": math.log(ppl), "spike_count": 0.0})
+
+
+def _variants(*names: str) -> dict:
+    return {n: VariantSpec(name=n, paper_ref="t", gated=n != "baseline", extra_params=0) for n in names}
+
+
+def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
+    outcomes = [_outcome("baseline", s, 10.0 + s, "L=2") for s in (0, 1, 2)] + \
+        [_outcome("baseline", s, 20.0 + s, "L=4") for s in (0, 1, 2)] + \
+        [_outcome("g1", s, 9.0 + s + 0.01 * s * s, "L=2") for s in (0, 1, 2)] + \
+        [_outcome("g1", s, 19.0 + s, "L=4", "diverged" if s == 2 else "finished") for s in (0, 1, 2)]
+    inp = ReportInput(grid="g", experiment="g", preset="tiny", trials=tuple(o.trial for o in outcomes),
+                      variants=_variants("baseline", "g1"))
+    rows = {(r.variant.name, r.condition): r for r in build_rows(inp, outcomes)}
+    assert list(rows) == [("baseline", "L=2"), ("baseline", "L=4"), ("g1", "L=2"), ("g1", "L=4")]
+    short = rows[("g1", "L=2")].comparison
+    assert short.n_pairs == 3 and short.mean_diff == pytest.approx(-1 + 0.05 / 3)  # against L=2 baseline only
+    long = rows[("g1", "L=4")]
+    assert long.n_diverged == 1 and long.ppl.n == 2 and long.comparison.n_pairs == 2
+    assert long.comparison.mean_diff == pytest.approx(-1.0) and long.comparison.p_value is None  # no variance
+    alone = ReportInput(grid="g", experiment="g", preset="tiny", trials=(), variants=_variants("g1"))
+    (row,) = build_rows(alone, [_outcome("g1", 0, 9.0)])
+    assert row.comparison.test == "no baseline in the grid" and row.comparison.verdict == "not tested"
+
+
+def test_report_code_does_not_load_torch():
+    code = ("import sys, tracking.report, grid.report_command; "
+            "assert 'torch' not in sys.modules, 'torch loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --- the report of a small grid in a real MLflow store -------------------------------------------------------
+
+VARIANTS = ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"]
+LRS = [3.0e-3, 1.0e-2]
+# final val loss per (variant, lr, seed); 'diverged' / 'running' / 'new' / 'real' (trained here) otherwise
+PLAN = {
+    ("baseline", 3.0e-3, 0): 2.00, ("baseline", 3.0e-3, 1): 2.10,
+    ("baseline", 1.0e-2, 0): 2.30, ("baseline", 1.0e-2, 1): "diverged",
+    ("g1_elementwise_sigmoid", 3.0e-3, 0): 1.90, ("g1_elementwise_sigmoid", 3.0e-3, 1): 1.95,
+    ("g1_elementwise_sigmoid", 1.0e-2, 0): 1.92, ("g1_elementwise_sigmoid", 1.0e-2, 1): 1.96,
+    ("g1_headwise_sigmoid", 3.0e-3, 0): "real", ("g1_headwise_sigmoid", 3.0e-3, 1): "running",
+    ("g1_headwise_sigmoid", 1.0e-2, 0): "new", ("g1_headwise_sigmoid", 1.0e-2, 1): "diverged",
+}
+GATE_HIST = [50, 30, 10, 5, 5] + [0] * 15 + [0, 0]
+
+
+def _log_like_the_trainer(uri, experiment, parent, trial, outcome) -> None:
+    """The tags, params, metrics and artifacts trainer/run.py writes, with chosen final losses."""
+    config = trial.config
+    tracker = MlflowTracker.create(uri, experiment, run_name=trial.label, parent_run_id=parent, asynchronous=False,
+                                   tags={"gatelab.kind": "trial", "trial_key": trial.key, "gatelab.grid": "rep",
+                                         "variant": config.variant, "seed": str(config.seed),
+                                         "lr": f"{config.optim.lr:g}"})
+    tracker.log_params({"variant": config.variant, "seed": config.seed, "optim.lr": config.optim.lr,
+                        "model.preset": config.model.preset})
+    if outcome == "running":
+        tracker.log_metrics({"train_loss": 5.0, "step": 1.0}, 1)
+        tracker.flush()
+        return
+    loss = 3.0 if outcome == "diverged" else outcome
+    for step in range(1, 11):
+        tracker.log_metrics({"train_loss": loss + 1.0 / step}, step)
+    spikes = 1 if config.variant == "baseline" and config.seed == 0 else 0
+    if spikes:
+        tracker.log_metrics({"spike_ratio": 1.8}, 4)
+    tracker.log_metrics({"val_loss": loss + 0.2}, 5)
+    if outcome == "diverged":
+        tracker.log_metrics({"spike_count": 0.0, "final_val_loss": math.nan, "final_val_ppl": math.nan,
+                             "diverged_at_step": 8.0}, 8)
+        tracker.set_status("diverged")
+        return
+    gated = config.variant != "baseline"
+    summary = {"val_loss": loss, "final_val_loss": loss, "final_val_ppl": math.exp(loss),
+               "spike_count": float(spikes), "max_spike_ratio": 1.8 * spikes,
+               "f_attn": 0.05 if gated else 0.4, "f_attn_layer_0": 0.06 if gated else 0.3,
+               "f_attn_layer_1": 0.04 if gated else 0.5, "m_act": 20.0 if gated else 60.0, "sink_eps": 0.1,
+               **{f"long_ppl_x{f}_{r}": math.exp(loss) * (1 + 0.1 * f * (r == "rope")) for f in (1, 2, 4)
+                  for r in ("rope", "yarn")}}
+    if gated:
+        summary["gate_mean"] = 0.2
+    tracker.log_metrics(summary, 10)
+    probes = {"gate_hist_counts": GATE_HIST if gated else [], "f_attn_per_layer": [0.06, 0.04]}
+    tracker.log_text(json.dumps(probes), "probes.json")
+    tracker.set_status("finished")
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A finished-as-far-as-it-goes grid: 12 trials, one trained for real, one running, one never started."""
+    root = tmp_path_factory.mktemp("report")
+    grid_file = root / "rep.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": "rep",
+        "base": {"model": {"preset": "tiny"}, "optim": {"warmup_steps": 2},
+                 "schedule": {"max_steps": 10, "batch_size": 4, "log_every": 1},
+                 "eval": {"every": 5, "batches": 1, "long_context_factors": [1, 2, 4]},
+                 "checkpoint": {"every": 10, "keep_last": 1}},
+        "axes": {"variant": VARIANTS, "optim.lr": LRS, "seed": [0, 1]}}, sort_keys=False))
+    spec = load_grid(grid_file)
+    trials = expand(spec)
+    store = Store(root / "home").ensure()
+    info, _ = ensure_server(store)
+    try:
+        experiment = experiment_name(spec)
+        parent = ensure_parent_run(info.uri, experiment, spec.name, {}, store.home / "locks")
+        for trial in trials:
+            outcome = PLAN[(trial.config.variant, trial.config.optim.lr, trial.config.seed)]
+            if outcome == "real":
+                from trainer.run import run_trial
+
+                tracker, _ = open_trial_run(info.uri, experiment, parent, trial.key, trial.label,
+                                            {"gatelab.grid": spec.name})
+                run_trial(trial.config, tracker, store.checkpoints_dir / trial.key, store.cache_dir)
+                tracker.close()
+            elif outcome != "new":
+                _log_like_the_trainer(info.uri, experiment, parent, trial, outcome)
+        out = root / "out"
+        assert main(["report", str(grid_file), "--home", str(store.home), "--out", str(out)]) == 0
+        yield {"spec": spec, "trials": trials, "store": store, "uri": info.uri, "parent": parent, "out": out,
+               "file": grid_file}
+    finally:
+        stop_server(store)
+
+
+def _table(md: str, heading: str) -> list[dict]:
+    section = md.split(f"## {heading}")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [h.strip() for h in lines[0].strip("|").split(" | ")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split(" | ")))) for line in lines[2:]]
+
+
+def test_report_table_has_every_variant_with_paper_figures_beside_ours(grid):
+    md = (grid["out"] / "report.md").read_text()
+    rows = {row["Variant"]: row for row in _table(md, "Results")}
+    assert list(rows) == VARIANTS
+    assert rows["baseline"]["PPL (paper, 15A2B MoE)"] == "6.026"
+    assert rows["g1_elementwise_sigmoid"]["PPL (paper, 15A2B MoE)"] == "5.761"
+    assert rows["g1_elementwise_sigmoid"]["F-Attn (paper, 15A2B MoE, Table 4)"] == "0.048"
+    assert rows["g1_headwise_sigmoid"]["Gate mean (paper, 15A2B MoE, Table 4)"] == "0.172"
+    assert rows["baseline"]["+Params (ours, tiny)"] == "0"
+    assert rows["g1_elementwise_sigmoid"]["+Params (ours, tiny)"] == f"{2 * 32 * 4 * 8:,}"  # layers*D*q*d_k
+    assert rows["g1_elementwise_sigmoid"]["+Params (paper, 15A2B MoE)"] == "201M"
+    # figures at each variant's best LR: 3e-3 (the headwise 1e-2 seed diverged, so 3e-3 is preferred)
+    assert {row["LR (ours, best)"] for row in rows.values()} == {"0.003"}
+    ppl = [math.exp(2.0), math.exp(2.1)]
+    assert rows["baseline"]["PPL (ours)"] == f"{statistics.fmean(ppl):.3f} ± {statistics.stdev(ppl):.3f}"
+    assert rows["baseline"]["Spikes (ours, mean)"] == "0.5"
+    assert rows["baseline"]["F-Attn (ours)"] == "0.400"
+
+
+def test_report_pairs_seeds_and_prints_the_test(grid):
+    rows = {row["Variant"]: row for row in _table((grid["out"] / "report.md").read_text(), "Results")}
+    diffs = [math.exp(1.90) - math.exp(2.00), math.exp(1.95) - math.exp(2.10)]
+    t = statistics.fmean(diffs) / (statistics.stdev(diffs) / math.sqrt(2))
+    p = 1 - 2 / math.pi * math.atan(abs(t))  # two-sided p of Student's t with 1 degree of freedom
+    gated = rows["g1_elementwise_sigmoid"]
+    assert gated["ΔPPL vs baseline (ours, paired by seed)"] == f"{statistics.fmean(diffs):+.3f}"
+    assert gated["Test (ours)"] == f"paired t-test, n=2: t={t:.3g}, p={p:.3g}"
+    assert gated["Verdict (ours, p<0.05)"] == "n.s."  # 2 seeds, p ~ 0.15: not 'better'
+    assert rows["g1_headwise_sigmoid"]["Test (ours)"] == "n=1, no test"
+    assert rows["g1_headwise_sigmoid"]["Verdict (ours, p<0.05)"] == "not tested"
+    assert rows["baseline"]["ΔPPL vs baseline (ours, paired by seed)"] == "(baseline)"
+
+
+def test_real_trained_trial_fills_every_measured_column(grid):
+    rows = {row["Variant"]: row for row in _table((grid["out"] / "report.md").read_text(), "Results")}
+    headwise = rows["g1_headwise_sigmoid"]
+    assert headwise["Seeds (ours)"] == "1"
+    for column in ("PPL (ours)", "F-Attn (ours)", "M-Act (ours)", "Gate mean (ours)",
+                   "PPL x4/x1 RoPE (ours)", "PPL x4/x1 YaRN (ours)"):
+        assert re.fullmatch(r"[0-9.]+( \(n=1\))?", headwise[column]), (column, headwise[column])
+
+
+def test_unfinished_trials_are_listed_not_dropped(grid):
+    md = (grid["out"] / "report.md").read_text()
+    listed = {row["Key"]: row for row in _table(md, "Unfinished trials")}
+    expected = {t.key: PLAN[(t.config.variant, t.config.optim.lr, t.config.seed)] for t in grid["trials"]}
+    assert {k: row["Status"] for k, row in listed.items()} == \
+        {k: v for k, v in expected.items() if v in ("running", "new")}
+    assert all(row["Variant"] == "g1_headwise_sigmoid" for row in listed.values())
+
+
+def test_lr_stability_section_and_parent_run_metrics(grid):
+    md = (grid["out"] / "report.md").read_text()
+    sweep = {row["Variant"]: row for row in _table(md, "Learning-rate stability")}
+    assert sweep["baseline"]["LR 0.01"] == "diverged" and sweep["baseline"]["Max stable LR (ours)"] == "0.003"
+    assert sweep["g1_elementwise_sigmoid"]["LR 0.01"] == f"{(1.92 + 1.96) / 2:.3f} / 0.0"
+    metrics = MlflowClient(tracking_uri=grid["uri"]).get_run(grid["parent"]).data.metrics
+    assert metrics["max_stable_lr.baseline"] == pytest.approx(3e-3)
+    assert metrics["max_stable_lr.g1_elementwise_sigmoid"] == pytest.approx(1e-2)
+    assert metrics["max_stable_lr.g1_headwise_sigmoid"] == pytest.approx(3e-3)
+
+
+def test_figures_are_written_linked_and_logged_on_the_parent_run(grid):
+    md = (grid["out"] / "report.md").read_text()
+    names = ["loss_curves.png", "f_attn_per_layer.png", "gate_histograms.png", "lr_sweep.png", "long_context.png"]
+    for name in names:
+        assert (grid["out"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in md
+    logged = {a.path for a in MlflowClient(tracking_uri=grid["uri"]).list_artifacts(grid["parent"], "report")}
+    assert {f"report/{n}" for n in ["report.md", *names]} <= logged
+
+
+def test_html_and_csv_formats(grid, tmp_path):
+    home = str(grid["store"].home)
+    assert main(["report", str(grid["file"]), "--home", home, "--out", str(tmp_path), "--format", "html"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<img src='data:image/png;base64,") == 5 and "<th>PPL (paper, 15A2B MoE)</th>" in page
+    assert main(["report", str(grid["file"]), "--home", home, "--out", str(tmp_path), "--format", "csv"]) == 0
+    with (tmp_path / "report.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["variant"] for r in rows] == VARIANTS
+    assert float(rows[0]["ppl_ours_mean"]) == pytest.approx((math.exp(2.0) + math.exp(2.1)) / 2)
+    assert rows[1]["ppl_paper"] == "5.761" and rows[1]["test"] == "paired t-test" and float(rows[1]["p_value"]) > 0
+    with (tmp_path / "unfinished.csv").open() as handle:
+        assert sorted(r["status"] for r in csv.DictReader(handle)) == ["new", "running"]
