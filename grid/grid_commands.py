@@ -78,7 +78,7 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
 
 def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> int:
     """submit and resume alike: continue RUNNING Optuna trials, then ask until each study has n_trials."""
-    from grid.search import search_rows, search_table
+    from grid.search_study import search_rows, search_table
 
     if dry_run:
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
@@ -116,7 +116,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     spec, trials = _load(args)
     if spec.search is not None:
-        from grid.search import search_rows, search_table
+        from grid.search_study import search_rows, search_table
 
         store = _store_no_create(args.home)
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))

@@ -31,17 +31,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 
 from grid.expand import fingerprints, label, with_values
 from grid.identity import trial_key
-from grid.search_spec import INTERMEDIATE_METRIC, ParamSpec, PrunerSpec, SamplerSpec, StudyPlan, study_plans
+from grid.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
+from grid.search_study import (FINISHED, distribution, journal_path, journal_storage, needs, open_study,
+                               params_text, study_counts)
 from grid.spec import GridSpec
 from grid.submit import _ray_init, experiment_name
 from grid.worker import TrialJob, run_grid_trial
@@ -56,79 +53,6 @@ from trainer.provenance import git_sha
 POLL_S = 1.0  # how often running trials' validation losses are read (and ray.wait's timeout)
 PROGRESS_EVERY_S = 5.0
 BUSY_RETRY_S = 5.0  # a run held by another process is offered again after this long
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-# --- studies and their storage ----------------------------------------------------------------------------
-
-def journal_path(store: Store, grid_name: str) -> Path:
-    """Where a grid's studies are kept: beside the MLflow store, one journal file per grid."""
-    return store.home / "optuna" / f"{grid_name}.journal"
-
-
-def journal_storage(path: Path) -> JournalStorage:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
-
-
-def build_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
-    """Every TPE setting passed explicitly: Optuna 5 changed `multivariate`'s default (ORCHESTRATION.md §4)."""
-    if spec.type == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=spec.multivariate,
-                                      n_startup_trials=spec.n_startup_trials, n_ei_candidates=spec.n_ei_candidates,
-                                      constant_liar=spec.constant_liar)
-
-
-def build_pruner(spec: PrunerSpec | None) -> optuna.pruners.BasePruner:
-    if spec is None:
-        return optuna.pruners.NopPruner()
-    if spec.type == "threshold":
-        return optuna.pruners.ThresholdPruner(lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps,
-                                              interval_steps=spec.interval_steps)
-    common = {"n_startup_trials": spec.n_startup_trials, "n_warmup_steps": spec.n_warmup_steps,
-              "interval_steps": spec.interval_steps, "n_min_trials": spec.n_min_trials}
-    if spec.type == "percentile":
-        return optuna.pruners.PercentilePruner(spec.percentile, **common)
-    return optuna.pruners.MedianPruner(**common)
-
-
-def distribution(param: ParamSpec) -> optuna.distributions.BaseDistribution:
-    if param.kind == "choice":
-        return CategoricalDistribution(param.choices)
-    if param.kind == "int":
-        return IntDistribution(param.low, param.high)
-    return FloatDistribution(param.low, param.high, log=param.kind == "log_uniform")
-
-
-def open_study(spec: GridSpec, plan: StudyPlan, storage: JournalStorage) -> optuna.Study:
-    """The study, created on first use. The sampler is seeded with seed + trials already in the study, so an
-    uninterrupted search is reproducible and a resumed one does not replay the first trials' params."""
-    search = spec.search
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=plan.name, direction=search.objective.direction,
-                                load_if_exists=True, pruner=build_pruner(search.pruner))
-    if study.direction.name.lower() != search.objective.direction:
-        raise ValueError(f"study {plan.name!r} in {storage} was created to {study.direction.name.lower()}, the grid "
-                         f"now says {search.objective.direction}; rename the grid or delete its journal")
-    study.sampler = build_sampler(search.sampler, search.sampler.seed + len(study.get_trials(deepcopy=False)))
-    if "gatelab.grid" not in study.user_attrs:
-        study.set_user_attr("gatelab.grid", spec.name)
-        study.set_user_attr("gatelab.per", {k: str(v) for k, v in plan.per_values.items()})
-        study.set_user_attr("gatelab.search", search.to_dict())
-    return study
-
-
-def study_counts(study: optuna.Study) -> dict[str, int]:
-    counts = {state.name: 0 for state in (*FINISHED, TrialState.RUNNING, TrialState.WAITING)}
-    for frozen in study.get_trials(deepcopy=False):
-        counts[frozen.state.name] += 1
-    return counts
-
-
-def _needs(study: optuna.Study, n_trials: int) -> int:
-    counts = study_counts(study)
-    return n_trials - sum(counts[s.name] for s in FINISHED) - counts["RUNNING"]
 
 
 # --- the driver -------------------------------------------------------------------------------------------
@@ -158,7 +82,6 @@ class _Active:
 class _Slot:
     """One trial key queued or on Ray, and the Optuna trials waiting on it (two only if params repeat)."""
 
-    run: _Run
     job: TrialJob
     trial_ids: set
     not_before: float = 0.0
@@ -193,7 +116,7 @@ class _Driver:
         self.task = ray.remote(run_grid_trial).options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
                                                        max_retries=spec.ray.max_retries, retry_exceptions=False)
         self.prints = dict(fingerprints(spec, spec.resolved))
-        self.active: dict[int, _Active] = {}
+        self.active: dict[int, _Active] = {}  # by Optuna's storage-wide trial id (numbers repeat across studies)
         self.slots: dict[str, _Slot] = {}
         self.queue: list[str] = []
         self.in_flight: dict = {}  # ref -> key
@@ -239,9 +162,9 @@ class _Driver:
                            tags=tags, tracking_uri=self.uri, experiment=self.experiment, parent_run_id=self.parent,
                            checkpoint_root=self.spec.storage.checkpoint_root or str(self.store.checkpoints_dir),
                            cache_dir=str(self.store.cache_dir))
-            self.slots[run.key] = _Slot(run, job, {trial._trial_id})
+            self.slots[run.key] = _Slot(job, {trial._trial_id})
             self.queue.append(run.key)
-        self.out(f"  started   {study_name} #{trial.number} {_params_text(trial.params)} -> "
+        self.out(f"  started   {study_name} #{trial.number} {params_text(trial.params)} -> "
                  + " ".join(run.key for run in active.runs))
 
     def ask(self) -> bool:
@@ -250,7 +173,7 @@ class _Driver:
         for offset in range(len(names)):
             name = names[(self._next_study + offset) % len(names)]
             study = self.studies[name]
-            if _needs(study, self.search.n_trials) > 0:
+            if needs(study, self.search.n_trials) > 0:
                 self._next_study = (self._next_study + offset + 1) % len(names)
                 trial = study.ask({p.key: distribution(p) for p in self.search.params})
                 self.start(name, trial, trial.params, set())
@@ -263,6 +186,7 @@ class _Driver:
         for name, study in self.studies.items():  # left RUNNING by a driver that died: run them again first
             for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 self.out(f"  resuming  {name} #{frozen.number} (RUNNING when the last driver stopped)")
+                # Trial(study, id) is how Optuna's own ask() builds the object that report()/should_prune() need
                 self.start(name, Trial(study, frozen._trial_id), frozen.params, set(frozen.intermediate_values))
         last_poll = last_progress = 0.0
         try:
@@ -373,7 +297,7 @@ class _Driver:
             study.tell(trial, state=state, skip_if_finished=True)
         self.outcome.told.append((study_name, trial.number, state.name, value, error))
         shown = f" value={value:.4g}" if value is not None else ""
-        self.out(f"  {state.name.lower():9} {study_name} #{trial.number}{shown} {_params_text(trial.params)}"
+        self.out(f"  {state.name.lower():9} {study_name} #{trial.number}{shown} {params_text(trial.params)}"
                  + (f" ({error})" if error else ""))
 
     # -- pruning ------------------------------------------------------------------------------------------
@@ -452,10 +376,6 @@ class _Driver:
         sys.stdout.flush()
 
 
-def _params_text(params: dict) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
 def run_search(spec: GridSpec, store: Store, tracking_uri: str, *, address: str | None = None,
                max_concurrent: int | None = None, out=print) -> SearchOutcome:
     """Run (or continue) every study of the grid's search until each has n_trials finished Optuna trials."""
@@ -469,7 +389,7 @@ def run_search(spec: GridSpec, store: Store, tracking_uri: str, *, address: str 
         storage = journal_storage(path)
         studies = {plan.name: open_study(spec, plan, storage) for plan in plans}
         running = sum(study_counts(s)["RUNNING"] for s in studies.values())
-        needed = sum(max(0, _needs(s, spec.search.n_trials)) for s in studies.values())
+        needed = sum(max(0, needs(s, spec.search.n_trials)) for s in studies.values())
         out(f"search {spec.name}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} x {spec.search.n_trials} "
             f"trials; {running} to resume, {needed} to ask (journal {path}, MLflow experiment "
             f"{experiment_name(spec)!r} at {tracking_uri})")
@@ -478,7 +398,9 @@ def run_search(spec: GridSpec, store: Store, tracking_uri: str, *, address: str 
                                        {"gatelab.grid_file": spec.source, "gatelab.grid_file_hash": spec.file_hash,
                                         "gatelab.git_sha": git_sha(), "gatelab.search": "optuna",
                                         "optuna.storage": str(path)}, store.home / "locks")
-            _ray_init(address or spec.ray.address)
+            # "local": a new Ray when the grid names none (RaySpec: None starts a local Ray). ray.init(None)
+            # would join whatever cluster /tmp/ray/ray_current_cluster names, e.g. another user's test cluster.
+            _ray_init(address or spec.ray.address or "local")
             driver = _Driver(spec, store, tracking_uri, parent, studies, plans,
                              max_concurrent or spec.ray.max_concurrent, out)
             outcome = driver.run()
@@ -494,49 +416,3 @@ def run_search(spec: GridSpec, store: Store, tracking_uri: str, *, address: str 
         return outcome
 
 
-# --- status and dry-run -----------------------------------------------------------------------------------
-
-def search_rows(spec: GridSpec, store: Store) -> list[dict]:
-    """One row per Optuna trial of every study, from the journal (nothing started or created)."""
-    path = journal_path(store, spec.name)
-    if not path.exists():
-        return []
-    storage = JournalStorage(JournalFileBackend(str(path)))
-    names = set(optuna.get_all_study_names(storage))
-    rows = []
-    for plan in study_plans(spec):
-        if plan.name not in names:
-            continue
-        for frozen in optuna.load_study(study_name=plan.name, storage=storage).get_trials(deepcopy=False):
-            rows.append(_row(plan.name, frozen))
-    return rows
-
-
-def _row(study: str, frozen: FrozenTrial) -> dict:
-    return {"study": study, "number": frozen.number, "state": frozen.state.name, "value": frozen.value,
-            "params": dict(frozen.params), "keys": frozen.user_attrs.get("gatelab.keys", []),
-            "run_ids": frozen.user_attrs.get("gatelab.run_ids", {}),
-            "last_step": max(frozen.intermediate_values, default=None), "error": frozen.user_attrs.get("gatelab.error")}
-
-
-def search_table(spec: GridSpec, store: Store) -> str:
-    """The studies, their search space and what the journal holds so far."""
-    search = spec.search
-    rows = search_rows(spec, store)
-    space = ", ".join(f"{p.key}~{p.kind}{list(p.choices) if p.kind == 'choice' else [p.low, p.high]}"
-                      for p in search.params)
-    lines = [f"search {spec.name}: {search.n_trials} trials per study, {search.objective.direction} "
-             f"{search.objective.metric}; sampler {search.sampler.type} seed {search.sampler.seed}; "
-             f"pruner {search.pruner.type if search.pruner else 'none'}; space {space}"]
-    for plan in study_plans(spec):
-        mine = [r for r in rows if r["study"] == plan.name]
-        counts: dict[str, int] = {}
-        for row in mine:
-            counts[row["state"]] = counts.get(row["state"], 0) + 1
-        told = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "not started"
-        lines.append(f"study {plan.name}: {len(plan.points)} run(s) per trial; {told}")
-        for row in mine:
-            value = f"{row['value']:.4g}" if row["value"] is not None else "-"
-            lines.append(f"  #{row['number']:<3} {row['state']:8} {value:>9}  {_params_text(row['params'])}  "
-                         + " ".join(row["keys"]))
-    return "\n".join(lines)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from grid.expand import Trial
 from grid.spec import GridSpec
 from grid.worker import TrialJob, run_grid_trial
-from tracking.ledger import DONE_STATUSES, ensure_parent_run, trial_records
+from tracking.ledger import DONE_STATUSES, close_parent_run, ensure_parent_run, trial_records
 from tracking.store import Store
 from trainer.provenance import git_sha
 
@@ -44,7 +44,9 @@ def _ray_init(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # "local", not None: None would silently join whatever cluster /tmp/ray/ray_current_cluster names
+    # (another user's or another test's); the grid's ray.address / --address joins one on purpose.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
 def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str, *, retry_failed: bool,
@@ -72,9 +74,16 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
     out(f"grid {spec.name}: {len(trials)} trials, {outcome.skipped} already done or failed, "
         f"{len(todo)} to run (MLflow experiment {experiment!r} at {tracking_uri})")
     if not todo:
+        close_parent_run(tracking_uri, parent, outcome.statuses)
         return outcome
 
-    _ray_init(address or spec.ray.address)
+    joining = address or spec.ray.address
+    _ray_init(joining)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if not joining and spec.resources.gpus > gpus:
+        # A local Ray cannot grow: such trials would wait forever. (A cluster may autoscale GPUs in.)
+        raise ValueError(f"{spec.source}: resources.gpus={spec.resources.gpus} per trial, but the local Ray has "
+                         f"{gpus:g} GPUs; set resources.gpus: 0 to train on CPU, or join a cluster with --address")
     cap = max_concurrent or spec.ray.max_concurrent
     checkpoint_root = spec.storage.checkpoint_root or str(store.checkpoints_dir)
     task = ray.remote(run_grid_trial).options(
@@ -119,6 +128,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
         out(f"interrupted: {len(in_flight)} running trial(s) stopped; `gatelab resume {spec.source}` "
             "finishes them from their last checkpoints")
         raise
+    close_parent_run(tracking_uri, parent, outcome.statuses)
     return outcome
 
 

@@ -42,7 +42,7 @@ def test_grid_on_local_ray_with_logical_gpus(store, tmp_path):
     assert len(parents) == 1 and len(runs) == 3
     parent = parents[0]
     assert parent.data.tags["gatelab.grid"] == "e2e" and parent.data.tags["gatelab.grid_file_hash"] == spec.file_hash
-    assert parent.data.tags["gatelab.git_sha"]
+    assert parent.data.tags["gatelab.git_sha"] and parent.info.status == "FINISHED"
     by_variant = {r.data.tags["variant"]: r for r in runs}
     assert set(by_variant) == {"baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"}
     for run in runs:

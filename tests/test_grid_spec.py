@@ -54,7 +54,7 @@ resources: {gpus: 1, cpus: 4}
 tracking: {uri: "http://mlflow:5000", experiment: gates}
 storage: {checkpoint_root: "s3://bucket/ckpt"}
 ray: {address: auto, max_concurrent: 8, max_retries: 0}
-search: {sampler: tpe}
+search: {params: {optim.warmup_steps: {int: [0, 10]}}, sampler: {type: random, seed: 0}, n_trials: 4}
 """)
     spec = load_grid(path)
     assert spec.name == "demo" and spec.combine == "cross"
@@ -63,7 +63,7 @@ search: {sampler: tpe}
     assert (spec.tracking.uri, spec.tracking.experiment) == ("http://mlflow:5000", "gates")
     assert spec.storage.checkpoint_root == "s3://bucket/ckpt"
     assert (spec.ray.address, spec.ray.max_concurrent, spec.ray.max_retries) == ("auto", 8, 0)
-    assert spec.search == {"sampler": "tpe"}
+    assert spec.search.n_trials == 4 and spec.search.sampler.type == "random"
     assert spec.base.schedule.max_steps == 30 and spec.source == str(path)
     assert re.fullmatch(r"[0-9a-f]{16}", spec.file_hash)
 

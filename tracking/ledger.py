@@ -72,7 +72,19 @@ def ensure_parent_run(uri: str, experiment: str, grid_name: str, tags: dict[str,
                                        tags={KIND_TAG: "grid", GRID_TAG: grid_name}).info.run_id
     for key, value in tags.items():  # mutable facts (file hash, git SHA) follow the latest submit
         client.set_tag(run_id, key, value)
+    client.update_run(run_id, status="RUNNING")  # a resumed grid is running again
     return run_id
+
+
+def close_parent_run(uri: str, run_id: str, statuses: dict[str, str]) -> None:
+    """End the grid's parent run once every trial has a result: FINISHED, or FAILED if any trial failed.
+    A grid with trials still unfinished (interrupted, run elsewhere) stays RUNNING for the next resume."""
+    if not statuses or any(s not in (*DONE_STATUSES, "failed") for s in statuses.values()):
+        return
+    client = MlflowClient(tracking_uri=uri)
+    failed = sum(s == "failed" for s in statuses.values())
+    client.set_tag(run_id, "gatelab.summary", f"{len(statuses) - failed} done, {failed} failed")
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
 def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:

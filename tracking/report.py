@@ -68,12 +68,12 @@ class Report:
         return [o for o in self.outcomes if o.status not in DONE_STATUSES]
 
 
-def collect(uri: str, inp: ReportInput) -> list[TrialOutcome]:
-    """Every trial's run, metrics and histories; probes.json only through an http(s) server URI (the store
-    serves artifacts only through its server, tracking/__init__.py)."""
+def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[TrialOutcome]:
+    """Every trial's run, metrics and histories; with `histograms`, the gated trials' probes.json, read only
+    through an http(s) server URI (the store serves artifacts only through its server, tracking/__init__.py)."""
     client = MlflowClient(tracking_uri=uri)
     records = trial_records(uri, inp.experiment)
-    artifacts = uri.startswith(("http://", "https://"))
+    artifacts = histograms and uri.startswith(("http://", "https://"))
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="gatelab-report-") as tmp:
         for trial in inp.trials:
@@ -308,24 +308,25 @@ def _csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
     """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
-    the grid's parent run. csv writes the table (report.csv) and the unfinished trials (unfinished.csv)."""
+    the grid's parent run. csv writes only the table (report.csv) and the unfinished trials (unfinished.csv)."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = collect(uri, inp)
+    outcomes = collect(uri, inp, histograms=fmt != "csv")
     rows = build_rows(inp, outcomes)
     sweep = len({t.lr for t in inp.trials}) > 1
     cols = columns(inp, rows, sweep, long_factor(outcomes))
-    pictures = make_figures(inp, rows, outcomes, out_dir)
-    items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")))
-    if fmt == "csv":
+    if fmt == "csv":  # the table only
         raw = [(name, get) for c in cols for name, get in c.raw]
         unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in outcomes
                       if o.status not in DONE_STATUSES]
         documents = [_csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
                      _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished)]
+        pictures = []
     else:
+        pictures = make_figures(inp, rows, outcomes, out_dir)
+        items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")))
         path = out_dir / f"report.{fmt}"
         path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
         documents = [path]

@@ -156,8 +156,9 @@ def lr_sweep(points: dict[str, list[tuple[float, str, float, float]]], stable: d
 
 
 def long_context(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> Path | None:
-    """`curves`: variant -> {'rope'|'yarn': [(eval length in tokens, mean PPL)]} (Table 5 at small scale)."""
-    curves = {name: by_rope for name, by_rope in curves.items() if any(by_rope.values())}
+    """`curves`: variant -> {'rope'|'yarn': [(eval length in tokens, mean PPL)]} (Table 5 at small scale);
+    None unless some variant was measured at more than one length."""
+    curves = {name: by_rope for name, by_rope in curves.items() if any(len(p) > 1 for p in by_rope.values())}
     if not curves:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -220,8 +221,8 @@ def make_figures(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialO
             name = f"{o.trial.variant} [{o.trial.condition}]" if o.trial.condition else o.trial.variant
             if o.status in DONE_STATUSES and name in points:
                 points[name].append((o.trial.lr, o.status, final_loss(o), float(o.metrics.get("spike_count", 0.0))))
-        made.append((lr_sweep(points, {row_name(r): r.max_stable_lr for r in rows},
-                                      out_dir / "lr_sweep.png"),
+        stable = {row_name(r): r.max_stable_lr for r in rows}
+        made.append((lr_sweep(points, stable, out_dir / "lr_sweep.png"),
                      "Final loss and spike count against the learning rate"))
     made.append((long_context(long, out_dir / "long_context.png"),
                  "Long-context validation PPL against evaluation length, plain RoPE and YaRN (Table 5)"))

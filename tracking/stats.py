@@ -1,6 +1,7 @@
 """What a grid report is made of (the trials, the variants, the outcomes read from MLflow) and its statistics:
 mean ± std over seeds, the paired comparison against the baseline, the maximum stable learning rate, and the
-table's rows. No MLflow and no torch here: tracking/report.py reads the runs and writes the files.
+table's rows. Nothing here talks to MLflow or imports torch: tracking/report.py reads the runs and
+writes the files.
 
 DESIGN.md ("Evidence"): a variant is "better" in a report only over several seeds, with the test and p-value
 printed. So a comparison always says which test it used, on how many seed pairs, and why there is none.
@@ -15,12 +16,12 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
+from tracking.ledger import DONE_STATUSES  # finished and diverged: results (divergence is one, DESIGN.md)
+
 ALPHA = 0.05
 """Significance level under which a paired difference counts as 'better' or 'worse'."""
 STABLE_MARGIN = 0.05
 """Default relative margin above a variant's best final loss that still counts as stable."""
-DONE_STATUSES = ("finished", "diverged")
-"""Statuses that are results (tracking.ledger.DONE_STATUSES); divergence is a result (DESIGN.md)."""
 LONG_METRIC = re.compile(r"^long_ppl_x(\d+)_(rope|yarn)$")
 """trainer/evaluate.py's long-context metric names: factor and RoPE mode."""
 
