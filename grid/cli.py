@@ -54,7 +54,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([r.__dict__ for r in results], indent=1))
             return 0
-        print(f"forward+backward step, preset {args.model}, ratios against the baseline in the same run")
+        print(f"forward+backward step, preset {args.model}: median over rounds of (variant / baseline step "
+              "timed just before it); the baseline's own row is the noise floor")
         print(f"{'name':32} {'ms':>8} {'ratio':>7} {'+FLOPs':>7}  target")
         for r in results:
             target = {"g1_elementwise_sigmoid": f"<= {1 + r.extra_flop_share + 0.02:.3f}",

@@ -69,5 +69,6 @@ def test_bench_gates_json(name):
     from trainer.presets import preset
 
     results = {r.name: r for r in bench_gates(preset("tiny"), rounds=2, warmup=1, names=[name])}
-    assert results["baseline"].ratio == 1.0 and results[name].median_ms > 0
+    # The baseline is timed against itself too: its ratio is the noise floor, near 1.
+    assert results["baseline"].ratio == pytest.approx(1.0, abs=0.25) and results[name].median_ms > 0
     assert (results[name].extra_flop_share > 0) == (name != "baseline")

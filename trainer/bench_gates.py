@@ -1,7 +1,8 @@
 """`gatelab bench gates`: forward+backward step time of each variant against the baseline.
 
-All variants are timed round-robin in one process, so machine noise hits them alike; each ratio is the
-median step time of the variant over the median of the baseline. The target (issue 2) on the laptop
+All variants are timed in one process. In every round each variant's step is timed right after a
+baseline step, and its ratio is the median over rounds of (variant time / that baseline time): a pair
+runs back to back, so the drift and noise of a shared 2-core machine cancel within the pair. The target (issue 2) on the laptop
 preset: G1 elementwise <= 1 + its extra FLOP share + 0.02, G1 headwise <= 1.03.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ class GateTiming:
     median_ms: float
     """Median forward+backward time of one step."""
     ratio: float
-    """median_ms over the baseline's, measured in the same run."""
+    """Median over rounds of this variant's step time over the baseline step timed just before it."""
     extra_flop_share: float
     """(variant FLOPs - baseline FLOPs) / baseline FLOPs, from the closed form."""
 
@@ -52,17 +53,24 @@ def bench_gates(base: ModelConfig, batch_size: int = 8, rounds: int = 15, warmup
     generator = torch.Generator().manual_seed(seed)
     tokens_BT = torch.randint(0, base.vocab_size, (batch_size, base.max_seq_len + 1), generator=generator)
     times: dict[str, list[float]] = {name: [] for name in models}
+    pair_ratios: dict[str, list[float]] = {name: [] for name in models}
     for round_index in range(warmup + rounds):
         for name, model in models.items():
-            start = time.perf_counter()
-            _step(model, tokens_BT)
+            baseline_s = _timed_step(models["baseline"], tokens_BT)
+            variant_s = _timed_step(model, tokens_BT)
             if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
-    baseline_ms = statistics.median(times["baseline"]) * 1e3
+                times[name].append(variant_s)
+                pair_ratios[name].append(variant_s / baseline_s)
     baseline_flops = forward_flops_per_token(base, catalog["baseline"], base.max_seq_len).total
     results = []
     for name in models:
-        median_ms = statistics.median(times[name]) * 1e3
         flops = forward_flops_per_token(base, chosen[name], base.max_seq_len).total
-        results.append(GateTiming(name, median_ms, median_ms / baseline_ms, flops / baseline_flops - 1))
+        results.append(GateTiming(name, statistics.median(times[name]) * 1e3, statistics.median(pair_ratios[name]),
+                                  flops / baseline_flops - 1))
     return results
+
+
+def _timed_step(model: GatedLM, tokens_BT: torch.Tensor) -> float:
+    start = time.perf_counter()
+    _step(model, tokens_BT)
+    return time.perf_counter() - start
