@@ -38,12 +38,24 @@ class Resources:
     """GPUs per trial (0: CPU only)."""
     cpus: int = 1
     """CPU cores per trial."""
+    workers: int = 0
+    """DDP processes per trial (Ray Train + Lightning); 0: one per GPU, i.e. DDP whenever gpus > 1."""
 
     def __post_init__(self) -> None:
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             raise ValueError(f"resources.gpus={self.gpus!r}: expected an integer >= 0")
         if isinstance(self.cpus, bool) or not isinstance(self.cpus, int) or self.cpus < 1:
             raise ValueError(f"resources.cpus={self.cpus!r}: expected an integer >= 1")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"resources.workers={self.workers!r}: expected an integer >= 0")
+        if self.ddp_workers > 1 and (self.gpus % self.ddp_workers or self.cpus % self.ddp_workers):
+            raise ValueError(f"resources.workers={self.ddp_workers}: must divide resources.gpus={self.gpus} "
+                             f"and resources.cpus={self.cpus} (each DDP worker gets an equal share)")
+
+    @property
+    def ddp_workers(self) -> int:
+        """How many processes train one trial: 1 means a plain Ray task."""
+        return self.workers or max(1, self.gpus)
 
 
 @dataclass(frozen=True, kw_only=True)

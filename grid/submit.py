@@ -86,8 +86,10 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                          f"{gpus:g} GPUs; set resources.gpus: 0 to train on CPU, or join a cluster with --address")
     cap = max_concurrent or spec.ray.max_concurrent
     checkpoint_root = spec.storage.checkpoint_root or str(store.checkpoints_dir)
+    res = spec.resources
+    # A DDP trial's task only drives Ray Train; its workers reserve the CPUs and GPUs.
     task = ray.remote(run_grid_trial).options(
-        num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
+        num_cpus=0 if res.ddp_workers > 1 else res.cpus, num_gpus=0 if res.ddp_workers > 1 else res.gpus,
         max_retries=spec.ray.max_retries, retry_exceptions=False)
     pending = list(todo)
     in_flight: dict = {}
@@ -100,7 +102,8 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                 job = TrialJob(key=trial.key, config=trial.config, run_name=f"{trial.label} [{trial.key}]",
                                tags=trial_tags(spec, trial), tracking_uri=tracking_uri, experiment=experiment,
                                parent_run_id=parent, checkpoint_root=checkpoint_root,
-                               cache_dir=str(store.cache_dir))
+                               cache_dir=str(store.cache_dir), ddp_workers=res.ddp_workers, cpus=res.cpus,
+                               gpus=res.gpus, max_retries=spec.ray.max_retries)
                 in_flight[task.remote(job)] = trial
                 dispatched[trial.key] = time.perf_counter()
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_EVERY_S)

@@ -36,6 +36,14 @@ class TrialJob:
     """Trial directories live at checkpoint_root/<key> (shared storage on a cluster)."""
     cache_dir: str
     """Tokenized-corpus cache."""
+    ddp_workers: int = 1
+    """Processes training the trial: > 1 runs DDP through Ray Train (grid.ddp)."""
+    cpus: int = 1
+    """CPUs for the whole trial (split over DDP workers)."""
+    gpus: int = 0
+    """GPUs for the whole trial (split over DDP workers)."""
+    max_retries: int = 0
+    """Restarts of a DDP worker group after a lost worker or node (Ray Train's FailureConfig)."""
 
 
 def run_grid_trial(job: TrialJob) -> dict:
@@ -51,9 +59,15 @@ def run_grid_trial(job: TrialJob) -> dict:
                                            job.run_name, job.tags)
         if tracker is None:
             return {"key": job.key, "status": existing.status, "skipped": True}
-        from trainer.run import run_trial  # torch: only inside the worker
-
         try:
+            if job.ddp_workers > 1:
+                from grid.ddp import run_ddp_trial
+
+                tracker.flush()
+                ddp = run_ddp_trial(job, tracker.run_id, trial_dir)
+                return {"key": job.key, "status": ddp["status"], "summary": ddp["summary"]}
+            from trainer.run import run_trial  # torch: only inside the worker
+
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir))
         except Exception as err:  # deterministic: record, do not retry
             reason = "out_of_memory" if "out of memory" in str(err).lower() or isinstance(err, MemoryError) \

@@ -89,3 +89,25 @@ def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(store, tmp
     run = runs[0]
     assert run.data.tags["gatelab.attempt"] == "2"  # the retry continued the same MLflow run
     assert_history_complete(client, run.info.run_id, 400)
+
+
+def test_two_worker_ddp_trial_through_ray_train(store, tmp_path):
+    store, uri = store
+    path = write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2)
+    text = path.read_text().replace("resources:\n  gpus: 0\n  cpus: 2", "resources:\n  gpus: 0\n  cpus: 2\n  workers: 2")
+    path.write_text(text)
+    spec = load_grid(path)
+    assert spec.resources.ddp_workers == 2
+    trials = expand(spec)
+    ray.init(num_cpus=3, include_dashboard=False)
+    try:
+        outcome = submit(spec, trials, store, uri, retry_failed=False)
+    finally:
+        ray.shutdown()
+    assert outcome.statuses == {trials[0].key: "finished"}
+    client, runs = child_runs(uri, "ddp")
+    run = runs[0]
+    assert run.data.tags["gatelab.status"] == "finished" and "final_val_ppl" in run.data.metrics
+    assert_history_complete(client, run.info.run_id, 12)
+    # Two ranks each read batch_size x seq_len tokens per step.
+    assert run.data.metrics["tokens_seen"] == 12 * 4 * 64 * 2

@@ -51,8 +51,14 @@ class GatedLMModule(pl.LightningModule):
 
     def pop_step_metrics(self) -> dict[str, float]:
         """Mean loss (and MoE parts) over the micro-batches of the optimizer step just taken."""
-        out = {"train_loss": torch.stack(self._step_losses).mean().item()}
-        out.update({k: torch.stack(v).mean().item() for k, v in self._step_parts.items()})
+        means = torch.stack([torch.stack(self._step_losses).mean(),
+                             *(torch.stack(v).mean() for v in self._step_parts.values())])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every rank sees the same global loss, so spikes and divergence are decided alike everywhere.
+            torch.distributed.all_reduce(means)
+            means /= torch.distributed.get_world_size()
+        values = means.tolist()
+        out = {"train_loss": values[0], **dict(zip(self._step_parts, values[1:]))}
         self._step_losses.clear()
         self._step_parts.clear()
         return out
@@ -130,7 +136,10 @@ class TrialDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sched = self.config.schedule
-        per_step = sched.batch_size * sched.grad_accum
+        # Samples per optimizer step over all ranks: under DDP, Lightning shards this sampler's stream
+        # across ranks (DistributedSamplerWrapper), so a resumed run restarts at step * per_step * ranks.
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        per_step = sched.batch_size * sched.grad_accum * ranks
         sampler = ResumableSampler(len(self.splits.train), self.config.seed, sched.max_steps * per_step,
                                    lambda: self.module.trainer.global_step * per_step)
         return DataLoader(self.splits.train, batch_size=sched.batch_size, sampler=sampler, num_workers=0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +30,21 @@ from trainer.tracker import Tracker
 from trainer.trial_callback import TrialReporter
 
 TERMINAL_STATUSES = ("finished", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How Lightning runs when a caller distributes the trial (e.g. Ray Train's DDP workers). The trainer
+    library stays free of Ray: the caller passes the strategy and plugins it built."""
+
+    strategy: object
+    """A Lightning strategy instance (e.g. ray.train.lightning.RayDDPStrategy())."""
+    plugins: tuple = ()
+    """Extra Lightning plugins (e.g. the cluster environment)."""
+    prepare: object = None
+    """Called with the pl.Trainer before fit (e.g. ray.train.lightning.prepare_trainer)."""
+    rank_zero: bool = True
+    """Only rank zero writes the trial's files; every rank shares its checkpoints."""
 
 
 @dataclass
@@ -119,27 +135,36 @@ def _quiet_lightning() -> None:
 
 
 def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir: Path,
-              progress: bool = False, callbacks: tuple = ()) -> TrialResult:
+              progress: bool = False, callbacks: tuple = (), launch: Launch | None = None) -> TrialResult:
     """Train (or resume) one trial. Data errors raise before anything is logged or trained.
-    `callbacks`: extra Lightning callbacks, run after gatelab's own each step (e.g. a Ray Train reporter)."""
+    `callbacks`: extra Lightning callbacks, run after gatelab's own each step.
+    `launch`: a distributed strategy (one call per rank); None trains in this process on one device."""
     started = time.perf_counter()
     _quiet_lightning()
     trial_dir = Path(trial_dir)
     model_cfg = config.model_config()
     splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size)
-    trial_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = trial_dir / "checkpoints"
+    if launch is not None and not launch.rank_zero:
+        trial_dir = trial_dir / "other-ranks" / str(os.getpid())  # their plots and records are never read
+    trial_dir.mkdir(parents=True, exist_ok=True)
     _record_start(config, tracker, splits, trial_dir)
 
     module = GatedLMModule(config)
     reporter = TrialReporter(config, tracker, splits.val, checkpoint_dir, tracker.last_steps())
     cuda = torch.cuda.is_available()
+    placement = {"accelerator": "gpu" if cuda else "cpu", "devices": 1, "plugins": [AtomicCheckpointIO()]}
+    if launch is not None:
+        placement = {"accelerator": "auto", "devices": "auto", "strategy": launch.strategy,
+                     "plugins": [*launch.plugins, AtomicCheckpointIO()]}
     trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
+        **placement, precision="bf16-mixed" if cuda else "32-true",
         max_steps=config.schedule.max_steps, accumulate_grad_batches=config.schedule.grad_accum,
         gradient_clip_val=config.optim.grad_clip or None, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, callbacks=[reporter, *callbacks], plugins=[AtomicCheckpointIO()])
+        limit_val_batches=0, callbacks=[reporter, *callbacks])
+    if launch is not None and launch.prepare is not None:
+        trainer = launch.prepare(trainer)
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=TrialDataModule(config, splits, module),
                 ckpt_path=newest_checkpoint(checkpoint_dir), weights_only=True)

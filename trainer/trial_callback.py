@@ -76,12 +76,13 @@ class TrialReporter(pl.Callback):
             now = time.perf_counter()
             last_time, last_step = self._timer
             elapsed = now - last_time - self._paused
+            tokens_per_step = self.config.tokens_per_step * trainer.world_size  # all DDP ranks together
             metrics.update({"lr": trainer.optimizers[0].param_groups[0]["lr"],
                             "grad_norm": module.last_grad_norm,
-                            "tokens_seen": float(step * self.config.tokens_per_step),
+                            "tokens_seen": float(step * tokens_per_step),
                             "step": float(step)})  # read by `gatelab status` / submit's progress
             if step > last_step and elapsed > 0:
-                metrics["tokens_per_s"] = (step - last_step) * self.config.tokens_per_step / elapsed
+                metrics["tokens_per_s"] = (step - last_step) * tokens_per_step / elapsed
             if spike:
                 metrics["spike_ratio"] = spike.ratio
             self.record(metrics, step)

@@ -1,0 +1,63 @@
+"""A trial of several workers (GPUs): DDP through Ray Train V2's TorchTrainer and its Lightning integration.
+
+The Ray task that holds the trial's lock and MLflow run (grid.worker) starts a TorchTrainer; each Train
+worker runs the same `trainer.run.run_trial` with Lightning's RayDDPStrategy. Only rank 0 reports to MLflow
+and writes the trial's files; all ranks share the checkpoint directory, so a restarted worker group (Ray
+Train's FailureConfig: a lost worker or node) resumes from the newest checkpoint like a single-process trial.
+ORCHESTRATION.md §1.4: RayTrainReportCallback reports only per epoch, so we do not use it; our checkpoints
+are our own, and Train's `name` is the trial key (§1.1: resubmitting the same name resumes).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULT_FILE = "ddp-result.json"
+
+
+def _train_loop(payload: dict) -> None:
+    """Runs on every Train worker."""
+    import ray.train
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    from trainer.run import Launch, run_trial
+    from trainer.tracker import InMemoryTracker
+
+    rank = ray.train.get_context().get_world_rank()
+    if rank == 0:
+        from tracking.mlflow_tracker import MlflowTracker
+
+        tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"])
+    else:
+        tracker = InMemoryTracker()  # other ranks compute the same metrics; only rank 0's are kept
+    launch = Launch(strategy=RayDDPStrategy(), plugins=(RayLightningEnvironment(),), prepare=prepare_trainer,
+                    rank_zero=rank == 0)
+    try:
+        result = run_trial(payload["config"], tracker, Path(payload["trial_dir"]), Path(payload["cache_dir"]),
+                           launch=launch)
+    finally:
+        if rank == 0:
+            tracker.close()
+    if rank == 0:  # the driver reads rank 0's outcome from storage (Train V2 keeps only checkpointed reports)
+        Path(payload["trial_dir"], RESULT_FILE).write_text(json.dumps({"status": result.status,
+                                                                      "summary": result.summary}))
+
+
+def run_ddp_trial(job, run_id: str, trial_dir: Path) -> dict:
+    """Train one trial on job.ddp_workers Ray Train workers; returns rank 0's status and summary."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers = job.ddp_workers
+    per_worker = {"CPU": job.cpus // workers, **({"GPU": job.gpus // workers} if job.gpus else {})}
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"config": job.config, "tracking_uri": job.tracking_uri, "run_id": run_id,
+                           "trial_dir": str(trial_dir), "cache_dir": job.cache_dir},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=job.gpus > 0, resources_per_worker=per_worker),
+        run_config=RunConfig(name=job.key, storage_path=str(trial_dir / "ray-train"),
+                             failure_config=FailureConfig(max_failures=job.max_retries)))
+    result_file = trial_dir / RESULT_FILE
+    result_file.unlink(missing_ok=True)
+    trainer.fit()  # raises when the worker group failed beyond its budget
+    return json.loads(result_file.read_text())
