@@ -65,14 +65,21 @@ def _collect_lines(node, prefix: str, lines: dict[str, int]) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`dotted.key=value` with the value parsed as YAML (so 3e-3, true, [1, 2] work)."""
+    """`dotted.key=value` with the value parsed as YAML (so 3.0e-3, true, [1, 2] work). A bare number in
+    exponent form without a dot (3e-3), which YAML 1.1 reads as a string, is taken as the number it is."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(text, "expected --set dotted.key=value", "--set")
     try:
-        return key.strip(), yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         raise ConfigError(key, f"could not parse value {raw!r}", "--set") from None
+    if isinstance(value, str) and _BARE_EXPONENT.match(value.strip()):
+        value = float(value)
+    return key.strip(), value
+
+
+_BARE_EXPONENT = re.compile(r"^[-+]?\d+(\.\d*)?[eE][-+]?\d+$")
 
 
 def set_dotted(data: dict, key: str, value: Any) -> dict:

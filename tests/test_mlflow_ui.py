@@ -146,7 +146,8 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
                               stdout=log, stderr=subprocess.STDOUT, preexec_fn=_own_session_with_ctrl_c)
     try:
         deadline = time.monotonic() + 120
-        while not is_healthy(uri, timeout_s=1.0):
+        # The banner is printed once the server answers /health and is recorded for the home.
+        while f"MLflow UI at {uri}" not in ui_log.read_text() or not is_healthy(uri, timeout_s=1.0):
             assert ui.poll() is None, f"gatelab ui exited {ui.returncode}:\n{ui_log.read_text()[-4000:]}"
             assert time.monotonic() < deadline, "gatelab ui did not answer /health within 120 s"
             time.sleep(0.3)
