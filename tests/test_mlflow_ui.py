@@ -27,7 +27,7 @@ from tracking.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "img" / "mlflow-ui-smoke.png"
 VARIANTS = ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"]
-# What the catalog gives each variant (trainer/variants): the UI must show these, cell by cell.
+# What the catalog (trainer/catalog.py) gives each variant: the UI must show these, cell by cell.
 EXPECTED_AXES = {
     "baseline": {"gate_position": "none"},
     "g1_elementwise_sigmoid": {"gate_position": "g1", "gate_granularity": "elementwise", "gate_activation": "sigmoid"},
@@ -190,10 +190,10 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
                     page.locator(f'[role=columnheader][col-id="tags.`{tag}`"]').wait_for()
 
                 # Expand "grid smoke": its children are nested under it, collapsed by default.
-                page.locator(f'[role=row]:has(a:text-is("grid smoke")) [col-id="{RUN_NAME_COL}"] button').click()
+                page.locator(f'[role=gridcell][col-id="{RUN_NAME_COL}"]', has=parent).locator("button").click()
                 for name in expected:
                     page.get_by_role("link", name=name, exact=True).wait_for()
-                for col in (RUN_NAME_COL, "tags.`variant`"):  # autosize: full run names in the screenshot
+                for col in (RUN_NAME_COL, *(f"tags.`{tag}`" for tag in TAG_COLUMNS)):  # autosize for the shot
                     page.locator(f'[role=columnheader][col-id="{col}"] .ag-header-cell-resize').dblclick()
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(shot))
