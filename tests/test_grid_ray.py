@@ -93,7 +93,8 @@ def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(store, tmp
 
 def test_two_worker_ddp_trial_through_ray_train(store, tmp_path):
     store, uri = store
-    path = write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2)
+    # seed 1: not the e2e test's trial (the key ignores how many workers train it: they split the batch)
+    path = write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2, seeds=(1,))
     text = path.read_text().replace("resources:\n  gpus: 0\n  cpus: 2", "resources:\n  gpus: 0\n  cpus: 2\n  workers: 2")
     path.write_text(text)
     spec = load_grid(path)
@@ -109,5 +110,6 @@ def test_two_worker_ddp_trial_through_ray_train(store, tmp_path):
     run = runs[0]
     assert run.data.tags["gatelab.status"] == "finished" and "final_val_ppl" in run.data.metrics
     assert_history_complete(client, run.info.run_id, 12)
-    # Two ranks each read batch_size x seq_len tokens per step.
-    assert run.data.metrics["tokens_seen"] == 12 * 4 * 64 * 2
+    # The global batch (4 sequences of 64 tokens) is split over the two ranks.
+    assert run.data.metrics["tokens_seen"] == 12 * 4 * 64
+    assert len(list((store.checkpoints_dir / trials[0].key / "other-ranks").iterdir())) == 1  # rank 1 ran

@@ -66,7 +66,7 @@ class ScheduleConfig:
     max_steps: int = 60
     """Optimizer steps."""
     batch_size: int = 8
-    """Sequences per micro-batch."""
+    """Sequences per micro-batch over all data-parallel workers (each of R DDP workers reads 1/R of it)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step; global batch = batch_size * grad_accum * seq_len tokens."""
     seq_len: int | None = None

@@ -136,11 +136,15 @@ class TrialDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sched = self.config.schedule
-        # Samples per optimizer step over all ranks: under DDP, Lightning shards this sampler's stream
-        # across ranks (DistributedSamplerWrapper), so a resumed run restarts at step * per_step * ranks.
+        # schedule.batch_size is the global batch: under DDP each of the R ranks reads batch_size / R, and
+        # Lightning shards this sampler's stream across ranks (DistributedSamplerWrapper), so every step
+        # consumes the same samples whatever R is — a trial's result (and key) does not depend on R.
         ranks = self.trainer.world_size if self.trainer is not None else 1
-        per_step = sched.batch_size * sched.grad_accum * ranks
+        if sched.batch_size % ranks:
+            raise ValueError(f"schedule.batch_size={sched.batch_size} is the global batch and must be divisible "
+                             f"by the {ranks} data-parallel workers")
+        per_step = sched.batch_size * sched.grad_accum
         sampler = ResumableSampler(len(self.splits.train), self.config.seed, sched.max_steps * per_step,
                                    lambda: self.module.trainer.global_step * per_step)
-        return DataLoader(self.splits.train, batch_size=sched.batch_size, sampler=sampler, num_workers=0,
+        return DataLoader(self.splits.train, batch_size=sched.batch_size // ranks, sampler=sampler, num_workers=0,
                           drop_last=True)

@@ -76,7 +76,7 @@ class TrialReporter(pl.Callback):
             now = time.perf_counter()
             last_time, last_step = self._timer
             elapsed = now - last_time - self._paused
-            tokens_per_step = self.config.tokens_per_step * trainer.world_size  # all DDP ranks together
+            tokens_per_step = self.config.tokens_per_step  # global: DDP ranks split the batch
             metrics.update({"lr": trainer.optimizers[0].param_groups[0]["lr"],
                             "grad_norm": module.last_grad_norm,
                             "tokens_seen": float(step * tokens_per_step),
