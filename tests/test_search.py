@@ -136,7 +136,9 @@ def test_killed_search_resumes_without_duplicates(server, tmp_path):
     """SIGKILL the driver while Optuna trial #1 trains (after #0 is told), then `gatelab resume`: #1 continues
     its own MLflow run from its checkpoint, #2 is asked, and every Optuna trial has exactly one child run."""
     store, uri = server
-    grid = write_search(tmp_path / "killed.yaml", "killed", n_trials=3, max_steps=80, max_concurrent=1)
+    # 300 steps: long enough that #1 cannot finish in the moment between the SIGKILL and Ray reaping the
+    # dead driver's workers (at 80 steps it sometimes did, and then ran once, as attempt 1).
+    grid = write_search(tmp_path / "killed.yaml", "killed", n_trials=3, max_steps=300, max_concurrent=1)
     proc = gatelab("submit", str(grid), home=store.home)
     path = journal_path(store, "killed")
 
@@ -172,7 +174,7 @@ def test_killed_search_resumes_without_duplicates(server, tmp_path):
         assert trial.user_attrs["gatelab.run_ids"] == {run.data.tags["trial_key"]: run.info.run_id}
         assert trial.value == pytest.approx(run.data.metrics["final_val_loss"], rel=1e-9)
         assert run.data.tags["gatelab.attempt"] == ("2" if trial.number == 1 else "1")
-        assert_history_complete(client, run.info.run_id, 80)
+        assert_history_complete(client, run.info.run_id, 300)
 
 
 @pytest.fixture(scope="module")
