@@ -24,28 +24,24 @@ def print_summary(key: str, status: str, summary: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tracking import MlflowTracker, Store, local_server
-    from tracking.runs import find_trial_run, run_summary
+    from tracking import Store, local_server
+    from tracking.ledger import open_trial_run
 
     config = load_trial_config(Path(args.config), args.set or [])
     fingerprint = data_fingerprint(config.data)  # a missing or empty dataset fails here, before any run
     key = trial_key(config, fingerprint)
     store = Store.open(args.home)
     with local_server(store) as uri:
-        existing = find_trial_run(uri, TRAIN_EXPERIMENT, key)
-        if existing and existing.status in ("finished", "diverged"):
+        # The same ledger lookup as a grid's workers: reopen an unfinished run, skip a done one.
+        tracker, existing = open_trial_run(uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {})
+        if tracker is None:
             print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")
-            print_summary(key, existing.status, run_summary(uri, existing.run_id))
+            print_summary(key, existing.status, existing.metrics)
             return 0
         from trainer.run import run_trial  # torch and Lightning: only now
 
-        if existing:
-            tracker = MlflowTracker.resume(uri, existing.run_id)
-            print(f"resuming trial {key} (MLflow run {existing.run_id})")
-        else:
-            tracker = MlflowTracker.create(uri, TRAIN_EXPERIMENT, run_name=f"{config.name}-{key}",
-                                           tags={"trial_key": key})
-            print(f"starting trial {key} (MLflow run {tracker.run_id})")
+        verb = "resuming" if existing else "starting"
+        print(f"{verb} trial {key} (MLflow run {tracker.run_id})")
         try:
             result = run_trial(config, tracker, store.checkpoints_dir / key, store.cache_dir, progress=True)
         except Exception:

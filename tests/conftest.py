@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from tracking import Store, ensure_server, stop_server
+
 from trainer.catalog import load_catalog
 from trainer.presets import preset
 
@@ -23,3 +25,12 @@ def tokens_BT():
 @pytest.fixture(params=["tiny", "tiny-moe"])
 def tiny_preset(request):
     return preset(request.param)
+
+
+@pytest.fixture(scope="module")
+def served_store(tmp_path_factory):
+    """A fresh gatelab home with its MLflow server running for the module: (store, tracking URI)."""
+    store = Store.open(str(tmp_path_factory.mktemp("home")))
+    info, _ = ensure_server(store)
+    yield store, info.uri
+    stop_server(store)

@@ -5,7 +5,6 @@ import pickle
 import shutil
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,28 +2,18 @@
 import threading
 import time
 
-import pytest
 import ray
 from ray.cluster_utils import Cluster
 
 from grid.expand import expand
 from grid.spec import load_grid
 from grid.submit import submit
-from tracking import Store, ensure_server, stop_server
 
 from grid_helpers import assert_history_complete, child_runs, write_grid
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    store = Store.open(str(tmp_path_factory.mktemp("home")))
-    info, _ = ensure_server(store)
-    yield store, info.uri
-    stop_server(store)
-
-
-def test_grid_on_local_ray_with_logical_gpus(store, tmp_path):
-    store, uri = store
+def test_grid_on_local_ray_with_logical_gpus(served_store, tmp_path):
+    store, uri = served_store
     path = write_grid(tmp_path / "e2e.yaml", "e2e", ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"],
                       gpus=1)
     spec = load_grid(path)
@@ -58,8 +48,8 @@ def test_grid_on_local_ray_with_logical_gpus(store, tmp_path):
     assert "gate_mean" not in by_variant["baseline"].data.metrics
 
 
-def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(store, tmp_path):
-    store, uri = store
+def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_store, tmp_path):
+    store, uri = served_store
     path = write_grid(tmp_path / "nodeloss.yaml", "nodeloss", ["g1_elementwise_sigmoid"], max_steps=400,
                       cpus=2, max_retries=3, checkpoint_every=20)
     spec = load_grid(path)
@@ -91,8 +81,8 @@ def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(store, tmp
     assert_history_complete(client, run.info.run_id, 400)
 
 
-def test_two_worker_ddp_trial_through_ray_train(store, tmp_path):
-    store, uri = store
+def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
+    store, uri = served_store
     # seed 1: not the e2e test's trial (the key ignores how many workers train it: they split the batch)
     path = write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2, seeds=(1,))
     text = path.read_text().replace("resources:\n  gpus: 0\n  cpus: 2", "resources:\n  gpus: 0\n  cpus: 2\n  workers: 2")

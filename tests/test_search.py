@@ -18,7 +18,7 @@ from grid.search import run_search
 from grid.search_study import build_pruner, build_sampler, journal_path
 from grid.search_spec import study_plans
 from grid.spec import load_grid
-from tracking import Store, ensure_server, stop_server
+from tracking import Store
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
 
@@ -113,14 +113,6 @@ def test_malformed_search_exits_2_and_creates_nothing(tmp_path, capsys):
 
 # --- real searches -------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    store = Store.open(str(tmp_path_factory.mktemp("search-home")))
-    info, _ = ensure_server(store)
-    yield store, info.uri
-    stop_server(store)
-
-
 def _wait_for(predicate, timeout: float, proc) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -132,10 +124,10 @@ def _wait_for(predicate, timeout: float, proc) -> None:
     raise AssertionError("timed out")
 
 
-def test_killed_search_resumes_without_duplicates(server, tmp_path):
+def test_killed_search_resumes_without_duplicates(served_store, tmp_path):
     """SIGKILL the driver while Optuna trial #1 trains (after #0 is told), then `gatelab resume`: #1 continues
     its own MLflow run from its checkpoint, #2 is asked, and every Optuna trial has exactly one child run."""
-    store, uri = server
+    store, uri = served_store
     # 300 steps: long enough that #1 cannot finish in the moment between the SIGKILL and Ray reaping the
     # dead driver's workers (at 80 steps it sometimes did, and then ran once, as attempt 1).
     grid = write_search(tmp_path / "killed.yaml", "killed", n_trials=3, max_steps=300, max_concurrent=1)
@@ -184,8 +176,8 @@ def local_ray():
     ray.shutdown()
 
 
-def test_search_per_variant_end_to_end_then_resubmit_does_nothing(server, local_ray, tmp_path, capsys):
-    store, uri = server
+def test_search_per_variant_end_to_end_then_resubmit_does_nothing(served_store, local_ray, tmp_path, capsys):
+    store, uri = served_store
     grid = write_search(tmp_path / "e2e.yaml", "e2e", variants=("baseline", "g1_elementwise_sigmoid"), n_trials=2)
     spec = load_grid(grid)
     outcome = run_search(spec, store, uri)
@@ -214,8 +206,8 @@ def test_search_per_variant_end_to_end_then_resubmit_does_nothing(server, local_
     assert "study e2e/baseline: 1 run(s) per trial; 2 complete" in table and "#1   COMPLETE" in table
 
 
-def test_diverged_trial_is_told_the_worst_value_or_fail(server, local_ray, tmp_path):
-    store, uri = server
+def test_diverged_trial_is_told_the_worst_value_or_fail(served_store, local_ray, tmp_path):
+    store, uri = served_store
     lr = {"optim.lr": {"uniform": [20.0, 50.0]}}
     outcome = run_search(load_grid(write_search(tmp_path / "div.yaml", "div", n_trials=1, params=lr)), store, uri)
     [(_, _, state, value, error)] = outcome.told
@@ -231,9 +223,9 @@ def test_diverged_trial_is_told_the_worst_value_or_fail(server, local_ray, tmp_p
     assert outcome.errors == 0  # a divergence is a result, not an error: the command still exits 0
 
 
-def test_repeated_params_share_one_run(server, local_ray, tmp_path):
+def test_repeated_params_share_one_run(served_store, local_ray, tmp_path):
     """Two trials asking the same values have the same trial key: one run, both told its value."""
-    store, uri = server
+    store, uri = served_store
     grid = write_search(tmp_path / "same.yaml", "same", n_trials=2, params={"optim.lr": {"choice": [3.0e-3]}})
     outcome = run_search(load_grid(grid), store, uri)
     assert sorted(n for _, n, *_ in outcome.told) == [0, 1]
@@ -243,10 +235,10 @@ def test_repeated_params_share_one_run(server, local_ray, tmp_path):
     assert trials[0].value == trials[1].value == pytest.approx(run.data.metrics["final_val_loss"], rel=1e-9)
 
 
-def test_hopeless_trial_is_pruned_from_its_validation_losses(server, local_ray, tmp_path):
+def test_hopeless_trial_is_pruned_from_its_validation_losses(served_store, local_ray, tmp_path):
     """A threshold pruner no loss passes prunes at the first evaluation the driver reads: the Ray task is
     cancelled, the run ends `killed` with gatelab.pruned, and Optuna holds the losses MLflow logged."""
-    store, uri = server
+    store, uri = served_store
     grid = write_search(tmp_path / "prune.yaml", "prune", n_trials=1, max_steps=400,
                         pruner={"type": "threshold", "upper": 0.0})
     outcome = run_search(load_grid(grid), store, uri)

@@ -39,6 +39,15 @@ class TrialRecord:
     """When the run was created."""
     end_time_ms: int | None
     """When it ended, if it did."""
+    attempt: int
+    """How many times a process has started the trial (gatelab.attempt)."""
+
+
+def _record(run) -> TrialRecord:
+    tags = run.data.tags
+    return TrialRecord(run.info.run_id, tags.get(STATUS_TAG, "running"), dict(run.data.metrics),
+                       dict(run.data.params), run.info.start_time, run.info.end_time,
+                       int(tags.get(ATTEMPT_TAG, "1")))
 
 
 @contextmanager
@@ -102,24 +111,23 @@ def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
         for run in page:
             key = run.data.tags.get(KEY_TAG)
             if key:
-                records[key] = TrialRecord(run.info.run_id, run.data.tags.get(STATUS_TAG, "running"),
-                                           dict(run.data.metrics), dict(run.data.params),
-                                           run.info.start_time, run.info.end_time)
+                records[key] = _record(run)
         page_token = page.token
         if not page_token:
             return records
 
 
-def open_trial_run(uri: str, experiment: str, parent_run_id: str, key: str, run_name: str,
-                   tags: dict[str, str]) -> tuple[MlflowTracker, TrialRecord | None]:
-    """The trial's tracker: its existing run reopened (resume) or a new child run. Call it only while
-    holding the trial's lock, so two processes never create two runs for one key."""
+def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str,
+                   tags: dict[str, str]) -> tuple[MlflowTracker | None, TrialRecord | None]:
+    """The trial's tracker: its existing run reopened (resume) or a new run (a child of parent_run_id when
+    given); (None, record) when the trial is already done. Call it only while holding the trial's lock (or
+    from the single process that owns it), so two processes never create two runs for one key."""
     existing = trial_records_for_key(uri, experiment, key)
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
     if existing is not None:
         tracker = MlflowTracker.resume(uri, existing.run_id)
-        attempt = int(MlflowClient(tracking_uri=uri).get_run(existing.run_id).data.tags.get(ATTEMPT_TAG, "1")) + 1
+        attempt = existing.attempt + 1
     else:
         tracker = MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
                                        tags={KIND_TAG: "trial", KEY_TAG: key, **tags})
@@ -138,6 +146,4 @@ def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | 
                               max_results=1)
     if not runs:
         return None
-    run = runs[0]
-    return TrialRecord(run.info.run_id, run.data.tags.get(STATUS_TAG, "running"), dict(run.data.metrics),
-                       dict(run.data.params), run.info.start_time, run.info.end_time)
+    return _record(runs[0])
