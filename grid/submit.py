@@ -17,7 +17,8 @@ from tracking.ledger import DONE_STATUSES, close_parent_run, ensure_parent_run, 
 from tracking.store import Store
 from trainer.provenance import git_sha
 
-PROGRESS_EVERY_S = 2.0
+PROGRESS_EVERY_S = 2.0  # how often the driver wakes to collect results
+PROGRESS_PRINT_S = 30.0  # a progress line this often (and once at the start); each result has its own line
 
 
 @dataclass
@@ -94,7 +95,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
     pending = list(todo)
     in_flight: dict = {}
     dispatched: dict[str, float] = {}
-    last_progress = 0.0
+    last_progress = -PROGRESS_PRINT_S
     try:
         while pending or in_flight:
             while pending and len(in_flight) < cap:
@@ -122,7 +123,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                 if result.get("error"):
                     line += f"\n{result['error'].rstrip()}"
                 out(line)
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+            if time.monotonic() - last_progress >= PROGRESS_PRINT_S:
                 last_progress = time.monotonic()
                 _progress(out, tracking_uri, experiment, outcome, in_flight, len(trials), len(pending))
     except KeyboardInterrupt:

@@ -122,28 +122,29 @@ def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: st
     """The trial's tracker: its existing run reopened (resume) or a new run (a child of parent_run_id when
     given); (None, record) when the trial is already done. Call it only while holding the trial's lock (or
     from the single process that owns it), so two processes never create two runs for one key."""
-    existing = trial_records_for_key(uri, experiment, key)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = get_or_create_experiment(client, experiment)
+    existing = _newest_trial_run(client, experiment_id, key)
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
-    if existing is not None:
-        tracker = MlflowTracker.resume(uri, existing.run_id)
-        attempt = existing.attempt + 1
-    else:
+    if existing is None:
         tracker = MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
-                                       tags={KIND_TAG: "trial", KEY_TAG: key, **tags})
-        attempt = 1
-    tracker.set_tags({ATTEMPT_TAG: str(attempt)})
+                                       experiment_id=experiment_id,
+                                       tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags})
+        return tracker, None
+    tracker = MlflowTracker.resume(uri, existing.run_id)
+    tracker.set_tags({ATTEMPT_TAG: str(existing.attempt + 1)})
     return tracker, existing
 
 
 def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | None:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial' and "
+    return None if exp is None else _newest_trial_run(client, exp.experiment_id, key)
+
+
+def _newest_trial_run(client: MlflowClient, experiment_id: str, key: str) -> TrialRecord | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial' and "
                               f"tags.`{KEY_TAG}` = '{key}'", order_by=["attributes.start_time DESC"],
                               max_results=1)
-    if not runs:
-        return None
-    return _record(runs[0])
+    return _record(runs[0]) if runs else None

@@ -11,6 +11,7 @@ of what was logged: `last_steps()` never names a step whose metrics are half sto
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,10 @@ _TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED",
 STATUSES = ("running", *_TERMINAL)
 
 _log = logging.getLogger(__name__)
+
+# Ending a run makes MLflow print "View run ... at" and fetch the run once more just to build that link; with
+# many trials per grid the lines bury gatelab's own progress and the fetch is a wasted request per trial.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class ParamConflictError(ValueError):
@@ -85,17 +90,22 @@ class MlflowTracker:
         flush_every: int = MAX_METRICS_PER_BATCH,
         flush_interval_s: float = 5.0,
         asynchronous: bool = True,
+        run: Any = None,
     ) -> None:
         """Wrap an existing run. `flush_every`: buffered metrics that trigger a send; `flush_interval_s`: the
-        longest a metric waits; `asynchronous`: send from a background thread (flush() still blocks)."""
+        longest a metric waits; `asynchronous`: send from a background thread (flush() still blocks);
+        `run`: the run as just created (saves fetching it; the tracker then knows every metric the run holds)."""
         self.client = client
         self.run_id = run_id
-        run = client.get_run(run_id)
+        # A run this tracker created holds only what it logs, so last_steps() can answer without a request.
+        self._own_steps: dict[str, int] | None = {} if run is not None else None
+        run = run if run is not None else client.get_run(run_id)
         if run.info.lifecycle_stage == LifecycleStage.DELETED:
             raise MlflowException(f"MLflow run {run_id} is deleted")
         self.experiment_id: str = run.info.experiment_id
         self.artifact_uri: str = run.info.artifact_uri
         self._params: dict[str, str] = dict(run.data.params)
+        self._status = run.data.tags.get(STATUS_TAG) if run.info.status == "RUNNING" else None
         self._flush_every = max(1, flush_every)
         self._flush_interval_s = flush_interval_s
         self._buffer: list[list[Metric]] = []  # one entry per log_metrics call
@@ -122,18 +132,20 @@ class MlflowTracker:
         run_name: str | None = None,
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        experiment_id: str | None = None,
         **options: Any,
     ) -> MlflowTracker:
-        """Start a new run in `experiment` (created if missing), optionally a child of `parent_run_id`.
-        `options` go to the constructor (flush_every, flush_interval_s, asynchronous)."""
+        """Start a new run in `experiment` (created if missing; `experiment_id` when the caller already knows
+        it), optionally a child of `parent_run_id`. `options` go to the constructor (flush_every,
+        flush_interval_s, asynchronous)."""
         client = MlflowClient(tracking_uri=tracking_uri)
-        experiment_id = get_or_create_experiment(client, experiment)
+        experiment_id = experiment_id or get_or_create_experiment(client, experiment)
         run_tags = {key: truncate_value(value, MAX_TAG_VAL_LENGTH) for key, value in (tags or {}).items()}
         run_tags.setdefault(STATUS_TAG, "running")
         if parent_run_id is not None:
             run_tags[PARENT_RUN_TAG] = parent_run_id
         run = client.create_run(experiment_id, tags=run_tags, run_name=run_name)
-        return cls(client, run.info.run_id, **options)
+        return cls(client, run.info.run_id, run=run, **options)
 
     @classmethod
     def resume(cls, tracking_uri: str, run_id: str, **options: Any) -> MlflowTracker:
@@ -142,6 +154,7 @@ class MlflowTracker:
         tracker = cls(client, run_id, **options)
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         client.set_tag(run_id, STATUS_TAG, "running")
+        tracker._status = "running"
         return tracker
 
     # -- Tracker protocol -------------------------------------------------------------------------------
@@ -182,6 +195,9 @@ class MlflowTracker:
         batch = [Metric(key, float(value), timestamp, int(step)) for key, value in metrics.items()]
         if not batch:
             return
+        if self._own_steps is not None:
+            for metric in batch:
+                self._own_steps[metric.key] = max(metric.step, self._own_steps.get(metric.key, metric.step))
         with self._buffer_lock:
             self._buffer.append(batch)
             self._buffered += len(batch)
@@ -202,6 +218,8 @@ class MlflowTracker:
         """Largest logged step per metric key, after flushing the buffer (empty for a fresh run). One request:
         MLflow keeps, per key, the latest metric as the entry with the largest step."""
         self.flush()
+        if self._own_steps is not None:
+            return dict(self._own_steps)
         latest = self.client.get_run(self.run_id).data.to_proto().metrics
         return {metric.key: metric.step for metric in latest}
 
@@ -215,7 +233,10 @@ class MlflowTracker:
         if status not in STATUSES:
             raise ValueError(f"unknown gatelab status {status!r}; expected one of {', '.join(STATUSES)}")
         self.flush()
+        if status == self._status == "running":
+            return  # already so, in MLflow and in the tag: three requests saved per trial start
         self.client.set_tag(self.run_id, STATUS_TAG, status)
+        self._status = status
         if status in _TERMINAL:
             self.client.set_terminated(self.run_id, status=_TERMINAL[status])
             self.close()  # an ended run takes no more metrics; artifacts may still be added
