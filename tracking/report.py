@@ -3,8 +3,9 @@
 Read per trial run (trainer/run.py logs them): the summary metrics final_val_loss, final_val_ppl, spike_count,
 f_attn, m_act, gate_mean, f_attn_layer_<i>, long_ppl_x<f>_<rope|yarn>; the histories train_loss, val_loss and
 spike_ratio; the probes.json artifact (gate-score histogram). Written: report.<md|html|csv> and PNG figures
-in the output folder, the same files under `report/` on the grid's parent run, and, when the grid sweeps
-more than one LR, the metrics `max_stable_lr.<variant>` on the parent run.
+in the output folder (with the paper's headline orderings checked, tracking/claims.py), the same files under
+`report/` on the grid's parent run, and, when the grid sweeps more than one LR, the metrics
+`max_stable_lr.<variant>` on the parent run.
 
 Choices a reader should know (also printed in the report):
 - Measured figures ("ours") come from this grid's small models; the paper's ("paper") from the 15A2B MoE
@@ -33,6 +34,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tracking.claims import OrderingCheck, check_orderings
 from tracking.ledger import GRID_TAG, KIND_TAG, trial_records
 from tracking.report_figures import make_figures
 from tracking.stats import ALPHA, DONE_STATUSES, MeanStd, ReportInput, TrialOutcome, TrialSpec, VariantRow, \
@@ -62,6 +64,8 @@ class Report:
     """Parent-run metric name (max_stable_lr.<variant>) -> max stable LR, when the grid sweeps LRs."""
     artifacts_logged: bool = False
     """Whether the files went to the parent run (proxied artifacts need the server's URI)."""
+    orderings: tuple[OrderingCheck, ...] = ()
+    """The paper's headline orderings as measured here (tracking/claims.py)."""
 
     @property
     def unfinished(self) -> list[TrialOutcome]:
@@ -213,7 +217,7 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
 # --- the document ----------------------------------------------------------------------------------------
 
 def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], pictures: list,
-           cols: list[Column], sweep: bool, artifacts: bool) -> list[tuple]:
+           cols: list[Column], sweep: bool, artifacts: bool, orderings: list[OrderingCheck] = ()) -> list[tuple]:
     """The report as ('h1'|'h2'|'p', text), ('table', headers, rows) and ('img', path, caption) blocks."""
     counts: dict[str, int] = {}
     for o in outcomes:
@@ -250,6 +254,12 @@ def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome
                       f"the largest LR that neither diverged nor ended more than {inp.margin:.0%} above the "
                       "variant's best final loss (logged on the grid's parent run as max_stable_lr.<variant>)."),
                 ("table", ["Variant", *(f"LR {lr:g}" for lr in lrs), "Max stable LR (ours)"], table)]
+    if any(check.verdict != "not measured" for check in orderings):
+        out += [("h2", "The paper's orderings"),
+                ("p", "Each headline ordering of the paper, checked on this grid (rows a-d at each variant's best "
+                      "LR; e at the two largest LRs of the sweep). 'held' in (a) needs a paired t-test with p < "
+                      f"{ALPHA:g}; otherwise the direction is reported as 'held (not significant)'."),
+                ("table", ORDERING_HEADER, [ordering_cells(check) for check in orderings])]
     out.append(("h2", "Figures"))
     out += [("img", path, caption) for path, caption in pictures]
     if not artifacts:
@@ -260,6 +270,13 @@ def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome
                 [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished])
                if unfinished else ("p", "None: every trial has finished or diverged."))
     return out
+
+
+ORDERING_HEADER = ["", "Ordering", "Paper", "Ours", "Verdict", "How strongly"]
+
+
+def ordering_cells(check: OrderingCheck) -> list[str]:
+    return [check.label, check.statement, check.paper, check.measured, check.verdict, check.strength]
 
 
 def _md(items: list[tuple]) -> str:
@@ -308,7 +325,7 @@ def _csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
     """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
-    the grid's parent run. csv writes only the table (report.csv) and the unfinished trials (unfinished.csv)."""
+    the grid's parent run. csv writes only the tables: report.csv, orderings.csv and the unfinished trials (unfinished.csv)."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
@@ -317,16 +334,19 @@ def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, 
     rows = build_rows(inp, outcomes)
     sweep = len({t.lr for t in inp.trials}) > 1
     cols = columns(inp, rows, sweep, long_factor(outcomes))
-    if fmt == "csv":  # the table only
+    orderings = check_orderings(rows, outcomes)
+    if fmt == "csv":  # the tables only
         raw = [(name, get) for c in cols for name, get in c.raw]
         unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in outcomes
                       if o.status not in DONE_STATUSES]
         documents = [_csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
-                     _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished)]
+                     _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished),
+                     _csv(out_dir / "orderings.csv", ORDERING_HEADER, [ordering_cells(c) for c in orderings])]
         pictures = []
     else:
         pictures = make_figures(inp, rows, outcomes, out_dir)
-        items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")))
+        items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")),
+                       orderings)
         path = out_dir / f"report.{fmt}"
         path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
         documents = [path]
@@ -344,7 +364,8 @@ def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, 
             now = int(time.time() * 1000)
             client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in stable.items()])
     return Report(rows=tuple(rows), outcomes=tuple(outcomes), files=tuple(files),
-                  parent_run_id=parent if publish else None, max_stable=stable, artifacts_logged=artifacts_logged)
+                  parent_run_id=parent if publish else None, max_stable=stable, artifacts_logged=artifacts_logged,
+                  orderings=tuple(orderings))
 
 
 def _serves_artifacts(client: MlflowClient, run_id: str, uri: str) -> bool:
