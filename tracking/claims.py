@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracking.stats import DONE_STATUSES, TrialOutcome, VariantRow
+from tracking.stats import DONE_STATUSES, TrialOutcome, VariantRow, mean_of
 
 BASELINE = "baseline"
 G1 = "g1_elementwise_sigmoid"  # SDPA output, elementwise, head-specific, multiplicative sigmoid (Table 1 row 5)
@@ -43,10 +43,6 @@ def _rows(rows: list[VariantRow]) -> dict[str, VariantRow]:
     return {row.variant.name: row for row in rows if not row.condition}
 
 
-def _mean(stat) -> float | None:
-    return None if stat is None else stat.mean
-
-
 def _missing(label: str, statement: str, paper: str, what: str) -> OrderingCheck:
     return OrderingCheck(label=label, statement=statement, paper=paper, measured=what, verdict="not measured",
                          strength="–")
@@ -68,7 +64,8 @@ def check_ppl(rows: dict[str, VariantRow]) -> OrderingCheck:
 
 def check_sink(rows: dict[str, VariantRow]) -> OrderingCheck:
     statement, paper = "baseline F-Attn several times G1's", "0.467 vs 0.048, 9.7x (Table 4, Fig. 2)"
-    base, g1 = _mean(rows[BASELINE].f_attn) if BASELINE in rows else None, _mean(rows[G1].f_attn) if G1 in rows else None
+    base = mean_of(rows[BASELINE].f_attn) if BASELINE in rows else None
+    g1 = mean_of(rows[G1].f_attn) if G1 in rows else None
     if base is None or g1 is None:
         return _missing("(b)", statement, paper, f"needs F-Attn of {BASELINE} and {G1}")
     ratio = base / g1 if g1 > 0 else float("inf")
@@ -80,8 +77,8 @@ def check_sink(rows: dict[str, VariantRow]) -> OrderingCheck:
 def check_sparsity(rows: dict[str, VariantRow]) -> OrderingCheck:
     statement = "NS-sigmoid and input-independent F-Attn above G1's"
     paper = "0.451 and 0.364 vs 0.048 (Table 4)"
-    g1 = _mean(rows[G1].f_attn) if G1 in rows else None
-    others = {name: _mean(rows[name].f_attn) for name in (NS_SIGMOID, INPUT_INDEPENDENT) if name in rows}
+    g1 = mean_of(rows[G1].f_attn) if G1 in rows else None
+    others = {name: mean_of(rows[name].f_attn) for name in (NS_SIGMOID, INPUT_INDEPENDENT) if name in rows}
     others = {name: value for name, value in others.items() if value is not None}
     if g1 is None or not others:
         return _missing("(c)", statement, paper, f"needs F-Attn of {G1} and {NS_SIGMOID} / {INPUT_INDEPENDENT}")
@@ -98,7 +95,7 @@ def check_sparsity(rows: dict[str, VariantRow]) -> OrderingCheck:
 
 def check_gate(rows: dict[str, VariantRow]) -> OrderingCheck:
     statement, paper = "G1 mean gate score low", "0.116 (Table 4, Fig. 3)"
-    gate = _mean(rows[G1].gate_mean) if G1 in rows else None
+    gate = mean_of(rows[G1].gate_mean) if G1 in rows else None
     if gate is None:
         return _missing("(d)", statement, paper, f"needs the gate scores of {G1}")
     verdict = "held" if gate < LOW_GATE else "did not hold"

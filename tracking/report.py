@@ -38,7 +38,7 @@ from tracking.claims import OrderingCheck, check_orderings
 from tracking.ledger import GRID_TAG, KIND_TAG, trial_records
 from tracking.report_figures import make_figures
 from tracking.stats import ALPHA, DONE_STATUSES, MeanStd, ReportInput, TrialOutcome, TrialSpec, VariantRow, \
-    VariantSpec, build_rows, final_loss, long_factor, row_name
+    VariantSpec, build_rows, final_loss, long_factor, mean_of, row_name
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
@@ -151,10 +151,6 @@ def _ms(stat: MeanStd | None, spec: str = ".3f") -> str:
     return f"{stat.mean:{spec}} ± {stat.std:{spec}}" if stat.std is not None else f"{stat.mean:{spec}} (n=1)"
 
 
-def _mean(stat: MeanStd | None):
-    return stat.mean if stat else None
-
-
 def _params(count: int | None) -> str:
     if count is None:
         return "n/a"
@@ -181,7 +177,7 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
         Column("Seeds (ours)", lambda r: f"{len(r.trials) - r.n_diverged}"
                + (f" (+{r.n_diverged} diverged)" if r.n_diverged else ""),
                (("seeds_finished", lambda r: len(r.trials) - r.n_diverged), ("seeds_diverged", lambda r: r.n_diverged))),
-        Column("PPL (ours)", lambda r: _ms(r.ppl), (("ppl_ours_mean", lambda r: _mean(r.ppl)),
+        Column("PPL (ours)", lambda r: _ms(r.ppl), (("ppl_ours_mean", lambda r: mean_of(r.ppl)),
                                                     ("ppl_ours_std", lambda r: r.ppl.std if r.ppl else None))),
         Column(f"PPL ({paper})", lambda r: _num(r.variant.paper_ppl), (("ppl_paper", lambda r: r.variant.paper_ppl),)),
         Column("ΔPPL vs baseline (ours, paired by seed)",
@@ -193,24 +189,24 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
                 ("p_value", lambda r: cmp(r).p_value if cmp(r) else None))),
         Column(f"Verdict (ours, p<{ALPHA:g})", lambda r: "" if cmp(r) is None else cmp(r).verdict,
                (("verdict", lambda r: cmp(r).verdict if cmp(r) else ""),)),
-        Column("Spikes (ours, mean)", lambda r: _num(_mean(r.spikes), ".1f"),
-               (("spikes_ours_mean", lambda r: _mean(r.spikes)),))]
+        Column("Spikes (ours, mean)", lambda r: _num(mean_of(r.spikes), ".1f"),
+               (("spikes_ours_mean", lambda r: mean_of(r.spikes)),))]
     if sweep:
         cols.append(Column("Max stable LR (ours)", lambda r: _num(r.max_stable_lr, "g") if r.max_stable_lr else "none",
                            (("max_stable_lr_ours", lambda r: r.max_stable_lr),)))
     for name, attr, paper_attr, spec, paper_spec in (("F-Attn", "f_attn", "paper_f_attn", ".3f", ".3f"),
                                                      ("M-Act", "m_act", "paper_m_act", ".1f", "g"),
                                                      ("Gate mean", "gate_mean", "paper_gate_mean", ".3f", ".3f")):
-        cols += [Column(f"{name} (ours)", lambda r, a=attr, s=spec: _num(_mean(getattr(r, a)), s),
-                        ((f"{attr}_ours", lambda r, a=attr: _mean(getattr(r, a))),)),
+        cols += [Column(f"{name} (ours)", lambda r, a=attr, s=spec: _num(mean_of(getattr(r, a)), s),
+                        ((f"{attr}_ours", lambda r, a=attr: mean_of(getattr(r, a))),)),
                  Column(f"{name} ({paper}, Table 4)",
                         lambda r, a=paper_attr, s=paper_spec: _num(getattr(r.variant, a), s),
                         ((f"{attr}_paper", lambda r, a=paper_attr: getattr(r.variant, a)),))]
     if factor:
         for rope, title in (("rope", "RoPE"), ("yarn", "YaRN")):
             cols.append(Column(f"PPL x{factor}/x1 {title} (ours)",
-                               lambda r, k=rope: _num(_mean(r.long_ratio.get(k))),
-                               ((f"long_ppl_ratio_x{factor}_{rope}_ours", lambda r, k=rope: _mean(r.long_ratio.get(k))),)))
+                               lambda r, k=rope: _num(mean_of(r.long_ratio.get(k))),
+                               ((f"long_ppl_ratio_x{factor}_{rope}_ours", lambda r, k=rope: mean_of(r.long_ratio.get(k))),)))
     return cols
 
 

@@ -152,6 +152,11 @@ class PairedComparison:
         return f"{self.test}, n={self.n_pairs}: t={self.statistic:.3g}, p={p}"
 
 
+def mean_of(stat: MeanStd | None) -> float | None:
+    """The mean, or None where nothing was measured."""
+    return stat.mean if stat else None
+
+
 def mean_std(values: Iterable[float]) -> MeanStd | None:
     """Mean ± sample std of the finite values; None when there is none."""
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
