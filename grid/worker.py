@@ -68,7 +68,7 @@ def run_grid_trial(job: TrialJob) -> dict:
                 return {"key": job.key, "status": ddp["status"], "summary": ddp["summary"]}
             from trainer.run import run_trial  # torch: only inside the worker
 
-            result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir))
+            result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
         except Exception as err:  # deterministic: record, do not retry
             reason = "out_of_memory" if "out of memory" in str(err).lower() or isinstance(err, MemoryError) \
                 else type(err).__name__

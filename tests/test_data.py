@@ -226,6 +226,16 @@ def test_fingerprint_and_cache(tmp_path):
     assert data_fingerprint(cfg) != fp
 
 
+def test_reuse_keeps_one_load_per_process_and_arguments(tmp_path):
+    (tmp_path / "a.txt").write_bytes(_text(3000))
+    cfg = DataConfig(source=str(tmp_path / "a.txt"))
+    first = build_datasets(cfg, 64, tmp_path / "c", VOCAB, reuse=True)
+    assert build_datasets(cfg, 64, tmp_path / "c", VOCAB, reuse=True) is first  # a grid worker's next trial
+    assert build_datasets(cfg, 32, tmp_path / "c", VOCAB, reuse=True) is not first  # other windows
+    fresh = build_datasets(cfg, 64, tmp_path / "c", VOCAB)
+    assert fresh is not first and fresh.fingerprint == first.fingerprint and len(fresh.train) == len(first.train)
+
+
 def test_dataset_pickles_without_its_memmap(tmp_path):
     (tmp_path / "a.txt").write_bytes(_text(3000))
     ds = build_datasets(DataConfig(source=str(tmp_path / "a.txt")), 64, tmp_path / "c", VOCAB).train

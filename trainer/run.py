@@ -135,15 +135,17 @@ def _quiet_lightning() -> None:
 
 
 def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir: Path,
-              progress: bool = False, callbacks: tuple = (), launch: Launch | None = None) -> TrialResult:
+              progress: bool = False, callbacks: tuple = (), launch: Launch | None = None,
+              reuse_data: bool = False) -> TrialResult:
     """Train (or resume) one trial. Data errors raise before anything is logged or trained.
     `callbacks`: extra Lightning callbacks, run after gatelab's own each step.
-    `launch`: a distributed strategy (one call per rank); None trains in this process on one device."""
+    `launch`: a distributed strategy (one call per rank); None trains in this process on one device.
+    `reuse_data`: keep the loaded corpus for this process's next trials (trainer.data.build_datasets)."""
     started = time.perf_counter()
     _quiet_lightning()
     trial_dir = Path(trial_dir)
     model_cfg = config.model_config()
-    splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size)
+    splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size, reuse=reuse_data)
     checkpoint_dir = trial_dir / "checkpoints"
     if launch is not None and not launch.rank_zero:
         trial_dir = trial_dir / "other-ranks" / str(os.getpid())  # their plots and records are never read
