@@ -55,6 +55,15 @@ def test_no_sink_and_a_dense_gate_do_not_hold():
     assert checks["(d)"].verdict == "did not hold"
 
 
+def test_f_attn_barely_above_g1_is_a_direction_not_a_held_ordering():
+    outcomes = [_outcome(G1, s, f_attn=0.020) for s in (0, 1, 2)] + \
+        [_outcome(NS_SIGMOID, s, f_attn=0.023) for s in (0, 1, 2)] + \
+        [_outcome(INPUT_INDEPENDENT, s, f_attn=0.031) for s in (0, 1, 2)]
+    assert _checks(outcomes)["(c)"].verdict == "direction only (< 1.5x)"
+    clear = outcomes[:6] + [_outcome(INPUT_INDEPENDENT, s, f_attn=0.02) for s in (0, 1, 2)]
+    assert _checks(clear)["(c)"].verdict == "partly held"
+
+
 def test_a_lower_ppl_without_significance_is_said_so():
     outcomes = [_outcome(BASELINE, s, ppl=p) for s, p in enumerate((6.0, 6.2, 6.1))] + \
         [_outcome(G1, s, ppl=p) for s, p in enumerate((5.9, 6.25, 6.05))]
