@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -152,12 +153,26 @@ def ui(store: Store, port: int = 5000, *, timeout_s: float = 120.0) -> int:
         print(f"gatelab: MLflow UI already running at {existing.uri} (pid {existing.pid})")
         return 0
     try:
+        _interrupt_on(signal.SIGINT, signal.SIGTERM)
         print(f"gatelab: MLflow UI at {info.uri} (store {store.home}); Ctrl-C to stop", flush=True)
         return _CHILDREN[info.pid].wait()
     except KeyboardInterrupt:
         return 0
     finally:
         stop_server(store, pid=info.pid)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupt_on(*signals: int) -> None:
+    """Stop the foreground UI (and so its server) on these signals even where they arrive ignored: a process
+    started with `&` by a non-interactive shell inherits SIGINT as ignored, and SIGTERM's default would exit
+    without stopping the server."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            signal.signal(sig, _raise_interrupt)
 
 
 def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> ServerInfo:
