@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from grid.config_loader import ConfigError
-from grid.dry_run import format_flops, trial_rows, trial_table
+from grid.dry_run import format_flops, training_flops, trial_rows, trial_table
 from grid.expand import expand
 from grid.identity import trial_key
 from grid.spec import GridSpec, load_grid
+from grid.submit import dispatch_order
 from trainer.catalog import get_variant, load_catalog
 from trainer.config import TrialConfig
 from trainer.corpus import data_fingerprint
@@ -230,6 +231,19 @@ def test_dry_run_table(write):
     assert trial_rows(spec, trials)[1]["est_flops"] == 3 * forward * 4 * 64 * 30
     assert lines[2].split()[-1] == format_flops(3 * forward * 4 * 64 * 30)
     assert (format_flops(1.23e12), format_flops(9.96e9), format_flops(5.0)) == ("1.2e12", "1.0e10", "5.0e0")
+
+
+def test_trials_are_dispatched_longest_first_and_ties_keep_the_grid_order(write):
+    spec = load_grid(write(BASE + "axes:\n  variant: [baseline, g1_elementwise_sigmoid]\n"
+                                  "  schedule.max_steps: [10, 40]\n  seed: [0, 1]\n"))
+    trials = expand(spec)
+    ordered = dispatch_order(trials)
+    flops = [training_flops(t) for t in ordered]
+    assert flops == sorted(flops, reverse=True) and flops[0] > flops[-1]
+    assert sorted(t.key for t in ordered) == sorted(t.key for t in trials)
+    first = [t for t in ordered if training_flops(t) == flops[0]]
+    assert [t.overrides["seed"] for t in first] == [0, 1]  # stable: seed 0 before seed 1, as in the grid
+    assert first[0].overrides["variant"] == "g1_elementwise_sigmoid" and first[0].config.schedule.max_steps == 40
 
 
 @pytest.mark.parametrize("path", GRID_FILES, ids=lambda p: p.stem)
