@@ -37,12 +37,17 @@ class ConfigError(ValueError):
         return ConfigError(self.key, self.message, source, lines.get(key, 1))
 
 
+# libyaml's parser when PyYAML was built with it: the same nodes, marks and errors, ~10x faster on a
+# 10,000-value axis (`--set axes.seed=[...]`); the pure-Python parser otherwise.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """(data, line of each dotted key). YAML syntax errors become ConfigErrors with their line."""
     text = Path(path).read_text()
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_SAFE_LOADER)
+        data = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
@@ -71,7 +76,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(text, "expected --set dotted.key=value", "--set")
     try:
-        value = yaml.safe_load(raw)
+        value = yaml.load(raw, Loader=_SAFE_LOADER)
     except yaml.YAMLError:
         raise ConfigError(key, f"could not parse value {raw!r}", "--set") from None
     if isinstance(value, str) and _BARE_EXPONENT.match(value.strip()):
