@@ -85,7 +85,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 0
         print(f"grid {result['grid']}: {result['finished']}/{result['trials']} trials finished on "
               f"{result['slots']} slots in {result['wall_s']:.1f} s ({result['compute_s']:.1f} s of trial compute)")
-        print(f"  efficiency {result['efficiency']:.3f}  (target >= 0.90)")
+        print(f"  efficiency {result['efficiency']:.3f}  (target >= 0.90); {result['efficiency_ray_running']:.3f} "
+              f"without Ray's start ({result['ray_start_s']:.1f} s), as when joining a running Ray")
         print(f"  median per-trial overhead {result['overhead_s']:.2f} s, max {result['overhead_max_s']:.2f} s  "
               "(target <= 2 s)")
         print(f"  load+validate+expand+hash {result['expand_10k_trials']} trials: {result['expand_10k_s']:.2f} s  "
