@@ -5,6 +5,7 @@ import math
 
 from tracking.claims import BASELINE, G1, INPUT_INDEPENDENT, NS_SIGMOID, check_orderings
 from tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows
+from trainer.catalog import get_variant
 
 NAMES = (BASELINE, G1, NS_SIGMOID, INPUT_INDEPENDENT)
 
@@ -85,3 +86,13 @@ def test_spikes_at_the_top_lrs_count_divergence_first():
 def test_missing_variants_are_not_measured_never_guessed():
     checks = _checks([_outcome(BASELINE, s) for s in (0, 1)])
     assert {c.verdict for c in checks.values()} == {"not measured"}
+
+
+def test_the_papers_column_is_the_catalogs_figures():
+    paper = {check.label: check.paper for check in check_orderings([], [])}
+    g1, base = get_variant(G1).paper, get_variant(BASELINE).paper
+    assert paper["(a)"].startswith(f"{g1.ppl:.3f} vs {base.ppl:.3f}")
+    assert paper["(b)"].startswith(f"{base.f_attn:.3f} vs {g1.f_attn:.3f}, {base.f_attn / g1.f_attn:.1f}x")
+    assert paper["(c)"].startswith(f"{get_variant(NS_SIGMOID).paper.f_attn:.3f} and "
+                                   f"{get_variant(INPUT_INDEPENDENT).paper.f_attn:.3f} vs {g1.f_attn:.3f}")
+    assert paper["(d)"].startswith(f"{g1.gate_mean:.3f}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracking.stats import DONE_STATUSES, TrialOutcome, VariantRow, mean_of
+from trainer.catalog import PaperFigures, get_variant
 
 BASELINE = "baseline"
 G1 = "g1_elementwise_sigmoid"  # SDPA output, elementwise, head-specific, multiplicative sigmoid (Table 1 row 5)
@@ -44,13 +45,20 @@ def _rows(rows: list[VariantRow]) -> dict[str, VariantRow]:
     return {row.variant.name: row for row in rows if not row.condition}
 
 
+def _paper(name: str) -> PaperFigures:
+    """The paper's published figures for a catalog variant: the catalog is their one source."""
+    return get_variant(name).paper
+
+
 def _missing(label: str, statement: str, paper: str, what: str) -> OrderingCheck:
     return OrderingCheck(label=label, statement=statement, paper=paper, measured=what, verdict="not measured",
                          strength="–")
 
 
 def check_ppl(rows: dict[str, VariantRow]) -> OrderingCheck:
-    statement, paper = "G1 validation PPL below the baseline's", "5.761 vs 6.026 (Table 1 rows 5 and 1)"
+    statement = "G1 validation PPL below the baseline's"
+    paper = (f"{_paper(G1).ppl:.3f} vs {_paper(BASELINE).ppl:.3f} "
+             f"({get_variant(G1).paper_ref}; {get_variant(BASELINE).paper_ref})")
     base, g1 = rows.get(BASELINE), rows.get(G1)
     if base is None or g1 is None or base.ppl is None or g1.ppl is None or g1.comparison is None:
         return _missing("(a)", statement, paper, f"needs finished {BASELINE} and {G1} trials")
@@ -64,7 +72,9 @@ def check_ppl(rows: dict[str, VariantRow]) -> OrderingCheck:
 
 
 def check_sink(rows: dict[str, VariantRow]) -> OrderingCheck:
-    statement, paper = "baseline F-Attn several times G1's", "0.467 vs 0.048, 9.7x (Table 4, Fig. 2)"
+    statement = "baseline F-Attn several times G1's"
+    published_base, published_g1 = _paper(BASELINE).f_attn, _paper(G1).f_attn
+    paper = f"{published_base:.3f} vs {published_g1:.3f}, {published_base / published_g1:.1f}x (Table 4, Fig. 2)"
     base = mean_of(rows[BASELINE].f_attn) if BASELINE in rows else None
     g1 = mean_of(rows[G1].f_attn) if G1 in rows else None
     if base is None or g1 is None:
@@ -77,7 +87,8 @@ def check_sink(rows: dict[str, VariantRow]) -> OrderingCheck:
 
 def check_sparsity(rows: dict[str, VariantRow]) -> OrderingCheck:
     statement = "NS-sigmoid and input-independent F-Attn above G1's"
-    paper = "0.451 and 0.364 vs 0.048 (Table 4)"
+    paper = (f"{_paper(NS_SIGMOID).f_attn:.3f} and {_paper(INPUT_INDEPENDENT).f_attn:.3f} "
+             f"vs {_paper(G1).f_attn:.3f} (Table 4)")
     g1 = mean_of(rows[G1].f_attn) if G1 in rows else None
     others = {name: mean_of(rows[name].f_attn) for name in (NS_SIGMOID, INPUT_INDEPENDENT) if name in rows}
     others = {name: value for name, value in others.items() if value is not None}
@@ -97,12 +108,12 @@ def check_sparsity(rows: dict[str, VariantRow]) -> OrderingCheck:
 
 
 def check_gate(rows: dict[str, VariantRow]) -> OrderingCheck:
-    statement, paper = "G1 mean gate score low", "0.116 (Table 4, Fig. 3)"
+    statement, published = "G1 mean gate score low", _paper(G1).gate_mean
+    paper = f"{published:.3f} (Table 4, Fig. 3)"
     gate = mean_of(rows[G1].gate_mean) if G1 in rows else None
     if gate is None:
         return _missing("(d)", statement, paper, f"needs the gate scores of {G1}")
     verdict = "held" if gate < LOW_GATE else "did not hold"
-    published = rows[G1].variant.paper_gate_mean  # the catalog's Table 4 figure
     versus = f"{gate / published:.1f}x the paper's; " if published else ""
     return OrderingCheck(label="(d)", statement=statement, paper=paper, measured=f"{gate:.3f}", verdict=verdict,
                          strength=f"{versus}held below {LOW_GATE:g} (the sigmoid's 0.5 at initialisation halved)")
