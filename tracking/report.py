@@ -26,7 +26,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +213,7 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
 # --- the document ----------------------------------------------------------------------------------------
 
 def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], pictures: list,
-           cols: list[Column], sweep: bool, artifacts: bool, orderings: list[OrderingCheck] = ()) -> list[tuple]:
+           cols: list[Column], sweep: bool, artifacts: bool, orderings: Sequence[OrderingCheck] = ()) -> list[tuple]:
     """The report as ('h1'|'h2'|'p', text), ('table', headers, rows) and ('img', path, caption) blocks."""
     counts: dict[str, int] = {}
     for o in outcomes:

@@ -11,7 +11,6 @@ within one document, which the attention-sink and long-context probes rely on.
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import math
 from dataclasses import dataclass
