@@ -160,7 +160,7 @@ class _Driver:
                     **{f"override.{k}": str(v) for k, v in run.overrides.items()}}
             job = TrialJob(key=run.key, config=run.config, run_name=f"{run.label} [{run.key}] optuna #{trial.number}",
                            tags=tags, tracking_uri=self.uri, experiment=self.experiment, parent_run_id=self.parent,
-                           checkpoint_root=self.spec.storage.checkpoint_root or str(self.store.checkpoints_dir),
+                           checkpoint_root=self.spec.storage.root(self.store.checkpoints_dir),
                            cache_dir=str(self.store.cache_dir))
             self.slots[run.key] = _Slot(job, {trial._trial_id})
             self.queue.append(run.key)

@@ -78,11 +78,24 @@ class StorageSpec:
     """Where trials keep their checkpoints."""
 
     checkpoint_root: str | None = None
-    """Local path, shared filesystem or object-store URI (s3://...); None: <home>/checkpoints."""
+    """A directory every node sees: a local path, or a shared filesystem mount on a cluster (ray_cluster.yaml
+    mounts EFS at /shared); relative to the submitting process's directory; None: <home>/checkpoints."""
 
     def __post_init__(self) -> None:
-        if self.checkpoint_root is not None and not self.checkpoint_root.strip():
-            raise ValueError("storage.checkpoint_root='': expected a path, a URI or null")
+        root = self.checkpoint_root
+        if root is not None and not root.strip():
+            raise ValueError("storage.checkpoint_root='': expected a directory path or null")
+        if root is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", root):
+            # A trial's lock is an flock in its directory and a checkpoint appears by an atomic rename
+            # (trainer/checkpoint.py); object stores offer neither, and Path() would quietly turn
+            # "s3://b/x" into a local directory "s3:/b/x" on each node.
+            raise ValueError(f"storage.checkpoint_root={root!r}: expected a filesystem path that every node sees "
+                             "(a local directory, or a shared mount such as /shared); object-store URIs are not "
+                             "supported")
+
+    def root(self, default: Path) -> str:
+        """The absolute checkpoint root handed to workers (whose working directory is not the driver's)."""
+        return str(Path(self.checkpoint_root).expanduser().absolute()) if self.checkpoint_root else str(default)
 
 
 @dataclass(frozen=True, kw_only=True)

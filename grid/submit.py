@@ -87,7 +87,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
         raise ValueError(f"{spec.source}: resources.gpus={spec.resources.gpus} per trial, but the local Ray has "
                          f"{gpus:g} GPUs; set resources.gpus: 0 to train on CPU, or join a cluster with --address")
     cap = max_concurrent or spec.ray.max_concurrent
-    checkpoint_root = spec.storage.checkpoint_root or str(store.checkpoints_dir)
+    checkpoint_root = spec.storage.root(store.checkpoints_dir)
     res = spec.resources
     # A DDP trial's task only drives Ray Train; its workers reserve the CPUs and GPUs.
     task = ray.remote(run_grid_trial).options(

@@ -53,7 +53,7 @@ axes:
   optim.lr: [1.0e-3, 3.0e-3]
 resources: {gpus: 1, cpus: 4}
 tracking: {uri: "http://mlflow:5000", experiment: gates}
-storage: {checkpoint_root: "s3://bucket/ckpt"}
+storage: {checkpoint_root: /shared/ckpt}
 ray: {address: auto, max_concurrent: 8, max_retries: 0}
 search: {params: {optim.warmup_steps: {int: [0, 10]}}, sampler: {type: random, seed: 0}, n_trials: 4}
 """)
@@ -62,7 +62,7 @@ search: {params: {optim.warmup_steps: {int: [0, 10]}}, sampler: {type: random, s
     assert spec.axes == {"variant": ("baseline", "g1_elementwise_sigmoid"), "optim.lr": (1e-3, 3e-3)}
     assert (spec.resources.gpus, spec.resources.cpus) == (1, 4)
     assert (spec.tracking.uri, spec.tracking.experiment) == ("http://mlflow:5000", "gates")
-    assert spec.storage.checkpoint_root == "s3://bucket/ckpt"
+    assert spec.storage.checkpoint_root == "/shared/ckpt"
     assert (spec.ray.address, spec.ray.max_concurrent, spec.ray.max_retries) == ("auto", 8, 0)
     assert spec.search.n_trials == 4 and spec.search.sampler.type == "random"
     assert spec.base.schedule.max_steps == 30 and spec.source == str(path)
@@ -277,3 +277,11 @@ def test_malformed_grid_names_file_line_and_key(path):
 def test_grid_modules_do_not_import_torch():
     code = "import sys, grid.spec, grid.expand, grid.dry_run; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_relative_checkpoint_root_reaches_workers_as_an_absolute_path(write, tmp_path, monkeypatch):
+    # Ray workers do not run in the submitting process's directory.
+    monkeypatch.chdir(tmp_path)
+    spec = load_grid(write(BASE + "storage: {checkpoint_root: ckpts}\n"))
+    assert spec.storage.root(Path("/unused")) == str(tmp_path / "ckpts")
+    assert load_grid(write(BASE)).storage.root(tmp_path / "home") == str(tmp_path / "home")
