@@ -100,3 +100,16 @@ def test_missing_data_is_an_error_before_anything_is_logged(tmp_path):
     with pytest.raises(DataError, match="nope"):
         run_trial(tiny(data=DataConfig(source=str(tmp_path / "nope.txt"))), tracker, tmp_path / "t", tmp_path / "c")
     assert not tracker.params and not tracker.metrics and not (tmp_path / "t").exists()
+
+
+def test_the_environment_record_is_taken_once_per_process(monkeypatch):
+    from trainer import environment
+
+    calls = []
+    monkeypatch.setattr(environment, "git_sha", lambda: calls.append(1) or "abc123")
+    environment._process_environment.cache_clear()
+    first = environment.environment_record()
+    first["packages"]["torch"] = "edited by a caller"
+    second = environment.environment_record()
+    environment._process_environment.cache_clear()
+    assert calls == [1] and second["git_sha"] == "abc123" and second["packages"]["torch"] != "edited by a caller"

@@ -1,6 +1,8 @@
 """What a trial ran on: git SHA, package versions, device (DESIGN.md "Evidence")."""
 from __future__ import annotations
 
+import copy
+import functools
 import platform
 from importlib import metadata
 
@@ -12,6 +14,14 @@ PACKAGES = ("gatelab", "torch", "lightning", "numpy", "ray", "mlflow", "optuna",
 
 
 def environment_record() -> dict:
+    """The record for this process, taken at its first trial. Once per process, not per trial: a process keeps
+    running the code and packages it imported, so a later `git status` (after the user edits the checkout
+    mid-grid) would describe code this process is not running; it also saves two git calls per trial."""
+    return copy.deepcopy(_process_environment())
+
+
+@functools.cache
+def _process_environment() -> dict:
     versions = {}
     for name in PACKAGES:
         try:
