@@ -6,6 +6,9 @@
   reported without Ray's start, as when a submit joins a running Ray;
 - per-trial overhead = driver-seen wall time (dispatch to result) minus compute: Ray dispatch, worker
   start, MLflow run set-up and logging, checkpoint writes;
+- where the rest of the slot-time went (`lost`, fractions of slots x wall that sum to 1 - efficiency):
+  Ray's start, the workers' one-time imports, the other per-trial overhead, and idle slots (before the first
+  dispatch, between a result and the next dispatch, and the tail when no trial is left to start);
 - the time to load, validate, expand and hash a 10,000-trial grid.
 All measured in one run on the smoke grid (or --grid) in a fresh temporary home.
 """
@@ -51,10 +54,15 @@ def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
     compute = {k: t["fit_s"] - t["checkpoint_s"] + t["finish_s"] for k, t in outcome.timings.items() if "fit_s" in t}
     overhead = [outcome.timings[k]["wall_s"] - c for k, c in compute.items()]
     total = sum(compute.values())
+    imports = sum(outcome.timings[k]["import_s"] for k in compute)
+    slot_s = slots * wall
+    lost = {"ray_start": slots * ray_start / slot_s, "worker_imports": imports / slot_s,
+            "other_trial_overhead": (sum(overhead) - imports) / slot_s}
+    lost["idle_slots"] = 1 - total / slot_s - sum(lost.values())
     return {"grid": str(grid), "trials": len(trials), "finished": sum(s == "finished" for s in outcome.statuses.values()),
             "slots": slots, "wall_s": wall, "compute_s": total, "efficiency": total / (slots * wall),
             # The same with Ray already running (a cluster, or `ray start` before submitting): Ray's own start
             # is a fixed cost per submit that gatelab does not control.
             "ray_start_s": ray_start, "efficiency_ray_running": total / (slots * (wall - ray_start)),
             "overhead_s": statistics.median(overhead), "overhead_max_s": max(overhead),
-            "expand_10k_s": expand_s, "expand_10k_trials": expanded}
+            "lost": lost, "expand_10k_s": expand_s, "expand_10k_trials": expanded}

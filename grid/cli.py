@@ -89,6 +89,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"without Ray's start ({result['ray_start_s']:.1f} s), as when joining a running Ray")
         print(f"  median per-trial overhead {result['overhead_s']:.2f} s, max {result['overhead_max_s']:.2f} s  "
               "(target <= 2 s)")
+        print("  slot-time lost: " + ", ".join(f"{name.replace('_', ' ')} {share:.1%}"
+                                              for name, share in result["lost"].items()))
         print(f"  load+validate+expand+hash {result['expand_10k_trials']} trials: {result['expand_10k_s']:.2f} s  "
               "(target <= 2 s)")
         return 0

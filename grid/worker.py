@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,8 +72,10 @@ def _first_import_without_collector(module: str):
 def run_grid_trial(job: TrialJob) -> dict:
     """Runs in a Ray worker. Returns {key, status, summary | error}; status 'busy' when another process
     holds the trial (a concurrent submit), 'finished'/'diverged' when it was already done."""
+    import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("tracking.ledger"):
         from tracking.ledger import file_lock, open_trial_run
+    import_s = time.perf_counter() - import_started
 
     trial_dir = Path(job.checkpoint_root) / job.key
     with file_lock(trial_dir / ".lock", blocking=False) as acquired:
@@ -89,8 +92,10 @@ def run_grid_trial(job: TrialJob) -> dict:
                 tracker.flush()
                 ddp = run_ddp_trial(job, tracker.run_id, trial_dir)
                 return {"key": job.key, "status": ddp["status"], "summary": ddp["summary"]}
+            import_started = time.perf_counter()
             with _first_import_without_collector("trainer.run"):
                 from trainer.run import run_trial  # torch: only inside the worker
+            import_s += time.perf_counter() - import_started
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
         except Exception as err:  # deterministic: record, do not retry
             reason = "out_of_memory" if "out of memory" in str(err).lower() or isinstance(err, MemoryError) \
@@ -100,4 +105,4 @@ def run_grid_trial(job: TrialJob) -> dict:
             return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
         finally:
             tracker.close()
-        return {"key": job.key, "status": result.status, "summary": result.summary, "timings": result.timings}
+        return {"key": job.key, "status": result.status, "summary": result.summary, "timings": {**result.timings, "import_s": import_s}}
