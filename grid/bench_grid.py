@@ -21,7 +21,7 @@ from pathlib import Path
 
 from grid.expand import expand
 from grid.spec import load_grid
-from grid.submit import submit
+from grid.submit import NO_OOM_RETRIES, submit
 from tracking import Store, ensure_server, stop_server
 
 SMOKE = Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml"
@@ -44,7 +44,7 @@ def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
         info, _ = ensure_server(store)
         try:
             started = time.perf_counter()
-            ray.init(num_cpus=slots * spec.resources.cpus, include_dashboard=False)
+            ray.init(num_cpus=slots * spec.resources.cpus, include_dashboard=False, _system_config=NO_OOM_RETRIES)
             ray_start = time.perf_counter() - started
             outcome = submit(spec, trials, store, info.uri, retry_failed=False, out=lambda *_: None)
             wall = time.perf_counter() - started

@@ -41,7 +41,7 @@ from grid.search_study import (FINISHED, distribution, journal_path, journal_sto
                                params_text, study_counts)
 from grid.spec import GridSpec
 from grid.submit import _ray_init, experiment_name
-from grid.worker import TrialJob, run_grid_trial
+from grid.worker import TrialJob, record_unreported_failure, run_grid_trial
 from tracking.history import metric_history
 from tracking.ledger import DONE_STATUSES, ensure_parent_run, file_lock, trial_records, trial_records_for_key
 from tracking.mlflow_tracker import MlflowTracker
@@ -236,8 +236,8 @@ class _Driver:
         key = self.in_flight.pop(ref)
         try:
             result = self.ray.get(ref)
-        except self.ray.exceptions.RayError as err:  # retry budget spent on system failures
-            result = {"key": key, "status": "failed", "error": str(err).splitlines()[0]}
+        except self.ray.exceptions.RayError as err:  # killed for memory, or the retry budget spent
+            result = {"key": key, "status": "failed", "error": record_unreported_failure(self.slots[key].job, err)}
         if result["status"] == "busy":  # another process holds this trial's lock: offer it again later
             self.slots[key].not_before = time.monotonic() + BUSY_RETRY_S
             self.queue.append(key)

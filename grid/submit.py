@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from grid.dry_run import training_flops
 from grid.expand import Trial
 from grid.spec import GridSpec
-from grid.worker import TrialJob, run_grid_trial
+from grid.worker import TrialJob, record_unreported_failure, run_grid_trial
 from tracking.ledger import DONE_STATUSES, close_parent_run, ensure_parent_run, trial_records
 from tracking.store import Store
 from trainer.provenance import git_sha
@@ -48,7 +48,16 @@ def _ray_init(address: str | None) -> None:
         return
     # "local", not None: None would silently join whatever cluster /tmp/ray/ray_current_cluster names
     # (another user's or another test's); the grid's ray.address / --address joins one on purpose.
-    ray.init(address=address or "local", include_dashboard=False, log_to_driver=True, configure_logging=False)
+    local = address in (None, "local")
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=True, configure_logging=False,
+             _system_config=NO_OOM_RETRIES if local else None)
+
+
+# Out-of-memory is a deterministic failure (issue 4): record it, do not retry. A worker that Ray's memory monitor
+# kills is retried on Ray's own budget, apart from the task's max_retries, and with Ray 2.60's default that went
+# on indefinitely (6 attempts in 60 s with max_retries=2, measured). A cluster sets the same with the
+# RAY_task_oom_retries=0 environment of every node (ray_cluster.yaml); a joined Ray keeps its own setting.
+NO_OOM_RETRIES = {"task_oom_retries": 0}
 
 
 def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str, *, retry_failed: bool,
@@ -97,6 +106,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
     # the grid does not end with one long trial running while every other slot idles.
     pending = dispatch_order(todo)
     in_flight: dict = {}
+    in_flight_jobs: dict = {}
     dispatched: dict[str, float] = {}
     last_progress = -PROGRESS_PRINT_S
     try:
@@ -108,15 +118,17 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                                parent_run_id=parent, checkpoint_root=checkpoint_root,
                                cache_dir=str(store.cache_dir), ddp_workers=res.ddp_workers, cpus=res.cpus,
                                gpus=res.gpus, max_retries=spec.ray.max_retries)
-                in_flight[task.remote(job)] = trial
+                ref = task.remote(job)
+                in_flight[ref], in_flight_jobs[ref] = trial, job
                 dispatched[trial.key] = time.perf_counter()
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_EVERY_S)
             for ref in done:
                 trial = in_flight.pop(ref)
+                job = in_flight_jobs.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayError as err:  # retry budget spent on system failures
-                    result = {"status": "failed", "error": str(err).splitlines()[0]}
+                except ray.exceptions.RayError as err:  # killed for memory, or the retry budget spent
+                    result = {"status": "failed", "error": record_unreported_failure(job, err)}
                 outcome.statuses[trial.key] = result["status"]
                 outcome.timings[trial.key] = {"wall_s": time.perf_counter() - dispatched[trial.key],
                                               **result.get("timings", {})}

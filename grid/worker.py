@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import TrialConfig
+from trainer.config import TrialConfig, run_tags
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def run_grid_trial(job: TrialJob) -> dict:
     holds the trial (a concurrent submit), 'finished'/'diverged' when it was already done."""
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("tracking.ledger"):
-        from tracking.ledger import file_lock, open_trial_run
+        from tracking.ledger import ERROR_TAG, file_lock, open_trial_run
     import_s = time.perf_counter() - import_started
 
     trial_dir = Path(job.checkpoint_root) / job.key
@@ -100,9 +100,28 @@ def run_grid_trial(job: TrialJob) -> dict:
         except Exception as err:  # deterministic: record, do not retry
             reason = "out_of_memory" if "out of memory" in str(err).lower() or isinstance(err, MemoryError) \
                 else type(err).__name__
-            tracker.set_tags({"gatelab.error": f"{reason}: {str(err).splitlines()[0] if str(err) else ''}"[:500]})
+            tracker.set_tags({ERROR_TAG: f"{reason}: {str(err).splitlines()[0] if str(err) else ''}"[:500]})
             tracker.set_status("failed")
             return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
         finally:
             tracker.close()
         return {"key": job.key, "status": result.status, "summary": result.summary, "timings": {**result.timings, "import_s": import_s}}
+
+
+def record_unreported_failure(job: TrialJob, error: Exception) -> str:
+    """In the driver, when a trial's task ended without a result: Ray's memory monitor killed its worker
+    (out-of-memory: deterministic, not retried) or it lost its worker or node more often than its retry
+    budget allows. Records the failure in the trial's MLflow run so `gatelab status` shows it, unless another
+    process holds the trial (it is running it again). Returns the one-line error for the driver's output."""
+    import ray
+
+    from tracking.ledger import file_lock, record_failure
+
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    reason = "out_of_memory" if isinstance(error, ray.exceptions.OutOfMemoryError) else type(error).__name__
+    message = f"{reason}: {first_line}"
+    with file_lock(Path(job.checkpoint_root) / job.key / ".lock", blocking=False) as acquired:
+        if acquired:
+            record_failure(job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name,
+                           {**job.tags, **run_tags(job.config)}, message)
+    return message

@@ -118,3 +118,29 @@ def test_bench_grid_accounts_for_every_slot_second(tmp_path):
     # is what is left and can only come out negative if the accounting double-counts.
     assert lost["ray_start"] > 0 and lost["worker_imports"] > 0 and lost["other_trial_overhead"] > 0
     assert lost["idle_slots"] > -0.01
+
+
+def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_store, tmp_path, monkeypatch):
+    store, uri = served_store
+    # Ray's memory monitor kills a running worker whenever the node's memory use is over its threshold: at 1%
+    # the trial's worker is killed as soon as it runs, as a trial too large for its node would be. Without
+    # NO_OOM_RETRIES Ray retries such a kill indefinitely (max_retries does not bound it) and submit never returns.
+    monkeypatch.setenv("RAY_memory_usage_threshold", "0.01")
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "100")
+    spec = load_grid(write_grid(tmp_path / "oom.yaml", "oom", ["g1_headwise_sigmoid"], max_retries=2))
+    outcome = {}
+    assert not ray.is_initialized()  # submit starts the local Ray, as `gatelab submit` does
+    driver = threading.Thread(target=lambda: outcome.update(result=submit(spec, expand(spec), store, uri,
+                                                                         retry_failed=False)), daemon=True)
+    try:
+        driver.start()
+        driver.join(timeout=180)
+        assert not driver.is_alive(), "submit kept retrying a trial killed for memory"
+    finally:
+        ray.shutdown()
+    assert list(outcome["result"].statuses.values()) == ["failed"]
+    _, runs = child_runs(uri, "oom")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    tags = runs[0].data.tags
+    assert tags["gatelab.status"] == "failed" and tags["gatelab.error"].startswith("out_of_memory: ")
+    assert tags["variant"] == "g1_headwise_sigmoid" and tags["gate_granularity"] == "headwise"

@@ -218,3 +218,10 @@ def test_nothing_listens_on_all_interfaces(raw):
     assert any("--dashboard-host=127.0.0.1" in c for c in raw["head_start_ray_commands"])
     assert any("--autoscaling-config=~/ray_bootstrap_config.yaml" in c for c in raw["head_start_ray_commands"])
     assert any("--address=$RAY_HEAD_IP:6379" in c for c in raw["worker_start_ray_commands"])
+
+
+def test_no_node_retries_a_trial_killed_for_memory(raw):
+    from grid.submit import NO_OOM_RETRIES
+
+    options = raw["docker"]["run_options"]
+    assert NO_OOM_RETRIES == {"task_oom_retries": 0} and "--env RAY_task_oom_retries=0" in options

@@ -20,6 +20,7 @@ KIND_TAG = "gatelab.kind"
 GRID_TAG = "gatelab.grid"
 KEY_TAG = "trial_key"
 ATTEMPT_TAG = "gatelab.attempt"
+ERROR_TAG = "gatelab.error"  # why a failed trial failed: "<reason>: <first line of the error>"
 DONE_STATUSES = ("finished", "diverged")  # results: never run again
 
 
@@ -135,6 +136,28 @@ def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: st
     tracker = MlflowTracker.resume(uri, existing.run_id)
     tracker.set_tags({ATTEMPT_TAG: str(existing.attempt + 1)})
     return tracker, existing
+
+
+def record_failure(uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str,
+                   tags: dict[str, str], error: str) -> bool:
+    """Mark a trial failed whose worker could not say so itself (killed for memory, or lost with its retry budget
+    spent): its newest run, or a new child run when the worker died before opening one, gets status `failed`
+    and ERROR_TAG. Call it only while holding the trial's lock. False (nothing written) if it is done."""
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = get_or_create_experiment(client, experiment)
+    existing = _newest_trial_run(client, experiment_id, key)
+    if existing is not None and existing.status in DONE_STATUSES:
+        return False
+    tracker = (MlflowTracker.resume(uri, existing.run_id) if existing is not None else
+               MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
+                                    experiment_id=experiment_id,
+                                    tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags}))
+    try:
+        tracker.set_tags({ERROR_TAG: error[:500]})
+        tracker.set_status("failed")
+    finally:
+        tracker.close()
+    return True
 
 
 def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | None:

@@ -194,3 +194,11 @@ def to_dict(config) -> dict:
         out[f.name] = to_dict(value) if hasattr(value, "__dataclass_fields__") else \
             list(value) if isinstance(value, tuple) else value
     return out
+
+
+def run_tags(config: TrialConfig) -> dict[str, str]:
+    """Tags of a trial's run: variant, paper reference, seed, LR, preset and every gate axis, so the MLflow UI
+    can filter, group and compare runs by them (issue 4)."""
+    variant = get_variant(config.variant)
+    return {"variant": variant.name, "paper_ref": variant.paper_ref, "seed": str(config.seed),
+            "lr": f"{config.optim.lr:g}", "preset": config.model.preset, **variant.axes}

@@ -18,9 +18,8 @@ import lightning.pytorch as pl
 import torch
 import yaml
 
-from trainer.catalog import get_variant
 from trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
-from trainer.config import TrialConfig, to_dict
+from trainer.config import TrialConfig, run_tags, to_dict
 from trainer.data import build_datasets
 from trainer.environment import environment_record
 from trainer.evaluate import long_context, mean_loss, perplexity, probe
@@ -67,19 +66,13 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def trial_tags(config: TrialConfig) -> dict[str, str]:
-    variant = get_variant(config.variant)
-    return {"variant": variant.name, "paper_ref": variant.paper_ref, "seed": str(config.seed),
-            "lr": f"{config.optim.lr:g}", "preset": config.model.preset, **variant.axes}
-
-
 def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path) -> None:
     params = flatten(to_dict(config))
     params.update({"data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
                    "data.val_tokens": splits.val_tokens, "seq_len": config.seq_len,
                    "tokens_per_step": config.tokens_per_step})
     tracker.log_params(params)
-    tracker.set_tags(trial_tags(config))
+    tracker.set_tags(run_tags(config))
     tracker.set_status("running")
     config_file = trial_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
