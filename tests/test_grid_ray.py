@@ -144,3 +144,35 @@ def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_sto
     tags = runs[0].data.tags
     assert tags["gatelab.status"] == "failed" and tags["gatelab.error"].startswith("out_of_memory: ")
     assert tags["variant"] == "g1_headwise_sigmoid" and tags["gate_granularity"] == "headwise"
+
+
+def test_a_trial_lost_with_no_retries_left_is_recorded_failed_in_its_run(served_store, tmp_path):
+    store, uri = served_store
+    spec = load_grid(write_grid(tmp_path / "lost.yaml", "lost", ["baseline"], max_steps=400, cpus=2,
+                                max_retries=0, checkpoint_every=20))
+    trials = expand(spec)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # too small for a 2-CPU trial
+    doomed = cluster.add_node(num_cpus=2)
+    ray.init(address=cluster.address)
+    results = {}
+    driver = threading.Thread(target=lambda: results.update(
+        outcome=submit(spec, trials, store, uri, retry_failed=False)))
+    try:
+        driver.start()
+        checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(checkpoints.glob("*.ckpt")):
+            time.sleep(0.1)
+        cluster.remove_node(doomed)
+        driver.join(timeout=120)
+        assert not driver.is_alive()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert results["outcome"].statuses == {trials[0].key: "failed"}
+    _, runs = child_runs(uri, "lost")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    tags = runs[0].data.tags
+    # The run the worker opened, not a new one; its attempt count is the worker's.
+    assert tags["gatelab.status"] == "failed" and tags["gatelab.attempt"] == "1"
+    assert tags["gatelab.error"].split(":")[0] in ("NodeDiedError", "WorkerCrashedError"), tags["gatelab.error"]
