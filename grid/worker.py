@@ -120,8 +120,11 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     first_line = str(error).splitlines()[0] if str(error) else ""
     reason = "out_of_memory" if isinstance(error, ray.exceptions.OutOfMemoryError) else type(error).__name__
     message = f"{reason}: {first_line}"
-    with file_lock(Path(job.checkpoint_root) / job.key / ".lock", blocking=False) as acquired:
-        if acquired:
-            record_failure(job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name,
-                           {**job.tags, **run_tags(job.config)}, message)
+    try:
+        with file_lock(Path(job.checkpoint_root) / job.key / ".lock", blocking=False) as acquired:
+            if acquired:
+                record_failure(job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name,
+                               {**job.tags, **run_tags(job.config)}, message)
+    except Exception as unrecorded:  # noqa: BLE001 - e.g. the MLflow server is what failed; keep the grid going
+        return f"{message} (not recorded in MLflow: {type(unrecorded).__name__}: {unrecorded})"
     return message

@@ -1,4 +1,5 @@
-"""The Ray worker's first import of the trainer runs with the garbage collector paused (grid.worker)."""
+"""grid.worker: the first import of the trainer runs with the garbage collector paused; a trial lost without a
+result is recorded in MLflow by the driver, unless another process holds it or MLflow cannot be reached."""
 import gc
 import sys
 
@@ -31,3 +32,29 @@ def test_the_collector_comes_back_when_the_import_fails():
     finally:
         gc.unfreeze()
     assert gc.isenabled()
+
+
+def _lost_job(tmp_path):
+    from grid.worker import TrialJob
+    from trainer.config import TrialConfig
+
+    return TrialJob(key="k1", config=TrialConfig(), run_name="baseline [k1]", tags={}, tracking_uri="http://127.0.0.1:9",
+                    experiment="e", parent_run_id="p", checkpoint_root=str(tmp_path), cache_dir=str(tmp_path))
+
+
+def test_a_lost_trial_held_by_another_process_is_left_to_it(tmp_path):
+    from grid.worker import record_unreported_failure
+    from tracking.ledger import file_lock
+
+    with file_lock(tmp_path / "k1" / ".lock") as held:  # another submit is running the trial again
+        assert held
+        message = record_unreported_failure(_lost_job(tmp_path), RuntimeError("worker died\nmore"))
+    assert message == "RuntimeError: worker died"  # nothing was sent to MLflow (nothing listens there)
+
+
+def test_a_lost_trial_that_cannot_be_recorded_does_not_stop_the_driver(tmp_path, monkeypatch):
+    from grid.worker import record_unreported_failure
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    message = record_unreported_failure(_lost_job(tmp_path), RuntimeError("worker died"))
+    assert message.startswith("RuntimeError: worker died (not recorded in MLflow: ")
