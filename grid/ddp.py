@@ -13,6 +13,10 @@ import json
 from pathlib import Path
 
 RESULT_FILE = "ddp-result.json"
+# Written by the rank that ran out of memory. Ray Train retries every worker-group failure alike (its failure
+# policy cannot tell a CUDA OOM from a lost node), but out-of-memory is deterministic (issue 4): the retried
+# attempt finds this file and ends at once as failed instead of training into the same wall again.
+OUT_OF_MEMORY_FILE = "ddp-out-of-memory.txt"
 
 
 def _train_loop(payload: dict) -> None:
@@ -20,10 +24,17 @@ def _train_loop(payload: dict) -> None:
     import ray.train
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
+    from grid.worker import is_out_of_memory
     from trainer.run import Launch, run_trial
     from trainer.tracker import InMemoryTracker
 
     rank = ray.train.get_context().get_world_rank()
+    trial_dir = Path(payload["trial_dir"])
+    out_of_memory = trial_dir / OUT_OF_MEMORY_FILE
+    if out_of_memory.exists():  # an earlier attempt of this fit: report it, train nothing
+        if rank == 0:
+            (trial_dir / RESULT_FILE).write_text(json.dumps({"status": "failed", "error": out_of_memory.read_text()}))
+        return
     if rank == 0:
         from tracking.mlflow_tracker import MlflowTracker
 
@@ -33,13 +44,16 @@ def _train_loop(payload: dict) -> None:
     launch = Launch(strategy=RayDDPStrategy(), plugins=(RayLightningEnvironment(),), prepare=prepare_trainer,
                     rank_zero=rank == 0)
     try:
-        result = run_trial(payload["config"], tracker, Path(payload["trial_dir"]), Path(payload["cache_dir"]),
-                           launch=launch)
+        result = run_trial(payload["config"], tracker, trial_dir, Path(payload["cache_dir"]), launch=launch)
+    except Exception as err:
+        if is_out_of_memory(err):  # not, say, a collective error of a rank whose peer was lost: that is retried
+            out_of_memory.write_text(f"rank {rank}: {str(err).splitlines()[0]}")
+        raise
     finally:
         if rank == 0:
             tracker.close()
     if rank == 0:  # the driver reads rank 0's outcome from storage (Train V2 keeps only checkpointed reports)
-        Path(payload["trial_dir"], RESULT_FILE).write_text(json.dumps({"status": result.status,
+        (trial_dir / RESULT_FILE).write_text(json.dumps({"status": result.status,
                                                                       "summary": result.summary}))
 
 
@@ -59,5 +73,9 @@ def run_ddp_trial(job, run_id: str, trial_dir: Path) -> dict:
                              failure_config=FailureConfig(max_failures=job.max_retries)))
     result_file = trial_dir / RESULT_FILE
     result_file.unlink(missing_ok=True)
+    (trial_dir / OUT_OF_MEMORY_FILE).unlink(missing_ok=True)  # a new submit or resume tries again
     trainer.fit()  # raises when the worker group failed beyond its budget
-    return json.loads(result_file.read_text())
+    result = json.loads(result_file.read_text())
+    if result["status"] == "failed":
+        raise MemoryError(result["error"])  # recorded by grid.worker as out_of_memory
+    return result

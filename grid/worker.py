@@ -69,6 +69,23 @@ def _first_import_without_collector(module: str):
         gc.enable()
 
 
+# How allocators word running out: torch's CUDA OOM ("CUDA out of memory"), torch's CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory"), Ray's memory monitor ("...running low on memory").
+_OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or any(word in str(error).lower() for word in _OUT_OF_MEMORY_WORDS)
+
+
+def failure_reason(error: BaseException, out_of_memory: bool = False) -> str:
+    """The `gatelab.error` text of a failed trial: "<reason>: <first line>", the reason `out_of_memory` when
+    the error says so (a deterministic failure, issue 4), else the error's type."""
+    text = str(error)
+    reason = "out_of_memory" if out_of_memory or is_out_of_memory(error) else type(error).__name__
+    return f"{reason}: {text.splitlines()[0] if text else ''}"
+
+
 def run_grid_trial(job: TrialJob) -> dict:
     """Runs in a Ray worker. Returns {key, status, summary | error}; status 'busy' when another process
     holds the trial (a concurrent submit), 'finished'/'diverged' when it was already done."""
@@ -98,9 +115,7 @@ def run_grid_trial(job: TrialJob) -> dict:
             import_s += time.perf_counter() - import_started
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
         except Exception as err:  # deterministic: record, do not retry
-            reason = "out_of_memory" if "out of memory" in str(err).lower() or isinstance(err, MemoryError) \
-                else type(err).__name__
-            tracker.set_tags({ERROR_TAG: f"{reason}: {str(err).splitlines()[0] if str(err) else ''}"[:500]})
+            tracker.set_tags({ERROR_TAG: failure_reason(err)[:500]})
             tracker.set_status("failed")
             return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
         finally:
@@ -117,9 +132,7 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
 
     from tracking.ledger import file_lock, record_failure
 
-    first_line = str(error).splitlines()[0] if str(error) else ""
-    reason = "out_of_memory" if isinstance(error, ray.exceptions.OutOfMemoryError) else type(error).__name__
-    message = f"{reason}: {first_line}"
+    message = failure_reason(error, out_of_memory=isinstance(error, ray.exceptions.OutOfMemoryError))
     try:
         with file_lock(Path(job.checkpoint_root) / job.key / ".lock", blocking=False) as acquired:
             if acquired:

@@ -1,8 +1,11 @@
-"""Grids on a real local Ray with a real MLflow server: layout, idempotence, node loss."""
+"""Grids on a real local Ray with a real MLflow server: layout, idempotence, node loss, out-of-memory."""
 import threading
 import time
+from pathlib import Path
 
+import pytest
 import ray
+import yaml
 from ray.cluster_utils import Cluster
 
 from grid.expand import expand
@@ -176,3 +179,29 @@ def test_a_trial_lost_with_no_retries_left_is_recorded_failed_in_its_run(served_
     # The run the worker opened, not a new one; its attempt count is the worker's.
     assert tags["gatelab.status"] == "failed" and tags["gatelab.attempt"] == "1"
     assert tags["gatelab.error"].split(":")[0] in ("NodeDiedError", "WorkerCrashedError"), tags["gatelab.error"]
+
+
+@pytest.mark.skipif(Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1",
+                    reason="with overcommit always on, a too-large model is killed by the kernel, not refused")
+def test_a_ddp_trial_out_of_memory_is_recorded_and_not_trained_again(served_store, tmp_path):
+    store, uri = served_store
+    # A 512-GB FFN weight: the CPU allocator refuses it at once on every rank, as CUDA refuses a model too
+    # large for its GPUs. Ray Train would retry the worker group max_retries times; the retry must not train.
+    path = write_grid(tmp_path / "ddpoom.yaml", "ddpoom", ["baseline"], max_steps=12, cpus=2, max_retries=2)
+    grid = yaml.safe_load(path.read_text())
+    grid["resources"]["workers"] = 2
+    grid["base"]["model"]["overrides"] = {"ffn_dim": 4_000_000_000}
+    path.write_text(yaml.safe_dump(grid))
+    spec = load_grid(path)
+    trials = expand(spec)
+    ray.init(num_cpus=3, include_dashboard=False)
+    try:
+        outcome = submit(spec, trials, store, uri, retry_failed=False)
+    finally:
+        ray.shutdown()
+    assert outcome.statuses == {trials[0].key: "failed"}
+    _, runs = child_runs(uri, "ddpoom")
+    tags = runs[0].data.tags
+    assert tags["gatelab.status"] == "failed" and runs[0].info.status == "FAILED"
+    assert tags["gatelab.error"].startswith("out_of_memory: rank "), tags["gatelab.error"]
+    assert "can't allocate memory" in tags["gatelab.error"]
