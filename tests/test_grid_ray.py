@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import ray
-import yaml
 from ray.cluster_utils import Cluster
 
 from grid.expand import expand
@@ -51,11 +50,18 @@ def test_grid_on_local_ray_with_logical_gpus(served_store, tmp_path):
     assert "gate_mean" not in by_variant["baseline"].data.metrics
 
 
-def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_store, tmp_path):
-    store, uri = served_store
-    path = write_grid(tmp_path / "nodeloss.yaml", "nodeloss", ["g1_elementwise_sigmoid"], max_steps=400,
-                      cpus=2, max_retries=3, checkpoint_every=20)
-    spec = load_grid(path)
+def _submit_on_a_local_ray(spec, store, uri, **resources):
+    trials = expand(spec)
+    ray.init(include_dashboard=False, **resources)
+    try:
+        return trials, submit(spec, trials, store, uri, retry_failed=False)
+    finally:
+        ray.shutdown()
+
+
+def _submit_and_lose_the_node(spec, store, uri, checkpoint_glob: str, *, replace_node: bool):
+    """Submit a one-trial grid on a cluster whose only node big enough for the trial is removed once a
+    checkpoint matching `checkpoint_glob` exists (and replaced by a fresh node when `replace_node`)."""
     trials = expand(spec)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # too small for a 2-CPU trial
     doomed = cluster.add_node(num_cpus=2)
@@ -67,16 +73,28 @@ def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_sto
         driver.start()
         checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
         deadline = time.time() + 300
-        while time.time() < deadline and not list(checkpoints.glob("step-0000004*.ckpt")):
+        while time.time() < deadline and not list(checkpoints.glob(checkpoint_glob)):
             time.sleep(0.1)
         assert list(checkpoints.glob("*.ckpt")), "no checkpoint before the node was removed"
         cluster.remove_node(doomed)
-        cluster.add_node(num_cpus=2)
+        if replace_node:
+            cluster.add_node(num_cpus=2)
         driver.join(timeout=400)
+        assert not driver.is_alive()
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert results["outcome"].statuses == {trials[0].key: "finished"}
+    return results["outcome"]
+
+
+def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_store, tmp_path):
+    store, uri = served_store
+    path = write_grid(tmp_path / "nodeloss.yaml", "nodeloss", ["g1_elementwise_sigmoid"], max_steps=400,
+                      cpus=2, max_retries=3, checkpoint_every=20)
+    spec = load_grid(path)
+    trials = expand(spec)
+    outcome = _submit_and_lose_the_node(spec, store, uri, "step-0000004*.ckpt", replace_node=True)
+    assert outcome.statuses == {trials[0].key: "finished"}
     client, runs = child_runs(uri, "nodeloss")
     assert len(runs) == 1
     run = runs[0]
@@ -87,17 +105,10 @@ def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_sto
 def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
     store, uri = served_store
     # seed 1: not the e2e test's trial (the key ignores how many workers train it: they split the batch)
-    path = write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2, seeds=(1,))
-    text = path.read_text().replace("resources:\n  gpus: 0\n  cpus: 2", "resources:\n  gpus: 0\n  cpus: 2\n  workers: 2")
-    path.write_text(text)
-    spec = load_grid(path)
+    spec = load_grid(write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2,
+                                workers=2, seeds=(1,)))
     assert spec.resources.ddp_workers == 2
-    trials = expand(spec)
-    ray.init(num_cpus=3, include_dashboard=False)
-    try:
-        outcome = submit(spec, trials, store, uri, retry_failed=False)
-    finally:
-        ray.shutdown()
+    trials, outcome = _submit_on_a_local_ray(spec, store, uri, num_cpus=3)
     assert outcome.statuses == {trials[0].key: "finished"}
     client, runs = child_runs(uri, "ddp")
     run = runs[0]
@@ -154,25 +165,8 @@ def test_a_trial_lost_with_no_retries_left_is_recorded_failed_in_its_run(served_
     spec = load_grid(write_grid(tmp_path / "lost.yaml", "lost", ["baseline"], max_steps=400, cpus=2,
                                 max_retries=0, checkpoint_every=20))
     trials = expand(spec)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # too small for a 2-CPU trial
-    doomed = cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address)
-    results = {}
-    driver = threading.Thread(target=lambda: results.update(
-        outcome=submit(spec, trials, store, uri, retry_failed=False)))
-    try:
-        driver.start()
-        checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(checkpoints.glob("*.ckpt")):
-            time.sleep(0.1)
-        cluster.remove_node(doomed)
-        driver.join(timeout=120)
-        assert not driver.is_alive()
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    assert results["outcome"].statuses == {trials[0].key: "failed"}
+    outcome = _submit_and_lose_the_node(spec, store, uri, "*.ckpt", replace_node=False)
+    assert outcome.statuses == {trials[0].key: "failed"}
     _, runs = child_runs(uri, "lost")
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     tags = runs[0].data.tags
@@ -187,18 +181,9 @@ def test_a_ddp_trial_out_of_memory_is_recorded_and_not_trained_again(served_stor
     store, uri = served_store
     # A 512-GB FFN weight: the CPU allocator refuses it at once on every rank, as CUDA refuses a model too
     # large for its GPUs. Ray Train would retry the worker group max_retries times; the retry must not train.
-    path = write_grid(tmp_path / "ddpoom.yaml", "ddpoom", ["baseline"], max_steps=12, cpus=2, max_retries=2)
-    grid = yaml.safe_load(path.read_text())
-    grid["resources"]["workers"] = 2
-    grid["base"]["model"]["overrides"] = {"ffn_dim": 4_000_000_000}
-    path.write_text(yaml.safe_dump(grid))
-    spec = load_grid(path)
-    trials = expand(spec)
-    ray.init(num_cpus=3, include_dashboard=False)
-    try:
-        outcome = submit(spec, trials, store, uri, retry_failed=False)
-    finally:
-        ray.shutdown()
+    spec = load_grid(write_grid(tmp_path / "ddpoom.yaml", "ddpoom", ["baseline"], max_steps=12, cpus=2, workers=2,
+                                max_retries=2, model_overrides={"ffn_dim": 4_000_000_000}))
+    trials, outcome = _submit_on_a_local_ray(spec, store, uri, num_cpus=3)
     assert outcome.statuses == {trials[0].key: "failed"}
     _, runs = child_runs(uri, "ddpoom")
     tags = runs[0].data.tags
