@@ -44,7 +44,7 @@ def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
         info, _ = ensure_server(store)
         try:
             started = time.perf_counter()
-            ray.init(num_cpus=slots * spec.resources.cpus, include_dashboard=False, _system_config=NO_OOM_RETRIES)
+            ray.init(num_cpus=slots * spec.resources.cpus, include_dashboard=False, _system_config=dict(NO_OOM_RETRIES))
             ray_start = time.perf_counter() - started
             outcome = submit(spec, trials, store, info.uri, retry_failed=False, out=lambda *_: None)
             wall = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from grid.dry_run import training_flops
 from grid.expand import Trial
@@ -50,14 +51,14 @@ def _ray_init(address: str | None) -> None:
     # (another user's or another test's); the grid's ray.address / --address joins one on purpose.
     local = address in (None, "local")
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=True, configure_logging=False,
-             _system_config=NO_OOM_RETRIES if local else None)
+             _system_config=dict(NO_OOM_RETRIES) if local else None)
 
 
 # Out-of-memory is a deterministic failure (issue 4): record it, do not retry. A worker that Ray's memory monitor
 # kills is retried on Ray's own budget, apart from the task's max_retries, and with Ray 2.60's default that went
 # on indefinitely (6 attempts in 60 s with max_retries=2, measured). A cluster sets the same with the
 # RAY_task_oom_retries=0 environment of every node (ray_cluster.yaml); a joined Ray keeps its own setting.
-NO_OOM_RETRIES = {"task_oom_retries": 0}
+NO_OOM_RETRIES = MappingProxyType({"task_oom_retries": 0})  # read-only: ray.init adds keys to the dict it gets
 
 
 def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str, *, retry_failed: bool,
