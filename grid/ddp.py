@@ -53,8 +53,7 @@ def _train_loop(payload: dict) -> None:
         if rank == 0:
             tracker.close()
     if rank == 0:  # the driver reads rank 0's outcome from storage (Train V2 keeps only checkpointed reports)
-        (trial_dir / RESULT_FILE).write_text(json.dumps({"status": result.status,
-                                                                      "summary": result.summary}))
+        (trial_dir / RESULT_FILE).write_text(json.dumps({"status": result.status, "summary": result.summary}))
 
 
 def run_ddp_trial(job, run_id: str, trial_dir: Path) -> dict:

@@ -120,7 +120,8 @@ def run_grid_trial(job: TrialJob) -> dict:
             return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
         finally:
             tracker.close()
-        return {"key": job.key, "status": result.status, "summary": result.summary, "timings": {**result.timings, "import_s": import_s}}
+        return {"key": job.key, "status": result.status, "summary": result.summary,
+                "timings": {**result.timings, "import_s": import_s}}
 
 
 def record_unreported_failure(job: TrialJob, error: Exception) -> str:

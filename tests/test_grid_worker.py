@@ -38,7 +38,8 @@ def _lost_job(tmp_path):
     from grid.worker import TrialJob
     from trainer.config import TrialConfig
 
-    return TrialJob(key="k1", config=TrialConfig(), run_name="baseline [k1]", tags={}, tracking_uri="http://127.0.0.1:9",
+    return TrialJob(key="k1", config=TrialConfig(), run_name="baseline [k1]", tags={},
+                    tracking_uri="http://127.0.0.1:9",  # nothing listens on the discard port
                     experiment="e", parent_run_id="p", checkpoint_root=str(tmp_path), cache_dir=str(tmp_path))
 
 
