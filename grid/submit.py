@@ -106,8 +106,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
     # Longest first (by estimated FLOPs; ties keep the grid's order): the classic makespan heuristic, so
     # the grid does not end with one long trial running while every other slot idles.
     pending = dispatch_order(todo)
-    in_flight: dict = {}
-    in_flight_jobs: dict = {}
+    in_flight: dict = {}  # Ray object ref -> (trial, its job)
     dispatched: dict[str, float] = {}
     last_progress = -PROGRESS_PRINT_S
     try:
@@ -119,13 +118,11 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
                                parent_run_id=parent, checkpoint_root=checkpoint_root,
                                cache_dir=str(store.cache_dir), ddp_workers=res.ddp_workers, cpus=res.cpus,
                                gpus=res.gpus, max_retries=spec.ray.max_retries)
-                ref = task.remote(job)
-                in_flight[ref], in_flight_jobs[ref] = trial, job
+                in_flight[task.remote(job)] = trial, job
                 dispatched[trial.key] = time.perf_counter()
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_EVERY_S)
             for ref in done:
-                trial = in_flight.pop(ref)
-                job = in_flight_jobs.pop(ref)
+                trial, job = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as err:  # killed for memory, or the retry budget spent
@@ -164,7 +161,7 @@ def _progress(out, uri: str, experiment: str, outcome: SubmitOutcome, in_flight:
         counts[status] = counts.get(status, 0) + 1
     records = trial_records(uri, experiment) if in_flight else {}
     steps = []
-    for trial in in_flight.values():
+    for trial, _ in in_flight.values():
         record = records.get(trial.key)
         step = int(record.metrics.get("step", 0)) if record else 0
         steps.append(f"{trial.key}@{step}/{trial.config.schedule.max_steps}")

@@ -129,10 +129,7 @@ def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: st
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
     if existing is None:
-        tracker = MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
-                                       experiment_id=experiment_id,
-                                       tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags})
-        return tracker, None
+        return _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags), None
     tracker = MlflowTracker.resume(uri, existing.run_id)
     tracker.set_tags({ATTEMPT_TAG: str(existing.attempt + 1)})
     return tracker, existing
@@ -149,15 +146,20 @@ def record_failure(uri: str, experiment: str, parent_run_id: str | None, key: st
     if existing is not None and existing.status in DONE_STATUSES:
         return False
     tracker = (MlflowTracker.resume(uri, existing.run_id) if existing is not None else
-               MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
-                                    experiment_id=experiment_id,
-                                    tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags}))
+               _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags))
     try:
         tracker.set_tags({ERROR_TAG: error[:500]})
         tracker.set_status("failed")
     finally:
         tracker.close()
     return True
+
+
+def _new_trial_run(uri: str, experiment: str, experiment_id: str, parent_run_id: str | None, key: str,
+                   run_name: str, tags: dict[str, str]) -> MlflowTracker:
+    return MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
+                                experiment_id=experiment_id,
+                                tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags})
 
 
 def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | None:
