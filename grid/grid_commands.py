@@ -133,7 +133,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "step": int(metrics.get("step", 0)), "max_steps": trial.config.schedule.max_steps,
                      "val_ppl": metrics.get("final_val_ppl", metrics.get("val_ppl")),
                      "spikes": metrics.get("spike_count"), "elapsed_s": elapsed, "label": trial.label,
-                     "run_id": record.run_id if record else None})
+                     "run_id": record.run_id if record else None,
+                     "error": record.error if record and record.status == "failed" else None})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -144,7 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         elapsed = f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-"
         overrides = " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant")
         print(f"{row['key']:12} {row['variant'][:30]:30} {row['status']:9} "
-              f"{row['step']:>5}/{row['max_steps']:<5} {ppl:>8} {spikes:>6} {elapsed:>8}  {overrides}")
+              f"{row['step']:>5}/{row['max_steps']:<5} {ppl:>8} {spikes:>6} {elapsed:>8}  {overrides}"
+              + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -1,4 +1,5 @@
 """Grids on a real local Ray with a real MLflow server: layout, idempotence, node loss, out-of-memory."""
+import json
 import threading
 import time
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from grid.cli import main
 from grid.expand import expand
 from grid.spec import load_grid
 from grid.submit import submit
@@ -134,14 +136,16 @@ def test_bench_grid_accounts_for_every_slot_second(tmp_path):
     assert lost["idle_slots"] > -0.01
 
 
-def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_store, tmp_path, monkeypatch):
+def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_store, tmp_path, monkeypatch,
+                                                                      capsys):
     store, uri = served_store
     # Ray's memory monitor kills a running worker whenever the node's memory use is over its threshold: at 1%
     # the trial's worker is killed as soon as it runs, as a trial too large for its node would be. Without
     # NO_OOM_RETRIES Ray retries such a kill indefinitely (max_retries does not bound it) and submit never returns.
     monkeypatch.setenv("RAY_memory_usage_threshold", "0.01")
     monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "100")
-    spec = load_grid(write_grid(tmp_path / "oom.yaml", "oom", ["g1_headwise_sigmoid"], max_retries=2))
+    path = write_grid(tmp_path / "oom.yaml", "oom", ["g1_headwise_sigmoid"], max_retries=2)
+    spec = load_grid(path)
     outcome = {}
     assert not ray.is_initialized()  # submit starts the local Ray, as `gatelab submit` does
     driver = threading.Thread(target=lambda: outcome.update(result=submit(spec, expand(spec), store, uri,
@@ -158,6 +162,10 @@ def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_sto
     tags = runs[0].data.tags
     assert tags["gatelab.status"] == "failed" and tags["gatelab.error"].startswith("out_of_memory: ")
     assert tags["variant"] == "g1_headwise_sigmoid" and tags["gate_granularity"] == "headwise"
+    capsys.readouterr()  # the submit's own progress lines
+    assert main(["status", str(path), "--home", str(store.home), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["status"] == "failed" and row["error"] == tags["gatelab.error"]
 
 
 def test_a_trial_lost_with_no_retries_left_is_recorded_failed_in_its_run(served_store, tmp_path):

@@ -419,3 +419,18 @@ def test_server_that_never_answers_times_out(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
+    from tracking.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
+
+    assert record_failure(server_uri, "ledger-failures", None, "k7", "baseline [k7]", {"variant": "baseline"},
+                          "out_of_memory: CUDA out of memory")
+    record = trial_records(server_uri, "ledger-failures")["k7"]
+    assert (record.status, record.error, record.attempt) == ("failed", "out_of_memory: CUDA out of memory", 1)
+    tracker, existing = open_trial_run(server_uri, "ledger-failures", None, "k7", "baseline [k7]", {})
+    tracker.close()
+    assert existing.run_id == tracker.run_id  # the retry continues the failed run ...
+    record = trial_records(server_uri, "ledger-failures")["k7"]
+    assert (record.status, record.error, record.attempt) == ("running", None, 2)  # ... without the old reason
+    assert ERROR_TAG not in MlflowClient(server_uri).get_run(tracker.run_id).data.tags

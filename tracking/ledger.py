@@ -42,13 +42,15 @@ class TrialRecord:
     """When it ended, if it did."""
     attempt: int
     """How many times a process has started the trial (gatelab.attempt)."""
+    error: str | None = None
+    """Why a failed trial failed (ERROR_TAG), e.g. "out_of_memory: CUDA out of memory. ..."."""
 
 
 def _record(run) -> TrialRecord:
     tags = run.data.tags
     return TrialRecord(run.info.run_id, tags.get(STATUS_TAG, "running"), dict(run.data.metrics),
                        dict(run.data.params), run.info.start_time, run.info.end_time,
-                       int(tags.get(ATTEMPT_TAG, "1")))
+                       int(tags.get(ATTEMPT_TAG, "1")), tags.get(ERROR_TAG))
 
 
 @contextmanager
@@ -132,6 +134,8 @@ def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: st
         return _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags), None
     tracker = MlflowTracker.resume(uri, existing.run_id)
     tracker.set_tags({ATTEMPT_TAG: str(existing.attempt + 1)})
+    if existing.error is not None:  # the failure is being retried: its reason no longer describes the run
+        client.delete_tag(existing.run_id, ERROR_TAG)
     return tracker, existing
 
 
