@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from grid.expand import expand
-from grid.spec import load_grid
-from grid.submit import NO_OOM_RETRIES, submit
-from tracking import Store, ensure_server, stop_server
+from gatelab.grid.expand import expand
+from gatelab.grid.spec import load_grid
+from gatelab.grid.submit import NO_OOM_RETRIES, submit
+from gatelab.tracking import Store, ensure_server, stop_server
 
 SMOKE = Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml"
 

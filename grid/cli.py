@@ -6,13 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from grid.config_loader import ConfigError
-from grid.grid_commands import add_grid_commands
-from grid.train_command import cmd_train
-from trainer.catalog import load_catalog
-from trainer.gate_spec import SpecError
-from trainer.model_cost import extra_params
-from trainer.presets import PRESETS, preset
+from gatelab.grid.config_loader import ConfigError
+from gatelab.grid.grid_commands import add_grid_commands
+from gatelab.grid.train_command import cmd_train
+from gatelab.trainer.catalog import load_catalog
+from gatelab.trainer.gate_spec import SpecError
+from gatelab.trainer.model_cost import extra_params
+from gatelab.trainer.presets import PRESETS, preset
 
 
 def _format_params(count: int | None) -> str:
@@ -48,7 +48,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "gates":
-        from trainer.bench_gates import bench_gates  # torch: only for this command
+        from gatelab.trainer.bench_gates import bench_gates  # torch: only for this command
 
         results = bench_gates(preset(args.model), rounds=args.rounds)
         if args.json:
@@ -63,7 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"{r.name:32} {r.median_ms:8.2f} {r.ratio:7.3f} {r.extra_flop_share:7.3f}  {target}")
         return 0
     if args.what == "trainer":
-        from trainer.bench_trainer import bench_trainer
+        from gatelab.trainer.bench_trainer import bench_trainer
 
         result = bench_trainer(args.model, steps=args.steps)
         if args.json:
@@ -77,7 +77,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  ratio {result['ratio']:.3f}  (target >= 0.95)")
         return 0
     if args.what == "grid":
-        from grid.bench_grid import SMOKE, bench_grid
+        from gatelab.grid.bench_grid import SMOKE, bench_grid
 
         result = bench_grid(Path(args.grid) if args.grid else SMOKE, slots=args.slots)
         if args.json:
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
     train.set_defaults(func=cmd_train)
     add_grid_commands(commands)
-    from grid.report_command import add_report_command  # `gatelab report GRID`
+    from gatelab.grid.report_command import add_report_command  # `gatelab report GRID`
 
     add_report_command(commands)
     return parser

@@ -24,9 +24,9 @@ def _train_loop(payload: dict) -> None:
     import ray.train
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
-    from grid.worker import is_out_of_memory
-    from trainer.run import Launch, run_trial
-    from trainer.tracker import InMemoryTracker
+    from gatelab.grid.worker import is_out_of_memory
+    from gatelab.trainer.run import Launch, run_trial
+    from gatelab.trainer.tracker import InMemoryTracker
 
     rank = ray.train.get_context().get_world_rank()
     trial_dir = Path(payload["trial_dir"])
@@ -36,7 +36,7 @@ def _train_loop(payload: dict) -> None:
             (trial_dir / RESULT_FILE).write_text(json.dumps({"status": "failed", "error": out_of_memory.read_text()}))
         return
     if rank == 0:
-        from tracking.mlflow_tracker import MlflowTracker
+        from gatelab.tracking.mlflow_tracker import MlflowTracker
 
         tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"])
     else:

@@ -8,13 +8,13 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from grid.expand import Trial, format_value, short_keys
-from trainer.catalog import get_variant
-from trainer.model_cost import forward_flops_per_token
-from trainer.presets import ModelConfig
+from gatelab.grid.expand import Trial, format_value, short_keys
+from gatelab.trainer.catalog import get_variant
+from gatelab.trainer.model_cost import forward_flops_per_token
+from gatelab.trainer.presets import ModelConfig
 
 if TYPE_CHECKING:
-    from grid.spec import GridSpec
+    from gatelab.grid.spec import GridSpec
 
 NEW = "new"
 COLUMNS = ("key", "variant", "overrides", "status", "est. FLOPs")

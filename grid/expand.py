@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from grid.config_loader import ConfigError
-from grid.identity import trial_key
-from trainer.config import TrialConfig
-from trainer.corpus import DataConfig, DataError, data_fingerprint
-from trainer.presets import ModelConfig
+from gatelab.grid.config_loader import ConfigError
+from gatelab.grid.identity import trial_key
+from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.corpus import DataConfig, DataError, data_fingerprint
+from gatelab.trainer.presets import ModelConfig
 
 if TYPE_CHECKING:
-    from grid.spec import GridSpec
+    from gatelab.grid.spec import GridSpec
 
 # Dict-valued fields whose keys are the fields of another config: axes may address them one by one.
 _DICT_FIELDS: dict[str, type] = {"model.overrides": ModelConfig}

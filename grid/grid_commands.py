@@ -6,17 +6,17 @@ import json
 import time
 from pathlib import Path
 
-from grid.dry_run import trial_rows, trial_table
-from grid.expand import expand
-from grid.spec import load_grid
-from tracking.store import Store
+from gatelab.grid.dry_run import trial_rows, trial_table
+from gatelab.grid.expand import expand
+from gatelab.grid.spec import load_grid
+from gatelab.tracking.store import Store
 
 
 def _records(spec, store: Store) -> dict:
     """The ledger as stored, read without starting anything (an absent store means: all new)."""
-    from tracking.ledger import trial_records
+    from gatelab.tracking.ledger import trial_records
 
-    from tracking.server import running_server
+    from gatelab.tracking.server import running_server
 
     uri = spec.tracking.uri
     if uri is None:
@@ -26,7 +26,7 @@ def _records(spec, store: Store) -> dict:
         # schema set-up on a fresh store fails ("no such column").
         server = running_server(store)
         uri = server.uri if server else store.tracking_uri
-    from grid.submit import experiment_name
+    from gatelab.grid.submit import experiment_name
 
     for attempt in range(5):
         try:
@@ -56,8 +56,8 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
         else:
             print(trial_table(spec, trials, statuses))
         return 0
-    from grid.submit import submit
-    from tracking.server import local_server
+    from gatelab.grid.submit import submit
+    from gatelab.tracking.server import local_server
 
     def run(uri: str) -> int:
         outcome = submit(spec, trials, store, uri, retry_failed=retry_failed, address=args.address,
@@ -78,13 +78,13 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
 
 def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> int:
     """submit and resume alike: continue RUNNING Optuna trials, then ask until each study has n_trials."""
-    from grid.search_study import search_rows, search_table
+    from gatelab.grid.search_study import search_rows, search_table
 
     if dry_run:
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
         return 0
-    from grid.search import run_search
-    from tracking.server import local_server
+    from gatelab.grid.search import run_search
+    from gatelab.tracking.server import local_server
 
     def run(uri: str) -> int:
         outcome = run_search(spec, store, uri, address=args.address, max_concurrent=args.max_concurrent)
@@ -104,7 +104,7 @@ def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> 
 
 
 def _store_no_create(home: str | None) -> Store:
-    from tracking.store import resolve_home
+    from gatelab.tracking.store import resolve_home
 
     return Store(resolve_home(home))
 
@@ -116,7 +116,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     spec, trials = _load(args)
     if spec.search is not None:
-        from grid.search_study import search_rows, search_table
+        from gatelab.grid.search_study import search_rows, search_table
 
         store = _store_no_create(args.home)
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
@@ -155,13 +155,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from tracking.server import ui
+    from gatelab.tracking.server import ui
 
     return ui(Store.open(args.home), port=args.port)
 
 
 def cmd_stop_server(args: argparse.Namespace) -> int:
-    from tracking.server import stop_server
+    from gatelab.tracking.server import stop_server
 
     stopped = stop_server(_store_no_create(args.home))
     print("stopped the MLflow server" if stopped else "no MLflow server was running for this home")

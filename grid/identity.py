@@ -12,10 +12,10 @@ import json
 from dataclasses import asdict
 from functools import lru_cache
 
-from trainer.catalog import get_variant
-from trainer.config import TrialConfig, to_dict
-from trainer.corpus import data_fingerprint
-from trainer.presets import ModelConfig
+from gatelab.trainer.catalog import get_variant
+from gatelab.trainer.config import TrialConfig, to_dict
+from gatelab.trainer.corpus import data_fingerprint
+from gatelab.trainer.presets import ModelConfig
 
 KEY_VERSION = 1  # bump when the meaning of a field changes without its value changing
 KEY_LENGTH = 12

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from grid.expand import Trial, expand, format_value, short_keys
-from grid.spec import GridSpec, load_grid
-from trainer.catalog import load_catalog
-from trainer.gate_spec import SpecError
-from trainer.model_cost import extra_params
+from gatelab.grid.expand import Trial, expand, format_value, short_keys
+from gatelab.grid.spec import GridSpec, load_grid
+from gatelab.trainer.catalog import load_catalog
+from gatelab.trainer.gate_spec import SpecError
+from gatelab.trainer.model_cost import extra_params
 
 # Axes a report row aggregates over (seed) or summarises (LR); any other axis splits rows into conditions.
 _ROW_AXES = ("variant", "seed", "optim.lr")
@@ -28,8 +28,8 @@ def condition(trial: Trial) -> str:
 
 def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     """The grid and the catalog as tracking.report needs them."""
-    from grid.submit import experiment_name
-    from tracking.report import ReportInput, TrialSpec, VariantSpec
+    from gatelab.grid.submit import experiment_name
+    from gatelab.tracking.report import ReportInput, TrialSpec, VariantSpec
 
     catalog = load_catalog()
     base = spec.base.model.resolve()
@@ -54,9 +54,9 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tracking.report import write_report
-    from tracking.server import local_server
-    from tracking.store import Store, resolve_home
+    from gatelab.tracking.report import write_report
+    from gatelab.tracking.server import local_server
+    from gatelab.tracking.store import Store, resolve_home
 
     spec = load_grid(Path(args.grid), args.set or [])
     inp = report_input(spec, expand(spec), args.margin)

@@ -34,21 +34,21 @@ from dataclasses import dataclass, field
 
 from optuna.trial import Trial, TrialState
 
-from grid.expand import fingerprints, label, with_values
-from grid.identity import trial_key
-from grid.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
-from grid.search_study import (FINISHED, distribution, journal_path, journal_storage, needs, open_study,
+from gatelab.grid.expand import fingerprints, label, with_values
+from gatelab.grid.identity import trial_key
+from gatelab.grid.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
+from gatelab.grid.search_study import (FINISHED, distribution, journal_path, journal_storage, needs, open_study,
                                params_text, study_counts)
-from grid.spec import GridSpec
-from grid.submit import _ray_init, experiment_name
-from grid.worker import TrialJob, record_unreported_failure, run_grid_trial
-from tracking.history import metric_history
-from tracking.ledger import DONE_STATUSES, ensure_parent_run, file_lock, trial_records, trial_records_for_key
-from tracking.mlflow_tracker import MlflowTracker
-from tracking.store import Store
-from trainer.config import TrialConfig
-from trainer.corpus import data_fingerprint
-from trainer.provenance import git_sha
+from gatelab.grid.spec import GridSpec
+from gatelab.grid.submit import _ray_init, experiment_name
+from gatelab.grid.worker import TrialJob, record_unreported_failure, run_grid_trial
+from gatelab.tracking.history import metric_history
+from gatelab.tracking.ledger import DONE_STATUSES, ensure_parent_run, file_lock, trial_records, trial_records_for_key
+from gatelab.tracking.mlflow_tracker import MlflowTracker
+from gatelab.tracking.store import Store
+from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.corpus import data_fingerprint
+from gatelab.trainer.provenance import git_sha
 
 POLL_S = 1.0  # how often running trials' validation losses are read (and ray.wait's timeout)
 PROGRESS_EVERY_S = 5.0

@@ -22,11 +22,11 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from grid.config_loader import ConfigError, build, convert
-from grid.expand import Resolved, field_hint, format_value, value_at, with_values
+from gatelab.grid.config_loader import ConfigError, build, convert
+from gatelab.grid.expand import Resolved, field_hint, format_value, value_at, with_values
 
 if TYPE_CHECKING:
-    from grid.spec import GridSpec
+    from gatelab.grid.spec import GridSpec
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
 SAMPLERS = ("tpe", "random")

@@ -11,9 +11,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from grid.search_spec import ParamSpec, PrunerSpec, SamplerSpec, StudyPlan, study_plans
-from grid.spec import GridSpec
-from tracking.store import Store
+from gatelab.grid.search_spec import ParamSpec, PrunerSpec, SamplerSpec, StudyPlan, study_plans
+from gatelab.grid.spec import GridSpec
+from gatelab.tracking.store import Store
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

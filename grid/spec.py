@@ -16,13 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from grid.config_loader import ConfigError, build, convert, parse_override, read_yaml, set_dotted
-from grid.expand import Resolved, field_hint, fingerprints, resolve
-from grid.search_spec import SearchSpec, check_search, parse_search
-from trainer.catalog import get_variant, load_catalog
-from trainer.config import TrialConfig
-from trainer.gate_spec import SpecError
-from trainer.presets import PRESETS
+from gatelab.grid.config_loader import ConfigError, build, convert, parse_override, read_yaml, set_dotted
+from gatelab.grid.expand import Resolved, field_hint, fingerprints, resolve
+from gatelab.grid.search_spec import SearchSpec, check_search, parse_search
+from gatelab.trainer.catalog import get_variant, load_catalog
+from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.gate_spec import SpecError
+from gatelab.trainer.presets import PRESETS
 
 COMBINE_MODES = ("cross", "zip")
 TOP_LEVEL_KEYS = ("name", "base", "axes", "combine", "include", "exclude", "resources", "tracking", "storage",

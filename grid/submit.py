@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from grid.dry_run import training_flops
-from grid.expand import Trial
-from grid.spec import GridSpec
-from grid.worker import TrialJob, record_unreported_failure, run_grid_trial
-from tracking.ledger import DONE_STATUSES, close_parent_run, ensure_parent_run, trial_records
-from tracking.store import Store
-from trainer.provenance import git_sha
+from gatelab.grid.dry_run import training_flops
+from gatelab.grid.expand import Trial
+from gatelab.grid.spec import GridSpec
+from gatelab.grid.worker import TrialJob, record_unreported_failure, run_grid_trial
+from gatelab.tracking.ledger import DONE_STATUSES, close_parent_run, ensure_parent_run, trial_records
+from gatelab.tracking.store import Store
+from gatelab.trainer.provenance import git_sha
 
 PROGRESS_EVERY_S = 2.0  # how often the driver wakes to collect results
 PROGRESS_PRINT_S = 30.0  # a progress line this often (and once at the start); each result has its own line

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from grid.identity import trial_key
-from grid.trial_file import load_trial_config
-from trainer.corpus import data_fingerprint
+from gatelab.grid.identity import trial_key
+from gatelab.grid.trial_file import load_trial_config
+from gatelab.trainer.corpus import data_fingerprint
 
 TRAIN_EXPERIMENT = "gatelab-train"
 SUMMARY_KEYS = ("final_val_ppl", "final_val_loss", "spike_count", "max_spike_ratio", "f_attn", "sink_eps",
@@ -24,8 +24,8 @@ def print_summary(key: str, status: str, summary: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tracking import Store, local_server
-    from tracking.ledger import open_trial_run
+    from gatelab.tracking import Store, local_server
+    from gatelab.tracking.ledger import open_trial_run
 
     config = load_trial_config(Path(args.config), args.set or [])
     fingerprint = data_fingerprint(config.data)  # a missing or empty dataset fails here, before any run
@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")
             print_summary(key, existing.status, existing.metrics)
             return 0
-        from trainer.run import run_trial  # torch and Lightning: only now
+        from gatelab.trainer.run import run_trial  # torch and Lightning: only now
 
         verb = "resuming" if existing else "starting"
         print(f"{verb} trial {key} (MLflow run {tracker.run_id})")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grid.config_loader import ConfigError, build, parse_override, read_yaml, set_dotted
-from trainer.config import TrialConfig
+from gatelab.grid.config_loader import ConfigError, build, parse_override, read_yaml, set_dotted
+from gatelab.trainer.config import TrialConfig
 
 
 def trial_config_from(data: dict, overrides: list[str], source: str, lines: dict[str, int]) -> TrialConfig:

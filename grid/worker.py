@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import TrialConfig, run_tags
+from gatelab.trainer.config import TrialConfig, run_tags
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,8 @@ def run_grid_trial(job: TrialJob) -> dict:
     """Runs in a Ray worker. Returns {key, status, summary | error}; status 'busy' when another process
     holds the trial (a concurrent submit), 'finished'/'diverged' when it was already done."""
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
-    with _first_import_without_collector("tracking.ledger"):
-        from tracking.ledger import ERROR_TAG, file_lock, open_trial_run
+    with _first_import_without_collector("gatelab.tracking.ledger"):
+        from gatelab.tracking.ledger import ERROR_TAG, file_lock, open_trial_run
     import_s = time.perf_counter() - import_started
 
     trial_dir = Path(job.checkpoint_root) / job.key
@@ -104,14 +104,14 @@ def run_grid_trial(job: TrialJob) -> dict:
             return {"key": job.key, "status": existing.status, "skipped": True}
         try:
             if job.ddp_workers > 1:
-                from grid.ddp import run_ddp_trial
+                from gatelab.grid.ddp import run_ddp_trial
 
                 tracker.flush()
                 ddp = run_ddp_trial(job, tracker.run_id, trial_dir)
                 return {"key": job.key, "status": ddp["status"], "summary": ddp["summary"]}
             import_started = time.perf_counter()
-            with _first_import_without_collector("trainer.run"):
-                from trainer.run import run_trial  # torch: only inside the worker
+            with _first_import_without_collector("gatelab.trainer.run"):
+                from gatelab.trainer.run import run_trial  # torch: only inside the worker
             import_s += time.perf_counter() - import_started
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
         except Exception as err:  # deterministic: record, do not retry
@@ -131,7 +131,7 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     process holds the trial (it is running it again). Returns the one-line error for the driver's output."""
     import ray
 
-    from tracking.ledger import file_lock, record_failure
+    from gatelab.tracking.ledger import file_lock, record_failure
 
     message = failure_reason(error, out_of_memory=isinstance(error, ray.exceptions.OutOfMemoryError))
     try:

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from tracking import Store, ensure_server, stop_server
+from gatelab.tracking import Store, ensure_server, stop_server
 
-from trainer.catalog import load_catalog
-from trainer.presets import preset
+from gatelab.trainer.catalog import load_catalog
+from gatelab.trainer.presets import preset
 
 CATALOG = load_catalog()
 

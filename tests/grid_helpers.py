@@ -31,7 +31,7 @@ def write_grid(path: Path, name: str, variants: list[str], *, max_steps: int = 1
 
 
 def gatelab(*args: str, home: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "grid.cli", *args, "--home", str(home)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 

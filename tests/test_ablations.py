@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grid.cli import main
-from grid.expand import expand
-from grid.spec import load_grid
-from grid.trial_file import load_trial_config
-from trainer.catalog import load_catalog
+from gatelab.grid.cli import main
+from gatelab.grid.expand import expand
+from gatelab.grid.spec import load_grid
+from gatelab.grid.trial_file import load_trial_config
+from gatelab.trainer.catalog import load_catalog
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
 FILES = sorted(p for p in ABLATIONS.glob("*.yaml") if p.name != "variants.yaml")

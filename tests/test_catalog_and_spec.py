@@ -1,11 +1,11 @@
 """The catalog is data, the spec rejects what the paper does not define, counts match closed forms."""
 import pytest
 
-from trainer.catalog import SpecError, get_variant, load_catalog
-from trainer.gate_spec import GateSpec
-from trainer.model import GatedLM
-from trainer.model_cost import extra_params, total_params
-from trainer.presets import PRESETS, preset
+from gatelab.trainer.catalog import SpecError, get_variant, load_catalog
+from gatelab.trainer.gate_spec import GateSpec
+from gatelab.trainer.model import GatedLM
+from gatelab.trainer.model_cost import extra_params, total_params
+from gatelab.trainer.presets import PRESETS, preset
 
 from conftest import preset_for
 

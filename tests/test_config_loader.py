@@ -1,8 +1,8 @@
 """--set parsing and single-trial config errors (file, line, dotted key, nearest name)."""
 import pytest
 
-from grid.config_loader import ConfigError, parse_override
-from grid.trial_file import load_trial_config
+from gatelab.grid.config_loader import ConfigError, parse_override
+from gatelab.grid.trial_file import load_trial_config
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.corpus import BOS_ID, EOS_ID, DataConfig, DataError, data_fingerprint, list_source
-from trainer.data import (IGNORE_INDEX, build_datasets, epoch_permutation, load_corpus, sample_index,
+from gatelab.trainer.corpus import BOS_ID, EOS_ID, DataConfig, DataError, data_fingerprint, list_source
+from gatelab.trainer.data import (IGNORE_INDEX, build_datasets, epoch_permutation, load_corpus, sample_index,
                           token_counts)
 
 VOCAB = 258

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from grid.cli import main
-from tracking import Store, stop_server
+from gatelab.grid.cli import main
+from gatelab.tracking import Store, stop_server
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid
 

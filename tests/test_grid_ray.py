@@ -8,10 +8,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from grid.cli import main
-from grid.expand import expand
-from grid.spec import load_grid
-from grid.submit import submit
+from gatelab.grid.cli import main
+from gatelab.grid.expand import expand
+from gatelab.grid.spec import load_grid
+from gatelab.grid.submit import submit
 
 from grid_helpers import assert_history_complete, child_runs, write_grid
 
@@ -122,7 +122,7 @@ def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
 
 
 def test_bench_grid_accounts_for_every_slot_second(tmp_path):
-    from grid.bench_grid import bench_grid
+    from gatelab.grid.bench_grid import bench_grid
 
     path = write_grid(tmp_path / "bench.yaml", "bench", ["baseline", "g1_headwise_sigmoid", "g1_elementwise_sigmoid"],
                       max_steps=6, checkpoint_every=3)

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grid.config_loader import ConfigError
-from grid.dry_run import format_flops, training_flops, trial_rows, trial_table
-from grid.expand import expand
-from grid.identity import trial_key
-from grid.spec import GridSpec, load_grid
-from grid.submit import dispatch_order
-from trainer.catalog import get_variant, load_catalog
-from trainer.config import TrialConfig
-from trainer.corpus import data_fingerprint
-from trainer.model_cost import forward_flops_per_token
+from gatelab.grid.config_loader import ConfigError
+from gatelab.grid.dry_run import format_flops, training_flops, trial_rows, trial_table
+from gatelab.grid.expand import expand
+from gatelab.grid.identity import trial_key
+from gatelab.grid.spec import GridSpec, load_grid
+from gatelab.grid.submit import dispatch_order
+from gatelab.trainer.catalog import get_variant, load_catalog
+from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.corpus import data_fingerprint
+from gatelab.trainer.model_cost import forward_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 MALFORMED = sorted((Path(__file__).parent / "malformed_grids").glob("*.yaml"))
@@ -275,7 +275,7 @@ def test_malformed_grid_names_file_line_and_key(path):
 
 
 def test_grid_modules_do_not_import_torch():
-    code = "import sys, grid.spec, grid.expand, grid.dry_run; assert 'torch' not in sys.modules"
+    code = "import sys, gatelab.grid.spec, gatelab.grid.expand, gatelab.grid.dry_run; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -3,8 +3,8 @@ from dataclasses import replace
 
 import pytest
 
-from grid.identity import trial_key
-from trainer.config import CheckpointConfig, ModelChoice, TrialConfig
+from gatelab.grid.identity import trial_key
+from gatelab.trainer.config import CheckpointConfig, ModelChoice, TrialConfig
 
 BASE = TrialConfig()
 FP = "0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Layer rules of DESIGN.md and the `gatelab variants` command as a user runs it."""
+"""Layer rules (docs/design.md) and the `gatelab variants` command as a user runs it."""
 import ast
 import json
 import subprocess
@@ -10,28 +10,55 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def imported_top_modules(package: str) -> set[str]:
+PACKAGES = ("grid", "trainer", "tracking")  # folders at the repository's top, installed as gatelab.<folder>
+
+
+def imported_modules(folder: str) -> set[str]:
+    """Every absolute module name imported anywhere in the folder (`import a.b` and `from a.b import c`)."""
     names = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in (ROOT / folder).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
+                names |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names.add(node.module)
     return names
 
 
-def test_trainer_never_imports_ray_mlflow_optuna():
-    assert not imported_top_modules("trainer") & {"ray", "mlflow", "optuna"}
+def layer(module: str) -> str:
+    """`gatelab.trainer.model` -> `gatelab.trainer`; a third-party module -> its top-level name."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "gatelab" else parts[0]
+
+
+def imported_layers(folder: str) -> set[str]:
+    return {layer(name) for name in imported_modules(folder)}
+
+
+def test_trainer_never_imports_ray_mlflow_optuna_or_the_other_layers():
+    assert not imported_layers("trainer") & {"ray", "mlflow", "optuna", "gatelab.grid", "gatelab.tracking"}
 
 
 def test_only_tracking_imports_mlflow():
-    for package in ("grid", "trainer"):
-        assert "mlflow" not in imported_top_modules(package), package
+    for folder in ("grid", "trainer"):
+        assert "mlflow" not in imported_layers(folder), folder
+
+
+def test_grid_never_imports_torch_at_module_level_or_below():
+    # grid/ reaches torch only through gatelab.trainer, imported inside the commands that train.
+    assert "torch" not in imported_layers("grid") and "lightning" not in imported_layers("grid")
+
+
+def test_own_code_is_imported_only_under_the_gatelab_name():
+    # Bare `grid`, `trainer`, `tracking` would collide with other packages (and a user's own modules), and would
+    # load a second copy of a module beside its gatelab.* twin when run from the checkout.
+    for folder in (*PACKAGES, "tests"):
+        bare = {name for name in imported_modules(folder) if name.split(".")[0] in PACKAGES}
+        assert not bare, (folder, sorted(bare))
 
 
 def test_grid_cli_does_not_load_torch():
-    code = "import sys, grid.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    code = "import sys, gatelab.grid.cli; assert 'torch' not in sys.modules, 'torch loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -40,7 +67,7 @@ def test_ablations_holds_yaml_only():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "gatelab.grid.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_variants_json_matches_paper_table1():
@@ -65,8 +92,8 @@ def test_variants_table_and_bad_preset():
 
 @pytest.mark.parametrize("name", ["baseline", "g1_elementwise_sigmoid"])
 def test_bench_gates_json(name):
-    from trainer.bench_gates import bench_gates
-    from trainer.presets import preset
+    from gatelab.trainer.bench_gates import bench_gates
+    from gatelab.trainer.presets import preset
 
     results = {r.name: r for r in bench_gates(preset("tiny"), rounds=2, warmup=1, names=[name])}
     # The baseline is timed against itself too: its ratio is the noise floor, near 1.

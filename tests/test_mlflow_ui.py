@@ -21,8 +21,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Page, sync_playwright
 
-from tracking.server import free_port, is_healthy, running_server, stop_server
-from tracking.store import Store
+from gatelab.tracking.server import free_port, is_healthy, running_server, stop_server
+from gatelab.tracking.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "img" / "mlflow-ui-smoke.png"
@@ -55,7 +55,7 @@ def _chromium() -> str | None:
 def _gatelab(*args: str) -> list[str]:
     """The `gatelab` console script of this environment (the CLI a user types), else `python -m grid.cli`."""
     script = Path(sys.executable).with_name("gatelab")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "grid.cli", *args]
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "gatelab.grid.cli", *args]
 
 
 def _run(*args: str, timeout_s: float) -> str:

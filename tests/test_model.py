@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 
-from trainer.catalog import load_catalog
-from trainer.gate_spec import GateSpec
-from trainer.gates import Gate
-from trainer.model import GatedLM
-from trainer.presets import preset
-from trainer.probes import ProbeRecorder
-from trainer.rope import Rotary, yarn_inv_freq
+from gatelab.trainer.catalog import load_catalog
+from gatelab.trainer.gate_spec import GateSpec
+from gatelab.trainer.gates import Gate
+from gatelab.trainer.model import GatedLM
+from gatelab.trainer.presets import preset
+from gatelab.trainer.probes import ProbeRecorder
+from gatelab.trainer.rope import Rotary, yarn_inv_freq
 
 from conftest import preset_for
 

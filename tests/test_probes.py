@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from trainer.catalog import load_catalog
-from trainer.model import GatedLM
-from trainer.presets import preset
-from trainer.probes import ProbeRecorder, run_probes
+from gatelab.trainer.catalog import load_catalog
+from gatelab.trainer.model import GatedLM
+from gatelab.trainer.presets import preset
+from gatelab.trainer.probes import ProbeRecorder, run_probes
 
 CATALOG = load_catalog()
 

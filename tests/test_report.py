@@ -15,13 +15,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from grid.cli import main
-from grid.expand import expand
-from grid.spec import load_grid
-from grid.submit import experiment_name
-from tracking import MlflowTracker, Store, ensure_server, stop_server
-from tracking.ledger import ensure_parent_run, open_trial_run
-from tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows, max_stable_lr, \
+from gatelab.grid.cli import main
+from gatelab.grid.expand import expand
+from gatelab.grid.spec import load_grid
+from gatelab.grid.submit import experiment_name
+from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
+from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows, max_stable_lr, \
     paired_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
 
 
 def test_report_code_does_not_load_torch():
-    code = ("import sys, tracking.report, grid.report_command; "
+    code = ("import sys, gatelab.tracking.report, gatelab.grid.report_command; "
             "assert 'torch' not in sys.modules, 'torch loaded'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -213,7 +213,7 @@ def grid(tmp_path_factory):
         for trial in trials:
             outcome = PLAN[(trial.config.variant, trial.config.optim.lr, trial.config.seed)]
             if outcome == "real":
-                from trainer.run import run_trial
+                from gatelab.trainer.run import run_trial
 
                 tracker, _ = open_trial_run(info.uri, experiment, parent, trial.key, trial.label,
                                             {"gatelab.grid": spec.name})

@@ -12,13 +12,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from grid.cli import main
-from grid.config_loader import ConfigError, read_yaml
-from grid.search import run_search
-from grid.search_study import build_pruner, build_sampler, journal_path
-from grid.search_spec import study_plans
-from grid.spec import load_grid
-from tracking import Store
+from gatelab.grid.cli import main
+from gatelab.grid.config_loader import ConfigError, read_yaml
+from gatelab.grid.search import run_search
+from gatelab.grid.search_study import build_pruner, build_sampler, journal_path
+from gatelab.grid.search_spec import study_plans
+from gatelab.grid.spec import load_grid
+from gatelab.tracking import Store
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
 

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from trainer.lightning_module import lr_factor
-from trainer.spikes import SpikeDetector
+from gatelab.trainer.lightning_module import lr_factor
+from gatelab.trainer.spikes import SpikeDetector
 
 
 def smooth_curve(steps: int, noise: float, seed: int = 0) -> list[float]:

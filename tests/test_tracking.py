@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
 
-from tracking import (  # noqa: E402
+from gatelab.tracking import (  # noqa: E402
     STATUS_TAG,
     MlflowTracker,
     ParamConflictError,
@@ -38,9 +38,9 @@ from tracking import (  # noqa: E402
     running_server,
     ui,
 )
-from tracking import server as server_module  # noqa: E402
-from tracking.mlflow_tracker import _pack  # noqa: E402
-from trainer.tracker import Tracker  # noqa: E402
+from gatelab.tracking import server as server_module  # noqa: E402
+from gatelab.tracking.mlflow_tracker import _pack  # noqa: E402
+from gatelab.trainer.tracker import Tracker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -422,7 +422,7 @@ def test_server_that_never_answers_times_out(tmp_path):
 
 
 def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
-    from tracking.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
+    from gatelab.tracking.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
 
     assert record_failure(server_uri, "ledger-failures", None, "k7", "baseline [k7]", {"variant": "baseline"},
                           "out_of_memory: CUDA out of memory")

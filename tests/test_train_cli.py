@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grid.trial_file import load_trial_config
-from tracking import Store, stop_server
-from trainer.run import run_trial
-from trainer.tracker import InMemoryTracker
+from gatelab.grid.trial_file import load_trial_config
+from gatelab.tracking import Store, stop_server
+from gatelab.trainer.run import run_trial
+from gatelab.trainer.tracker import InMemoryTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = ROOT / "ablations" / "tiny_trial.yaml"
@@ -21,7 +21,7 @@ SETS = ["--set", "schedule.max_steps=240", "--set", "schedule.log_every=1", "--s
 
 
 def gatelab(*args: str, home: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "grid.cli", *args, "--home", str(home)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **kwargs)
 

@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 
-from trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
-from trainer.corpus import DataConfig
-from trainer.model import GatedLM
-from trainer.run import run_trial
-from trainer.tracker import InMemoryTracker
+from gatelab.trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
+from gatelab.trainer.corpus import DataConfig
+from gatelab.trainer.model import GatedLM
+from gatelab.trainer.run import run_trial
+from gatelab.trainer.tracker import InMemoryTracker
 
 
 def tiny(**changes) -> TrialConfig:
@@ -94,7 +94,7 @@ def test_user_text_file_and_nanogpt_bin_both_train(tmp_path):
 
 
 def test_missing_data_is_an_error_before_anything_is_logged(tmp_path):
-    from trainer.corpus import DataError
+    from gatelab.trainer.corpus import DataError
 
     tracker = InMemoryTracker()
     with pytest.raises(DataError, match="nope"):
@@ -103,7 +103,7 @@ def test_missing_data_is_an_error_before_anything_is_logged(tmp_path):
 
 
 def test_the_environment_record_is_taken_once_per_process(monkeypatch):
-    from trainer import environment
+    from gatelab.trainer import environment
 
     calls = []
     monkeypatch.setattr(environment, "git_sha", lambda: calls.append(1) or "abc123")

@@ -6,7 +6,7 @@ Rule for URIs and artifacts: gatelab processes log through the store's local `ml
 (`Store.tracking_uri`) is the server's backend; a client may read run metadata through it directly, but
 artifact transfers need the server.
 """
-from tracking.mlflow_tracker import (
+from gatelab.tracking.mlflow_tracker import (
     PARENT_RUN_TAG,
     STATUS_TAG,
     STATUSES,
@@ -14,7 +14,7 @@ from tracking.mlflow_tracker import (
     ParamConflictError,
     get_or_create_experiment,
 )
-from tracking.server import (
+from gatelab.tracking.server import (
     ServerInfo,
     ServerStartError,
     ensure_server,
@@ -24,7 +24,7 @@ from tracking.server import (
     stop_server,
     ui,
 )
-from tracking.store import Store, experiment_artifact_location, resolve_home
+from gatelab.tracking.store import Store, experiment_artifact_location, resolve_home
 
 __all__ = [
     "PARENT_RUN_TAG",

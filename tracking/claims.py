@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracking.stats import DONE_STATUSES, TrialOutcome, VariantRow, mean_of
-from trainer.catalog import PaperFigures, get_variant
+from gatelab.tracking.stats import DONE_STATUSES, TrialOutcome, VariantRow, mean_of
+from gatelab.trainer.catalog import PaperFigures, get_variant
 
 BASELINE = "baseline"
 G1 = "g1_elementwise_sigmoid"  # SDPA output, elementwise, head-specific, multiplicative sigmoid (Table 1 row 5)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
+from gatelab.tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
 
 KIND_TAG = "gatelab.kind"
 GRID_TAG = "gatelab.grid"

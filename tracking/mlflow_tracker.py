@@ -30,7 +30,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from tracking.store import experiment_artifact_location
+from gatelab.tracking.store import experiment_artifact_location
 
 STATUS_TAG = "gatelab.status"
 PARENT_RUN_TAG = "mlflow.parentRunId"

@@ -34,10 +34,10 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tracking.claims import OrderingCheck, check_orderings
-from tracking.ledger import GRID_TAG, KIND_TAG, trial_records
-from tracking.report_figures import make_figures
-from tracking.stats import ALPHA, DONE_STATUSES, MeanStd, ReportInput, TrialOutcome, TrialSpec, VariantRow, \
+from gatelab.tracking.claims import OrderingCheck, check_orderings
+from gatelab.tracking.ledger import GRID_TAG, KIND_TAG, trial_records
+from gatelab.tracking.report_figures import make_figures
+from gatelab.tracking.stats import ALPHA, DONE_STATUSES, MeanStd, ReportInput, TrialOutcome, TrialSpec, VariantRow, \
     VariantSpec, build_rows, final_loss, long_factor, mean_of, row_name
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tracking.stats import DONE_STATUSES, LONG_METRIC, ReportInput, TrialOutcome, VariantRow, final_loss, \
+from gatelab.tracking.stats import DONE_STATUSES, LONG_METRIC, ReportInput, TrialOutcome, VariantRow, final_loss, \
     row_name  # noqa: E402
 
 HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tracking.store import Store
+from gatelab.tracking.store import Store
 
 # Loopback by default. On a cluster the head sets GATELAB_MLFLOW_HOST to its private address so GPU workers
 # can log to it (docs/cluster.md); never a public address.

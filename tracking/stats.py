@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from tracking.ledger import DONE_STATUSES  # finished and diverged: results (divergence is one, DESIGN.md)
+from gatelab.tracking.ledger import DONE_STATUSES  # finished and diverged: results (divergence is one, DESIGN.md)
 
 ALPHA = 0.05
 """Significance level under which a paired difference counts as 'better' or 'worse'."""

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.catalog import SdpaTransform, Variant
-from trainer.gate_spec import Position, SpecError
-from trainer.gates import Gate, SdpaOutputTransform
-from trainer.presets import ModelConfig
-from trainer.rope import apply_rotary
+from gatelab.trainer.catalog import SdpaTransform, Variant
+from gatelab.trainer.gate_spec import Position, SpecError
+from gatelab.trainer.gates import Gate, SdpaOutputTransform
+from gatelab.trainer.presets import ModelConfig
+from gatelab.trainer.rope import apply_rotary
 
 
 def eager_causal_attention(q_BHTd: torch.Tensor, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.catalog import Variant, load_catalog
-from trainer.gate_spec import SpecError
-from trainer.model import GatedLM
-from trainer.model_cost import forward_flops_per_token
-from trainer.presets import ModelConfig
+from gatelab.trainer.catalog import Variant, load_catalog
+from gatelab.trainer.gate_spec import SpecError
+from gatelab.trainer.model import GatedLM
+from gatelab.trainer.model_cost import forward_flops_per_token
+from gatelab.trainer.presets import ModelConfig
 
 
 @dataclass(frozen=True)

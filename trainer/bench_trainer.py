@@ -18,10 +18,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
-from trainer.lightning_module import GatedLMModule, ResumableSampler
-from trainer.run import run_trial
-from trainer.tracker import InMemoryTracker
+from gatelab.trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
+from gatelab.trainer.lightning_module import GatedLMModule, ResumableSampler
+from gatelab.trainer.run import run_trial
+from gatelab.trainer.tracker import InMemoryTracker
 
 
 def bench_config(preset: str, steps: int) -> TrialConfig:

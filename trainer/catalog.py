@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from trainer.gate_spec import GateSpec, SpecError
-from trainer.presets import ModelConfig
+from gatelab.trainer.gate_spec import GateSpec, SpecError
+from gatelab.trainer.presets import ModelConfig
 
 CATALOG_PATH = Path(__file__).resolve().parents[1] / "ablations" / "variants.yaml"
 

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
-from trainer.catalog import get_variant
-from trainer.corpus import DataConfig
-from trainer.presets import ModelConfig, preset
+from gatelab.trainer.catalog import get_variant
+from gatelab.trainer.corpus import DataConfig
+from gatelab.trainer.presets import ModelConfig, preset
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.corpus import DataConfig, DataError, Segments, tokenize_source
+from gatelab.trainer.corpus import DataConfig, DataError, Segments, tokenize_source
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 

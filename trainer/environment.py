@@ -8,7 +8,7 @@ from importlib import metadata
 
 import torch
 
-from trainer.provenance import git_sha
+from gatelab.trainer.provenance import git_sha
 
 PACKAGES = ("gatelab", "torch", "lightning", "numpy", "ray", "mlflow", "optuna", "pyyaml")
 

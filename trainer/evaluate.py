@@ -10,9 +10,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainer.data import CorpusSplits
-from trainer.model import GatedLM
-from trainer.probes import ProbeReport, run_probes
+from gatelab.trainer.data import CorpusSplits
+from gatelab.trainer.model import GatedLM
+from gatelab.trainer.probes import ProbeReport, run_probes
 
 
 def fixed_batches(dataset, batch_size: int, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

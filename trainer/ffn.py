@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.presets import ModelConfig
+from gatelab.trainer.presets import ModelConfig
 
 
 class SwiGLU(nn.Module):

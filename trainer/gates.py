@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.catalog import SdpaTransform
-from trainer.gate_spec import Activation, Combine, GateInput, GateSpec, Granularity, Sharing
+from gatelab.trainer.catalog import SdpaTransform
+from gatelab.trainer.gate_spec import Activation, Combine, GateInput, GateSpec, Granularity, Sharing
 
 
 def gate_activation(kind: Activation, logits: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from trainer.catalog import get_variant
-from trainer.config import TrialConfig
-from trainer.data import CorpusSplits, epoch_permutation
-from trainer.gates import Gate
-from trainer.model import GatedLM
+from gatelab.trainer.catalog import get_variant
+from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.data import CorpusSplits, epoch_permutation
+from gatelab.trainer.gates import Gate
+from gatelab.trainer.model import GatedLM
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.attention import Attention
-from trainer.catalog import Variant
-from trainer.ffn import MoE, SwiGLU
-from trainer.gates import Gate
-from trainer.presets import ModelConfig
-from trainer.rope import Rotary
+from gatelab.trainer.attention import Attention
+from gatelab.trainer.catalog import Variant
+from gatelab.trainer.ffn import MoE, SwiGLU
+from gatelab.trainer.gates import Gate
+from gatelab.trainer.presets import ModelConfig
+from gatelab.trainer.rope import Rotary
 
 
 @dataclass

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainer.catalog import SdpaTransform, Variant
-from trainer.gate_spec import GateInput, GateSpec, Granularity, Position
-from trainer.presets import ModelConfig
+from gatelab.trainer.catalog import SdpaTransform, Variant
+from gatelab.trainer.gate_spec import GateInput, GateSpec, Granularity, Position
+from gatelab.trainer.presets import ModelConfig
 
 
 def _gated_shape(cfg: ModelConfig, position: Position) -> tuple[int, int]:

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from trainer.probes import HIST_BINS, ProbeReport  # noqa: E402
-from trainer.spikes import Spike  # noqa: E402
+from gatelab.trainer.probes import HIST_BINS, ProbeReport  # noqa: E402
+from gatelab.trainer.spikes import Spike  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

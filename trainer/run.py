@@ -18,15 +18,15 @@ import lightning.pytorch as pl
 import torch
 import yaml
 
-from trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
-from trainer.config import TrialConfig, run_tags, to_dict
-from trainer.data import build_datasets
-from trainer.environment import environment_record
-from trainer.evaluate import long_context, mean_loss, perplexity, probe
-from trainer.lightning_module import GatedLMModule, TrialDataModule
-from trainer import plots
-from trainer.tracker import Tracker
-from trainer.trial_callback import TrialReporter
+from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
+from gatelab.trainer.config import TrialConfig, run_tags, to_dict
+from gatelab.trainer.data import build_datasets
+from gatelab.trainer.environment import environment_record
+from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
+from gatelab.trainer.lightning_module import GatedLMModule, TrialDataModule
+from gatelab.trainer import plots
+from gatelab.trainer.tracker import Tracker
+from gatelab.trainer.trial_callback import TrialReporter
 
 TERMINAL_STATUSES = ("finished", "diverged", "failed")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from trainer.checkpoint import checkpoint_path, prune_checkpoints
-from trainer.config import TrialConfig
-from trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
-from trainer.spikes import SpikeDetector
-from trainer.tracker import Tracker
+from gatelab.trainer.checkpoint import checkpoint_path, prune_checkpoints
+from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
+from gatelab.trainer.spikes import SpikeDetector
+from gatelab.trainer.tracker import Tracker
 
 
 class TrialReporter(pl.Callback):
