@@ -24,7 +24,7 @@ from gatelab.grid.spec import load_grid
 from gatelab.grid.submit import NO_OOM_RETRIES, submit
 from gatelab.tracking import Store, ensure_server, stop_server
 
-SMOKE = Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml"
+SMOKE = ABLATIONS_DIR / "smoke.yaml"
 
 
 def expansion_seconds(grid: Path, n_trials: int = 10_000) -> tuple[float, int]:

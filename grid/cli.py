@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from importlib import metadata
 
 from gatelab.grid.config_loader import ConfigError
+from gatelab.grid.examples import WHERE_NAMES_RESOLVE, add_init_command, resolve_config_path, shipped_examples
 from gatelab.grid.grid_commands import add_grid_commands
 from gatelab.grid.train_command import cmd_train
 from gatelab.trainer.catalog import load_catalog
@@ -23,11 +24,11 @@ def _format_params(count: int | None) -> str:
 
 def cmd_variants(args: argparse.Namespace) -> int:
     base = preset(args.model)
-    catalog = load_catalog()
+    catalog = load_catalog(args.catalog)
     rows = []
     for variant in catalog.values():
         try:
-            extra = extra_params(base, variant, catalog["baseline"])
+            extra = extra_params(base, variant, catalog["baseline"]) if "baseline" in catalog else None
         except SpecError:
             extra = None  # e.g. more_experts on a dense preset
         rows.append({"name": variant.name, "paper_ref": variant.paper_ref, "extra_params": extra,
@@ -79,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "grid":
         from gatelab.grid.bench_grid import SMOKE, bench_grid
 
-        result = bench_grid(Path(args.grid) if args.grid else SMOKE, slots=args.slots)
+        result = bench_grid(resolve_config_path(args.grid) if args.grid else SMOKE, slots=args.slots)
         if args.json:
             print(json.dumps(result, indent=1))
             return 0
@@ -98,28 +99,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gatelab", description="Gated-attention ablation orchestrator")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="gatelab", description="Gated-attention ablation orchestrator (Qiu et al. 2025, Gated Attention for "
+                                    "LLMs): grids of gate variants trained through Ray, recorded in MLflow.",
+        epilog=f"GRID and CONFIG arguments: {WHERE_NAMES_RESOLVE}. Shipped: "
+               f"{', '.join(p.stem for p in shipped_examples())}.")
+    parser.add_argument("--version", action="version", version=f"gatelab {metadata.version('gatelab')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     variants = commands.add_parser("variants", help="list the gate-variant catalog")
     variants.add_argument("--model", default="paper-moe-15a2b", choices=sorted(PRESETS),
                           help="preset whose extra parameters to show (default: the paper's Table 1 MoE)")
     variants.add_argument("--json", action="store_true", help="print one JSON array")
+    variants.add_argument("--catalog", default=None, metavar="FILE",
+                          help="a catalog YAML of your own (default: the one shipped with gatelab)")
     variants.set_defaults(func=cmd_variants)
     bench = commands.add_parser("bench", help="benchmarks, measured side by side in one run")
     bench.add_argument("what", choices=["gates", "trainer", "grid"])
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
     bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
-    bench.add_argument("--grid", default=None, help="grid: the grid to run (default ablations/smoke.yaml)")
+    bench.add_argument("--grid", default=None, help="grid: the grid to run (default: the shipped smoke grid)")
     bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     train = commands.add_parser("train", help="train one trial in-process, logged to MLflow; rerun resumes")
-    train.add_argument("config", help="trial YAML (the schema of a grid's base)")
+    train.add_argument("config", help=f"trial YAML (the schema of a grid's base): {WHERE_NAMES_RESOLVE}")
     train.add_argument("--set", action="append", metavar="dotted.key=value", help="override a field")
     train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
     train.set_defaults(func=cmd_train)
     add_grid_commands(commands)
+    add_init_command(commands)
     from gatelab.grid.report_command import add_report_command  # `gatelab report GRID`
 
     add_report_command(commands)

@@ -23,13 +23,13 @@ COLUMNS = ("key", "variant", "overrides", "status", "est. FLOPs")
 def training_flops(trial: Trial) -> float:
     """Estimated FLOPs to train the trial to max_steps (evaluation and probes not counted)."""
     config = trial.config
-    per_token = _forward_flops(config.model.resolve(), config.variant, config.seq_len)
+    per_token = _forward_flops(config.model.resolve(), config.variant, config.catalog, config.seq_len)
     return 3 * per_token * config.tokens_per_step * config.schedule.max_steps
 
 
 @cache
-def _forward_flops(model: ModelConfig, variant: str, seq_len: int) -> float:
-    return forward_flops_per_token(model, get_variant(variant), seq_len).total
+def _forward_flops(model: ModelConfig, variant: str, catalog: str | None, seq_len: int) -> float:
+    return forward_flops_per_token(model, get_variant(variant, catalog), seq_len).total
 
 
 def format_flops(flops: float) -> str:

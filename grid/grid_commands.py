@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from gatelab.grid.dry_run import trial_rows, trial_table
+from gatelab.grid.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
 from gatelab.tracking.store import Store
@@ -170,7 +171,7 @@ def cmd_stop_server(args: argparse.Namespace) -> int:
 
 def add_grid_commands(commands) -> None:
     def common(parser, *, runs: bool) -> None:
-        parser.add_argument("grid", help="grid YAML, e.g. ablations/smoke.yaml")
+        parser.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
         parser.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
         parser.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
         if runs:

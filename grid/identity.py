@@ -25,21 +25,22 @@ def identity_fields(config: TrialConfig, fingerprint: str) -> dict:
     """The canonical mapping that is hashed."""
     data = to_dict(config)
     data.pop("name")
+    data.pop("catalog")  # where the variant is defined; its definition is hashed below
     data.pop("checkpoint")
     data["schedule"].pop("log_every")
     data["schedule"]["seq_len"] = config.seq_len
     data["data"].pop("source")
     data["data"]["fingerprint"] = fingerprint
-    data["model"], data["variant"] = _model_and_variant(config.model.resolve(), config.variant)
+    data["model"], data["variant"] = _model_and_variant(config.model.resolve(), config.variant, config.catalog)
     data["key_version"] = KEY_VERSION
     return data
 
 
 @lru_cache(maxsize=1024)
-def _model_and_variant(base: ModelConfig, variant_name: str) -> tuple[dict, dict]:
+def _model_and_variant(base: ModelConfig, variant_name: str, catalog: str | None) -> tuple[dict, dict]:
     """The resolved model shape and the variant's definition (cached: a grid has few distinct ones).
     Callers get shared dicts: they are only serialised, never mutated."""
-    variant = get_variant(variant_name)
+    variant = get_variant(variant_name, catalog)
     return (asdict(variant.model_config(base)),
             {"name": variant.name, "gates": [g.axes for g in variant.gates],
              "sdpa_transform": variant.sdpa_transform.value})

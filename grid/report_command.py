@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gatelab.grid.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.expand import Trial, expand, format_value, short_keys
 from gatelab.grid.spec import GridSpec, load_grid
 from gatelab.trainer.catalog import load_catalog
@@ -31,7 +32,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     from gatelab.grid.submit import experiment_name
     from gatelab.tracking.report import ReportInput, TrialSpec, VariantSpec
 
-    catalog = load_catalog()
+    catalog = load_catalog(spec.base.catalog)
     base = spec.base.model.resolve()
     used = {t.config.variant for t in trials} | {"baseline"}
     variants = {}
@@ -39,7 +40,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         if name not in used:
             continue
         try:
-            extra = extra_params(base, variant, catalog["baseline"])
+            extra = extra_params(base, variant, catalog["baseline"]) if "baseline" in catalog else None
         except SpecError:
             extra = None  # e.g. more_experts on a dense preset
         paper = variant.paper
@@ -91,7 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_report_command(commands) -> None:
     """Register `gatelab report` on the CLI's subparsers."""
     report = commands.add_parser("report", help="paper-style table, statistics and figures of a grid, from MLflow")
-    report.add_argument("grid", help="grid YAML, e.g. ablations/paper.yaml")
+    report.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
     report.add_argument("--out", default=None, help="output folder (default <home>/reports/<grid name>)")
     report.add_argument("--format", choices=("md", "html", "csv"), default="md",
                         help="md: markdown table and figure links; html: one self-contained page; csv: the table")

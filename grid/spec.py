@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from gatelab.grid.config_loader import ConfigError, build, convert, parse_override, read_yaml, set_dotted
+from gatelab.grid.examples import no_such_file, resolve_config_path
 from gatelab.grid.expand import Resolved, field_hint, fingerprints, resolve
+from gatelab.grid.file_kinds import GRID_KEYS, refuse_trial_config_as_grid
 from gatelab.grid.search_spec import SearchSpec, check_search, parse_search
+from gatelab.grid.trial_file import anchor_catalog
 from gatelab.trainer.catalog import get_variant, load_catalog
 from gatelab.trainer.config import TrialConfig
 from gatelab.trainer.gate_spec import SpecError
 from gatelab.trainer.presets import PRESETS
 
 COMBINE_MODES = ("cross", "zip")
-TOP_LEVEL_KEYS = ("name", "base", "axes", "combine", "include", "exclude", "resources", "tracking", "storage",
-                  "ray", "search")
 FILE_HASH_LENGTH = 16
 
 
@@ -201,18 +202,20 @@ def _with_yaml_hint(message: str) -> str:
 
 def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
     """Read, override (`--set dotted.key=value`, keys from the grid's top level) and validate a grid file."""
-    path = Path(path)
+    path = resolve_config_path(path)
     source = str(path)
     if not path.is_file():
-        raise ConfigError("", "no such grid file", source)
+        raise no_such_file("grid", path)
     file_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:FILE_HASH_LENGTH]
     data, lines = read_yaml(path)
     where = _Where(source, lines)
     try:
         if not isinstance(data, dict):
-            raise ConfigError("", f"expected a mapping of grid keys ({', '.join(TOP_LEVEL_KEYS)}), "
+            raise ConfigError("", f"expected a mapping of grid keys ({', '.join(GRID_KEYS)}), "
                                   f"got {type(data).__name__}", source, min(lines.values(), default=1))
+        refuse_trial_config_as_grid(data, source)
         data = _inline_base(data, path.parent, where)
+        data = {**data, "base": anchor_catalog(data.get("base"), path.parent)} if "base" in data else data
         for text in overrides:
             key, value = parse_override(text)
             data = _override(data, key, value)
@@ -220,6 +223,8 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
         if isinstance(data.get("base"), str):  # `--set base=other.yaml`: its errors are that file's
             data = _inline_base(data, path.parent, where)
             where.overridden.remove("base")
+        if "base" in data:  # a catalog named by --set base.catalog=... is taken from the working directory
+            data = {**data, "base": anchor_catalog(data["base"], Path.cwd())}
         spec = _spec(data, name=path.stem, source=source, file_hash=file_hash)
         if not spec.resolved:  # builds every trial: a bad value fails at its axis line
             raise ConfigError("exclude", "axes/include/exclude leave no trial")
@@ -242,6 +247,7 @@ def _inline_base(data: dict, grid_dir: Path, where: _Where) -> dict:
         raise ConfigError("base", f"no such trial file {str(base_path)!r}; expected a mapping or a path to a "
                                   "trial YAML (relative to the grid file)")
     base_data, base_lines = read_yaml(base_path)
+    base_data = anchor_catalog(base_data, base_path.parent)
     where.base_source = str(base_path)
     where.base_lines = {f"base.{k}": line for k, line in base_lines.items()}
     return {**data, "base": base_data}
@@ -263,8 +269,8 @@ def _override(data: dict, key: str, value: Any) -> dict:
 
 def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
     for key in data:
-        if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(str(key), f"unknown grid key{_nearest(str(key), TOP_LEVEL_KEYS)}")
+        if key not in GRID_KEYS:
+            raise ConfigError(str(key), f"unknown grid key{_nearest(str(key), GRID_KEYS)}")
     name = data.get("name", name)
     if not isinstance(name, str) or not name.strip() or "/" in name:
         raise ConfigError("name", f"expected a non-empty name without '/', got {name!r}")
@@ -287,8 +293,8 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
     search = parse_search(data.get("search"), axes)
     return GridSpec(
         name=name, base=base, axes=axes, combine=combine,
-        include=_entries(data.get("include"), "include"),
-        exclude=_entries(data.get("exclude"), "exclude"),
+        include=_entries(data.get("include"), "include", base.catalog),
+        exclude=_entries(data.get("exclude"), "exclude", base.catalog),
         resources=build(Resources, data.get("resources"), "resources"),
         tracking=build(TrackingSpec, data.get("tracking"), "tracking"),
         storage=build(StorageSpec, data.get("storage"), "storage"),
@@ -323,7 +329,7 @@ def _axes(raw: Any, base: TrialConfig) -> dict[str, tuple]:
             raise ConfigError(where, "expected at least one value, got an empty list")
         converted = tuple(convert(hint, value, f"{where}.{i}") for i, value in enumerate(values))
         for index, value in enumerate(converted):
-            _check_name(key, value, f"{where}.{index}")
+            _check_name(key, value, f"{where}.{index}", base.catalog)
         _check_distinct(converted, where)
         axes[key] = converted
     _check_no_overlap(list(axes), "axes")
@@ -334,7 +340,7 @@ def applicable_variants(base: TrialConfig) -> tuple[str, ...]:
     """Every catalog variant whose shape change fits the base model (more_experts needs an MoE preset)."""
     model = base.model.resolve()
     names = []
-    for name, variant in load_catalog().items():
+    for name, variant in load_catalog(base.catalog).items():
         try:
             variant.model_config(model)
         except SpecError:
@@ -343,7 +349,7 @@ def applicable_variants(base: TrialConfig) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _entries(raw: Any, where: str) -> tuple[dict, ...]:
+def _entries(raw: Any, where: str, catalog: str | None) -> tuple[dict, ...]:
     """include/exclude: a list of mappings of dotted trial-config keys to values."""
     if raw is None:
         return ()
@@ -359,18 +365,18 @@ def _entries(raw: Any, where: str) -> tuple[dict, ...]:
             key = str(key)
             _check_key(key, f"{at}.{key}")
             converted[key] = convert(field_hint(key, f"{at}.{key}"), value, f"{at}.{key}")
-            _check_name(key, converted[key], f"{at}.{key}")
+            _check_name(key, converted[key], f"{at}.{key}", catalog)
         _check_no_overlap(list(converted), at)
         entries.append(converted)
     return tuple(entries)
 
 
-def _check_name(key: str, value: Any, where: str) -> None:
+def _check_name(key: str, value: Any, where: str, catalog: str | None = None) -> None:
     """An unknown variant or preset, at its own line with the nearest name (TrialConfig blames all of
     `model` for a preset; an exclude entry is never built, and one that cannot match is a typo)."""
     if key == "variant" and isinstance(value, str):
         try:
-            get_variant(value)
+            get_variant(value, catalog)
         except SpecError as err:
             raise ConfigError(where, str(err)) from None
     if key == "model.preset" and isinstance(value, str) and value not in PRESETS:

@@ -16,8 +16,7 @@ import yaml
 
 from gatelab.trainer.gate_spec import GateSpec, SpecError
 from gatelab.trainer.presets import ModelConfig
-
-CATALOG_PATH = Path(__file__).resolve().parents[1] / "ablations" / "variants.yaml"
+from gatelab.trainer.shipped_data import CATALOG_PATH
 
 
 class SdpaTransform(str, Enum):
@@ -136,12 +135,28 @@ def _variant_from_dict(row: dict) -> Variant:
         raise SpecError(f"variant {row.get('name')!r}: {err}") from None
 
 
-@lru_cache(maxsize=4)
-def load_catalog(path: Path = CATALOG_PATH) -> dict[str, Variant]:
-    """All variants by name, in file order; duplicate names are an error."""
-    rows = yaml.safe_load(Path(path).read_text())["variants"]
+def load_catalog(path: str | Path | None = None) -> dict[str, Variant]:
+    """All variants by name, in file order; duplicate names are an error. `path`: a catalog YAML of the
+    user's (the same schema as ablations/variants.yaml); None: the catalog shipped with gatelab."""
+    return _load_catalog(Path(path).expanduser().resolve() if path is not None else CATALOG_PATH)
+
+
+@lru_cache(maxsize=8)
+def _load_catalog(path: Path) -> dict[str, Variant]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SpecError(f"catalog {str(path)!r}: cannot read it ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"catalog {str(path)!r}: invalid YAML ({str(err).splitlines()[0]})") from None
+    rows = data.get("variants") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise SpecError(f"catalog {str(path)!r}: expected a mapping with a non-empty list `variants:` "
+                        "(the schema of ablations/variants.yaml)")
     catalog: dict[str, Variant] = {}
     for row in rows:
+        if not isinstance(row, dict):
+            raise SpecError(f"catalog {str(path)!r}: expected each variant as a mapping, got {row!r}")
         variant = _variant_from_dict(row)
         if variant.name in catalog:
             raise SpecError(f"{path}: variant name {variant.name!r} appears twice")
@@ -149,11 +164,13 @@ def load_catalog(path: Path = CATALOG_PATH) -> dict[str, Variant]:
     return catalog
 
 
-def get_variant(name: str, path: Path = CATALOG_PATH) -> Variant:
-    """The named variant, or an error suggesting the nearest valid name."""
+def get_variant(name: str, path: str | Path | None = None) -> Variant:
+    """The named variant of the catalog at `path` (None: the shipped one), or an error suggesting the nearest
+    valid name."""
     catalog = load_catalog(path)
     if name in catalog:
         return catalog[name]
     near = difflib.get_close_matches(name, list(catalog), n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
-    raise SpecError(f"unknown variant {name!r}{hint}")
+    where = f" in catalog {str(path)!r}" if path is not None else ""
+    raise SpecError(f"unknown variant {name!r}{where}{hint}")

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
-from gatelab.trainer.catalog import get_variant
+from gatelab.trainer.catalog import Variant, get_variant, load_catalog
 from gatelab.trainer.corpus import DataConfig
 from gatelab.trainer.presets import ModelConfig, preset
 
@@ -131,6 +131,10 @@ class TrialConfig:
     """Human label (not part of the trial key)."""
     variant: str = "baseline"
     """Catalog variant name."""
+    catalog: str | None = None
+    """A variant catalog YAML of your own (the schema of ablations/variants.yaml; a relative path is taken from
+    the file that names it; on a cluster, a path every node sees); None: the catalog shipped with gatelab.
+    Not part of the trial key: the variant's definition is."""
     seed: int = 0
     """Seeds init, data order and everything random."""
     model: ModelChoice = field(default_factory=ModelChoice)
@@ -150,7 +154,11 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         try:
-            get_variant(self.variant)  # unknown names fail here, with the nearest valid one
+            load_catalog(self.catalog)
+        except ValueError as err:
+            raise ValueError(f"catalog: {err}") from None
+        try:
+            self.variant_definition()  # unknown names fail here, with the nearest valid one
             self.model.resolve()
         except ValueError as err:
             key = "variant" if "variant" in str(err) else "model"
@@ -171,7 +179,11 @@ class TrialConfig:
     def model_config(self) -> ModelConfig:
         """The model as this trial trains it (preset + overrides + the variant's shape change)."""
         base = self.model.resolve()
-        return get_variant(self.variant).model_config(base)
+        return self.variant_definition().model_config(base)
+
+    def variant_definition(self) -> Variant:
+        """The trial's variant, from its catalog."""
+        return get_variant(self.variant, self.catalog)
 
     @property
     def seq_len(self) -> int:
@@ -199,6 +211,6 @@ def to_dict(config) -> dict:
 def run_tags(config: TrialConfig) -> dict[str, str]:
     """Tags of a trial's run: variant, paper reference, seed, LR, preset and every gate axis, so the MLflow UI
     can filter, group and compare runs by them (issue 4)."""
-    variant = get_variant(config.variant)
+    variant = config.variant_definition()
     return {"variant": variant.name, "paper_ref": variant.paper_ref, "seed": str(config.seed),
             "lr": f"{config.optim.lr:g}", "preset": config.model.preset, **variant.axes}

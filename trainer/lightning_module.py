@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from gatelab.trainer.catalog import get_variant
 from gatelab.trainer.config import TrialConfig
 from gatelab.trainer.data import CorpusSplits, epoch_permutation
 from gatelab.trainer.gates import Gate
@@ -36,7 +35,7 @@ class GatedLMModule(pl.LightningModule):
         super().__init__()
         self.config = config
         torch.manual_seed(config.seed)  # the same init for every variant at a seed
-        self.model = GatedLM(config.model.resolve(), get_variant(config.variant))
+        self.model = GatedLM(config.model.resolve(), config.variant_definition())
         self.last_grad_norm = float("nan")
         self._step_losses: list[torch.Tensor] = []
         self._step_parts: dict[str, list[torch.Tensor]] = {}

@@ -8,7 +8,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_sha() -> str:
-    """HEAD, with '-dirty' when tracked files have uncommitted changes; 'unknown' outside a checkout."""
+    """HEAD, with '-dirty' when tracked files have uncommitted changes; 'unknown' outside a checkout (an
+    installed wheel: its version is in the environment record), even where site-packages lies inside some
+    other repository (a research repo's .venv), whose HEAD would say nothing about gatelab's code."""
+    if not (REPO_ROOT / ".git").exists():
+        return "unknown"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              timeout=5).stdout.strip()
