@@ -98,9 +98,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"gatelab bench: unknown benchmark {args.what!r}")
 
 
+class _OneLinePerCommand(argparse.HelpFormatter):
+    """argparse sizes the name column without the extra indent of the command list, which pushes the longest
+    command's help (stop-server) onto a line of its own; this counts that indent."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max(map(len, action.choices)) + self._current_indent + self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gatelab", description="Gated-attention ablation orchestrator (Qiu et al. 2025, Gated Attention for "
+        prog="gatelab", formatter_class=_OneLinePerCommand, description="Gated-attention ablation orchestrator (Qiu et al. 2025, Gated Attention for "
                                     "LLMs): grids of gate variants trained through Ray, recorded in MLflow.",
         epilog=f"GRID and CONFIG arguments: {WHERE_NAMES_RESOLVE}. Shipped: "
                f"{', '.join(p.stem for p in shipped_examples())}.")
@@ -122,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
-    train = commands.add_parser("train", help="train one trial in-process, logged to MLflow; rerun resumes")
+    train = commands.add_parser("train", help="train one trial in-process; rerunning resumes it")
     train.add_argument("config", help=f"trial YAML (the schema of a grid's base): {WHERE_NAMES_RESOLVE}")
     train.add_argument("--set", action="append", metavar="dotted.key=value", help="override a field")
     train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")

@@ -65,8 +65,7 @@ def example_kind(path: Path) -> str:
 
 
 def add_init_command(commands) -> None:
-    init = commands.add_parser("init", help="copy the shipped catalog, example grids and trial configs into DIR "
-                                            "to edit")
+    init = commands.add_parser("init", help="copy the shipped catalog and examples into DIR")
     init.add_argument("dir", help="folder to create or fill")
     init.add_argument("--force", action="store_true", help="overwrite example files already in DIR")
     init.set_defaults(func=cmd_init)

@@ -2,7 +2,7 @@
 
 This side knows the grid (its trials, their seeds, LRs and other axis values) and the catalog (paper
 references, published figures, extra parameters at the grid's base preset); tracking/report.py reads MLflow
-and writes the files. No torch here (DESIGN.md: grid/ never imports it); mlflow only through tracking.
+and writes the files. No torch here (docs/design.md, layer rules: grid/ never imports it); mlflow only through tracking.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_report_command(commands) -> None:
     """Register `gatelab report` on the CLI's subparsers."""
-    report = commands.add_parser("report", help="paper-style table, statistics and figures of a grid, from MLflow")
+    report = commands.add_parser("report", help="paper-style tables and figures of a grid")
     report.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
     report.add_argument("--out", default=None, help="output folder (default <home>/reports/<grid name>)")
     report.add_argument("--format", choices=("md", "html", "csv"), default="md",

@@ -123,11 +123,15 @@ def test_variants_lists_a_catalog_of_ones_own(tmp_path, capsys):
     assert "my_gate" in capsys.readouterr().out
 
 
-def test_help_lists_every_command_with_a_line_and_where_names_resolve():
+def test_help_lists_every_command_with_a_line_and_where_names_resolve(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
     helps = {c.dest: c.help for c in commands._choices_actions}
     assert set(helps) == set(commands.choices) and all(helps.values())
+    lines = parser.format_help().splitlines()
+    for name, help_text in helps.items():  # the name and its whole help on one line of 80 columns
+        assert any(line.split() == [name, *help_text.split()] for line in lines), name
     text = " ".join(parser.format_help().split())
     assert "name of an example shipped with gatelab" in text and "smoke" in text
 

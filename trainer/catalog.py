@@ -1,6 +1,6 @@
 """The named variant catalog (`ablations/variants.yaml`) as frozen data. Pure Python: no torch.
 
-A variant is data (DESIGN.md): zero or more GateSpecs, an optional parameter-free or near-free transform
+A variant is data (docs/design.md): zero or more GateSpecs, an optional parameter-free or near-free transform
 of the SDPA output (the controls of Table 3), and an optional change of model shape (the
 parameter-matched baselines of Table 1 rows 2-4).
 """

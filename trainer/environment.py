@@ -1,4 +1,4 @@
-"""What a trial ran on: git SHA, package versions, device (DESIGN.md "Evidence")."""
+"""What a trial ran on: git SHA, package versions, device (docs/design.md, conventions)."""
 from __future__ import annotations
 
 import copy
