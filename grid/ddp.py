@@ -4,8 +4,8 @@ The Ray task that holds the trial's lock and MLflow run (grid.worker) starts a T
 worker runs the same `trainer.run.run_trial` with Lightning's RayDDPStrategy. Only rank 0 reports to MLflow
 and writes the trial's files; all ranks share the checkpoint directory, so a restarted worker group (Ray
 Train's FailureConfig: a lost worker or node) resumes from the newest checkpoint like a single-process trial.
-ORCHESTRATION.md §1.4: RayTrainReportCallback reports only per epoch, so we do not use it; our checkpoints
-are our own, and Train's `name` is the trial key (§1.1: resubmitting the same name resumes).
+RayTrainReportCallback reports only per epoch, so we do not use it; our checkpoints are our own, and Train's
+`name` is the trial key (resubmitting the same name resumes). Both: docs/libraries.md, Ray Train V2.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 RESULT_FILE = "ddp-result.json"
 # Written by the rank that ran out of memory. Ray Train retries every worker-group failure alike (its failure
-# policy cannot tell a CUDA OOM from a lost node), but out-of-memory is deterministic (issue 4): the retried
+# policy cannot tell a CUDA OOM from a lost node), but out-of-memory is deterministic (it would recur): the retried
 # attempt finds this file and ends at once as failed instead of training into the same wall again.
 OUT_OF_MEMORY_FILE = "ddp-out-of-memory.txt"
 

@@ -1,4 +1,4 @@
-"""A trial's identity: a hash of the resolved fields that change its result (DESIGN.md).
+"""A trial's identity: a hash of the resolved fields that change its result (docs/design.md).
 
 In: the resolved model shape, the variant's definition (not only its name, so editing a catalog entry
 makes new trials), the data fingerprint and split, optimiser, schedule, evaluation and stability rules,

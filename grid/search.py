@@ -1,6 +1,6 @@
 """`gatelab submit|resume` of a grid with a `search:` block: Optuna ask/tell here, every trial through Ray.
 
-Not Ray Tune's OptunaSearch (ORCHESTRATION.md §1.2, §2): Tune pickles its state, names trials with random
+Not Ray Tune's OptunaSearch (docs/libraries.md, Ray Tune): Tune pickles its state, names trials with random
 ids, hard-codes Optuna's NopPruner, and `Tuner.restore` cannot change the search space; gatelab's trials are
 content keys resumed from MLflow and their checkpoints. So this is the grid driver's loop on Ray core with
 Optuna in between:

@@ -14,7 +14,7 @@
 Studies: one per combination of the `per` axes' values (one study when `per` is absent). The axes not in
 `per` are replicates: each Optuna trial runs once at each of their points (e.g. every seed) and its objective
 is the mean over those runs. Sampler settings are passed to Optuna in full, never left to its defaults:
-Optuna 5 made TPE multivariate by default (ORCHESTRATION.md §4), so `multivariate` must be written.
+Optuna 5 made TPE multivariate by default (docs/libraries.md, Optuna), so `multivariate` must be written.
 """
 from __future__ import annotations
 

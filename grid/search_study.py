@@ -31,7 +31,7 @@ def journal_storage(path: Path) -> JournalStorage:
 
 
 def build_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
-    """Every TPE setting passed explicitly: Optuna 5 changed `multivariate`'s default (ORCHESTRATION.md §4)."""
+    """Every TPE setting passed explicitly: Optuna 5 changed `multivariate`'s default (docs/libraries.md, Optuna)."""
     if spec.type == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=spec.multivariate,

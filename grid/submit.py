@@ -54,10 +54,11 @@ def _ray_init(address: str | None) -> None:
              _system_config=dict(NO_OOM_RETRIES) if local else None)
 
 
-# Out-of-memory is a deterministic failure (issue 4): record it, do not retry. A worker that Ray's memory monitor
-# kills is retried on Ray's own budget, apart from the task's max_retries, and with Ray 2.60's default that went
-# on indefinitely (6 attempts in 60 s with max_retries=2, measured). A cluster sets the same with the
-# RAY_task_oom_retries=0 environment of every node (ray_cluster.yaml); a joined Ray keeps its own setting.
+# Out-of-memory is a deterministic failure (the same trial on the same node runs out again): record it, do not
+# retry. A worker that Ray's memory monitor kills is retried on Ray's own budget, apart from the task's
+# max_retries, and with Ray 2.60's default that went on indefinitely (6 attempts in 60 s with max_retries=2,
+# measured; docs/libraries.md, Ray core). A cluster sets the same with the RAY_task_oom_retries=0 environment
+# of every node (ray_cluster.yaml); a joined Ray keeps its own setting.
 NO_OOM_RETRIES = MappingProxyType({"task_oom_retries": 0})  # read-only: ray.init adds keys to the dict it gets
 
 

@@ -1,8 +1,8 @@
 """What one Ray task does for one trial: take the trial's lock, open its MLflow run, train, report.
 
-Failure classes (issue 4): a lost worker process or node never reaches `except` — Ray retries the task
-(its `max_retries` is the per-trial budget) and the retry resumes from the newest checkpoint. Anything
-raised here (a config or data error, out-of-memory, a bug) is deterministic: recorded as `failed`, not
+Failure classes (docs/design.md, Conventions): a lost worker process or node never reaches `except` — Ray
+retries the task (its `max_retries` is the per-trial budget) and the retry resumes from the newest checkpoint.
+Anything raised here (a config or data error, out-of-memory, a bug) is deterministic: recorded as `failed`, not
 retried. Divergence is a result (`diverged`), not an error.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def failure_reason(error: BaseException, out_of_memory: bool = False) -> str:
     """The `gatelab.error` text of a failed trial: "<reason>: <first line>", the reason `out_of_memory` when
-    the error says so (a deterministic failure, issue 4), else the error's type."""
+    the error says so (deterministic: a retry would run out of memory again), else the error's type."""
     text = str(error)
     reason = "out_of_memory" if out_of_memory or is_out_of_memory(error) else type(error).__name__
     return f"{reason}: {text.splitlines()[0] if text else ''}"

@@ -80,5 +80,5 @@ def test_presets_have_the_papers_shapes():
     assert PRESETS["paper-1.7b"].n_layers == 28 and PRESETS["paper-1.7b-48l"].n_layers == 48
     small = total_params(preset("small"), CATALOG["baseline"])
     assert 100e6 < small < 150e6
-    # 15A2B: about 15B total parameters (Table 7 / §6).
+    # 15A2B: about 15B total parameters (Table 7; docs/paper.md §8).
     assert 13e9 < total_params(moe, CATALOG["baseline"]) < 17e9

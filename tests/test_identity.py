@@ -1,4 +1,4 @@
-"""Which edits change a trial's key and which don't (DESIGN.md: 'A test pins which edits change it')."""
+"""Which edits change a trial's key and which don't (docs/design.md, Conventions: trial identity)."""
 from dataclasses import replace
 
 import pytest

@@ -64,7 +64,7 @@ def test_run_probes_on_tiny_models():
     gated = run_probes(gated_model, [tokens_BT, tokens_BT])
     assert len(baseline.f_attn_per_layer) == 2 and baseline.gate_mean is None
     assert 0 < baseline.f_attn < 1 and baseline.m_act > 0
-    # At init the gate's projection is small, so scores sit near sigmoid(0) = 0.5 (PAPER.md §1).
+    # At init the gate's projection is small, so scores sit near sigmoid(0) = 0.5 (docs/paper.md §1).
     assert gated.gate_mean == pytest.approx(0.5, abs=0.05)
     assert sum(gated.gate_hist_counts) == 2 * 2 * 2 * 32 * 4 * 8  # batches*B*layers*T*H*d
     assert gated_model.training  # run_probes restores the mode

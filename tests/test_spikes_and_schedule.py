@@ -1,4 +1,4 @@
-"""Spike detector on synthetic curves, and the LR schedule's shape (PAPER.md §6)."""
+"""Spike detector on synthetic curves, and the LR schedule's shape (docs/paper.md §8)."""
 import math
 import random
 

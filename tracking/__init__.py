@@ -1,4 +1,5 @@
-"""The only door to MLflow (DESIGN.md): where runs live, the local tracking server, and the trainer's Tracker.
+"""The only door to MLflow (docs/design.md, layer rules): where runs live, the local tracking server, and the
+trainer's Tracker.
 
 Rule for URIs and artifacts: gatelab processes log through the store's local `mlflow server`
 (`local_server(store)` yields its http URI); experiments always get the artifact location

@@ -1,4 +1,4 @@
-"""The paper's headline orderings, checked on one grid's results (issue 5's (a)-(e)).
+"""The paper's headline orderings, checked on one grid's results: (a)-(e) of docs/paper.md §9.
 
 Each ordering is data: which variants, which measured figure, which relation, and the paper's figure beside
 it. `check_orderings` evaluates them on the report's rows (a-d: at each variant's best LR) and outcomes

@@ -3,7 +3,7 @@
 Each tracker owns an explicit `MlflowClient(tracking_uri)` rather than the fluent `mlflow.*` API, whose active
 run and tracking URI are process globals: several trials in one process would clash.
 
-Metrics are buffered and sent with `log_batch` (ORCHESTRATION.md §3: one request per batch, at most 1000
+Metrics are buffered and sent with `log_batch` (docs/libraries.md, MLflow: one request per batch, at most 1000
 metrics and 100 params+tags per batch). The metrics of one `log_metrics` call always travel in the same batch
 (unless it alone exceeds 1000), and batches are sent in order, so after a crash the stored history is a prefix
 of what was logged: `last_steps()` never names a step whose metrics are half stored.
@@ -34,7 +34,7 @@ from gatelab.tracking.store import experiment_artifact_location
 
 STATUS_TAG = "gatelab.status"
 PARENT_RUN_TAG = "mlflow.parentRunId"
-# gatelab status -> MLflow run status. Divergence is a result (DESIGN.md), so the run itself FINISHED.
+# gatelab status -> MLflow run status. Divergence is a result (docs/design.md), so the run itself FINISHED.
 _TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 STATUSES = ("running", *_TERMINAL)
 

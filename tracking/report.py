@@ -12,9 +12,9 @@ Choices a reader should know (also printed in the report):
   trained on 400B tokens (Tables 1, 3, 4). Compare directions and ratios, not absolute values.
 - With several LRs, a row's figures are at the variant's best LR (lowest mean final val loss, preferring LRs
   where nothing diverged); the LR-stability section shows the whole sweep.
-- Diverged trials are results (DESIGN.md): they count against LR stability and are listed per row, but their
+- Diverged trials are results (docs/design.md): they count against LR stability and are listed per row, but their
   PPL (NaN or capped) is left out of means and pairs.
-- A variant is "better" only with a paired t-test over >= 2 seeds and p < 0.05 (DESIGN.md "Evidence").
+- A variant is "better" only with a paired t-test over >= 2 seeds and p < 0.05 (docs/design.md, Evidence).
 """
 from __future__ import annotations
 

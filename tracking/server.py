@@ -1,6 +1,6 @@
 """One local `mlflow server` per gatelab home, shared by every gatelab process on the machine.
 
-Why a server: many processes writing one SQLite file hit `database is locked` (ORCHESTRATION.md §3); a single
+Why a server: many processes writing one SQLite file hit `database is locked` (docs/libraries.md, MLflow); a single
 server with `--workers 1` serialises the writes and proxies artifacts (`--serve-artifacts`), so trials only need
 its http URI.
 

@@ -3,7 +3,7 @@ mean ± std over seeds, the paired comparison against the baseline, the maximum 
 table's rows. Nothing here talks to MLflow or imports torch: tracking/report.py reads the runs and
 writes the files.
 
-DESIGN.md ("Evidence"): a variant is "better" in a report only over several seeds, with the test and p-value
+docs/design.md (Evidence): a variant is "better" in a report only over several seeds, with the test and p-value
 printed. So a comparison always says which test it used, on how many seed pairs, and why there is none.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from gatelab.tracking.ledger import DONE_STATUSES  # finished and diverged: results (divergence is one, DESIGN.md)
+from gatelab.tracking.ledger import DONE_STATUSES  # finished and diverged: results (divergence is one, docs/design.md)
 
 ALPHA = 0.05
 """Significance level under which a paired difference counts as 'better' or 'worse'."""

@@ -1,5 +1,5 @@
-"""Where gatelab keeps its state on disk: one home directory per lab (DESIGN.md, "State lives in MLflow and on
-storage").
+"""Where gatelab keeps its state on disk: one home directory per lab (docs/design.md, "State lives in MLflow
+and on storage").
 
     <home>/mlflow.db            SQLite backend of the MLflow tracking server
     <home>/mlartifacts/         artifact root the server proxies (`--artifacts-destination`)

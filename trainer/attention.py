@@ -1,6 +1,6 @@
 """Grouped-query attention with QK-norm, RoPE/YaRN and gates at G1-G5 (paper §2.2, Table 1).
 
-Order of operations follows the reference code (PAPER.md §1): projections -> G2/G3/G4 gates (right
+Order of operations follows the authors' reference code (docs/paper.md §1): projections -> G2/G3/G4 gates (right
 after their projection; the paper does not say whether before or after QK-norm/RoPE, we gate the raw
 projection) -> QK-norm -> RoPE -> causal SDPA -> G1 gate / SDPA control -> o_proj -> G5 gate.
 """

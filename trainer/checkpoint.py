@@ -1,7 +1,8 @@
 """Checkpoint files of one trial: atomic writes, weights-only loads, the newest K kept.
 
-A process may die at any instant (DESIGN.md "State lives ... on storage"), so a checkpoint is written to a
-temporary file in the same directory and renamed: a reader sees the old file or the new one, never half.
+A process may die at any instant (docs/design.md, "State lives in MLflow and on storage"), so a checkpoint is
+written to a temporary file in the same directory and renamed: a reader sees the old file or the new one, never
+half.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The resolved configuration of one trial: the schema `gatelab train` takes and a grid's `base` uses.
 
 Pure Python (no torch), so `grid/` can load, validate, expand and hash it. Defaults follow the paper's
-recipe at small scale (PAPER.md §6): AdamW with its default betas/eps, linear warmup then cosine decay to a
+recipe at small scale (docs/paper.md §8): AdamW with its default betas/eps, linear warmup then cosine decay to a
 minimum LR, gradient clipping.
 """
 from __future__ import annotations
@@ -210,7 +210,7 @@ def to_dict(config) -> dict:
 
 def run_tags(config: TrialConfig) -> dict[str, str]:
     """Tags of a trial's run: variant, paper reference, seed, LR, preset and every gate axis, so the MLflow UI
-    can filter, group and compare runs by them (issue 4)."""
+    can filter, group and compare runs by them."""
     variant = config.variant_definition()
     return {"variant": variant.name, "paper_ref": variant.paper_ref, "seed": str(config.seed),
             "lr": f"{config.optim.lr:g}", "preset": config.model.preset, **variant.axes}

@@ -1,6 +1,6 @@
 """Training text as token ranges: the embedded stdlib corpus or user data, listed, fingerprinted, tokenized, cached.
 
-Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity (DESIGN.md) on a
+Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity (grid/identity.py) on a
 machine without torch. `trainer.data` splits the `Tokenized` result and cuts it into torch datasets of windows.
 
 Layout on disk: text is tokenized once into a flat token array `<cache_dir>/<key>.tokens.npy` (each non-empty

@@ -1,4 +1,4 @@
-"""Feed-forward blocks: SwiGLU, and a fine-grained top-k softmax Mixture-of-Experts (PAPER.md §6)."""
+"""Feed-forward blocks: SwiGLU, and a fine-grained top-k softmax Mixture-of-Experts (Table 7; docs/paper.md §8)."""
 from __future__ import annotations
 
 import torch
@@ -22,7 +22,7 @@ class SwiGLU(nn.Module):
 
 
 def load_balance_loss(probs_NE: torch.Tensor, chosen_NK: torch.Tensor) -> torch.Tensor:
-    """Switch-style E * sum_e f_e * P_e over the whole batch (global-batch LBL, PAPER.md §6).
+    """Switch-style E * sum_e f_e * P_e over the whole batch (global-batch LBL, docs/paper.md §8).
 
     f_e: share of routing slots sent to expert e; P_e: mean router probability of e. A uniform router
     gives exactly 1; any router concentrating load scores above it (a dip of <1% below 1 is possible

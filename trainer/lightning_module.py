@@ -1,7 +1,7 @@
 """A thin LightningModule around GatedLM, and the LightningDataModule with a resumable sample order.
 
 Lightning owns the loop, precision, accumulation and checkpoint IO; this file adds only what is ours:
-the paper's LR schedule (warmup then cosine to a floor, PAPER.md §6), a clip that also reports the
+the paper's LR schedule (warmup then cosine to a floor, docs/paper.md §8), a clip that also reports the
 pre-clip gradient norm, and a sampler whose position is a pure function of the global step, so a
 resumed run reads exactly the batches the uninterrupted run would have read.
 """

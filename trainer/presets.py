@@ -39,7 +39,7 @@ class ModelConfig:
     max_seq_len: int = 256
     """Training sequence length (YaRN scales relative to it)."""
     lb_loss_coef: float = 1e-2
-    """Load-balancing loss weight (the paper does not give one; §6)."""
+    """Load-balancing loss weight (the paper gives none; docs/paper.md §8)."""
     z_loss_coef: float = 1e-3
     """Router z-loss weight (ST-MoE's default)."""
     norm_eps: float = 1e-6
@@ -70,7 +70,7 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # tests: 2 layers, width 32 (DESIGN.md "Testing")
+    # tests: 2 layers, width 32 (docs/design.md, Testing)
     "tiny": ModelConfig(d_model=32, n_layers=2, n_q_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=64,
                         max_seq_len=64),
     "tiny-moe": ModelConfig(d_model=32, n_layers=2, n_q_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=32,

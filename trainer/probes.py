@@ -1,6 +1,6 @@
 """Analysis probes of the paper's §4 on evaluation batches, through the eager attention path.
 
-Choices the paper leaves open (PAPER.md §4), stated here:
+Choices the paper leaves open (docs/paper.md §6), stated here:
 - F-Attn: attention probability on key 0, averaged over batch, heads and query positions 1..T-1
   (query 0 is excluded: it can only attend to itself, so it would add a constant 1).
 - Sink_eps (Gu et al. 2024, eps=0.3): importance of key 0 = mean over queries 0..T'-1 (T' = min(T, 64),

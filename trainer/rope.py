@@ -1,4 +1,4 @@
-"""Rotary position embeddings, with YaRN scaling for long-context evaluation (PAPER.md §5).
+"""Rotary position embeddings, with YaRN scaling for long-context evaluation (Table 5, §4.4; docs/paper.md §7).
 
 YaRN follows Peng et al. 2023 as implemented in HF `_compute_yarn_parameters`: NTK-by-parts blend of
 interpolated (theta/s) and extrapolated (theta) frequencies with a linear ramp between the correction

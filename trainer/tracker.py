@@ -1,4 +1,4 @@
-"""The small interface through which the trainer reports (issue 3); `tracking/` implements it for MLflow.
+"""The small interface through which the trainer reports; `tracking/` implements it for MLflow.
 
 The trainer never imports mlflow: it receives a Tracker. `InMemoryTracker` serves tests and `gatelab bench`.
 """

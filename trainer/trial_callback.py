@@ -89,7 +89,7 @@ class TrialReporter(pl.Callback):
             self._timer, self._paused = (now, step), 0.0
         if diverged:
             self.diverged_at = step
-            trainer.should_stop = True  # divergence is a result, not a crash (DESIGN.md)
+            trainer.should_stop = True  # divergence is a result, not a crash (docs/design.md, Conventions)
             return
         if step >= sched.max_steps:
             return  # the final evaluation and checkpoint happen after fit, once
