@@ -50,11 +50,11 @@ def prepared(raw) -> dict:
     return config
 
 
-def pyproject_pin(name: str) -> str:
-    """The exact version pyproject.toml pins for `name` (extras ignored). A regex, not tomllib: Python 3.10."""
-    match = re.search(rf'"{re.escape(name)}(\[[^\]]*\])?==([^"]+)"', (ROOT / "pyproject.toml").read_text())
-    assert match, f"{name} is not pinned with == in pyproject.toml"
-    return match.group(2)
+def locked_version(name: str) -> str:
+    """The exact version constraints.txt (the tested set every install uses) gives `name`."""
+    match = re.search(rf"^{re.escape(name)}==(\S+)$", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+    assert match, f"{name} is not pinned with == in constraints.txt"
+    return match.group(1)
 
 
 def fits(request: dict, resources: dict) -> bool:
@@ -79,7 +79,7 @@ def test_autoscaler_v2_reads_every_node_type(raw):
         assert docker["image"].startswith("rayproject/ray:")
     assert config.get_docker_config(raw["head_node_type"])["image"] == raw["docker"]["head_image"]
     assert config.get_docker_config(GPU_WORKER)["image"] == raw["docker"]["image"]
-    assert config.get_worker_setup_commands(GPU_WORKER)[-1] == "cd ~/gatelab && pip install -e ."
+    assert config.get_worker_setup_commands(GPU_WORKER)[-1] == "cd ~/gatelab && pip install -c constraints.txt -e ."
 
 
 def test_a_typo_key_is_rejected(raw):
@@ -140,7 +140,7 @@ def test_trials_land_on_gpu_workers_and_drivers_on_the_head(raw):
 
 
 def test_images_match_the_pinned_ray_release(raw):
-    pinned = pyproject_pin("ray")
+    pinned = locked_version("ray")
     assert pinned == ray.__version__
     docker = raw["docker"]
     images = [docker["image"], docker["head_image"]]
@@ -156,13 +156,13 @@ def test_images_match_the_pinned_ray_release(raw):
 # --- installing gatelab and its grids ------------------------------------------------------------------------
 
 def test_every_node_installs_gatelab_after_the_pinned_torch_build(prepared):
-    """torch must be installed before `pip install -e .`, or pip would keep PyPI's build and the pinned
-    install would be a no-op. The pin must be pyproject's, or `pip install -e .` would replace it."""
-    torch_pin = f"torch=={pyproject_pin('torch')}"
+    """torch must be installed before gatelab, or pip would keep PyPI's build and the pinned install would be
+    a no-op. The pin must be constraints.txt's, or gatelab's install (which uses it) would replace it."""
+    torch_pin = f"torch=={locked_version('torch')}"
     expected_index = {"head_setup_commands": "/whl/cpu", "worker_setup_commands": "/whl/cu"}
     for key, index in expected_index.items():
         commands = prepared[key]  # setup_commands already merged in, in the order Ray runs them
-        install = [i for i, c in enumerate(commands) if "pip install -e ." in c and "~/gatelab" in c]
+        install = [i for i, c in enumerate(commands) if "pip install -c constraints.txt -e ." in c and "~/gatelab" in c]
         torch = [i for i, c in enumerate(commands) if re.search(r"pip install torch\b", c)]
         assert install, f"{key} does not install gatelab"
         assert len(torch) == 1 and torch[0] < install[0], f"{key}: torch must come before gatelab"
