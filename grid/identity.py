@@ -26,6 +26,7 @@ def identity_fields(config: TrialConfig, fingerprint: str) -> dict:
     data = to_dict(config)
     data.pop("name")
     data.pop("catalog")  # where the variant is defined; its definition is hashed below
+    data.pop("compile")  # how the step runs (compiled or eager): rounding, not the experiment
     data.pop("checkpoint")
     data["schedule"].pop("log_every")
     data["schedule"]["seq_len"] = config.seq_len

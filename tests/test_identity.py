@@ -5,6 +5,7 @@ import pytest
 
 from gatelab.grid.identity import trial_key
 from gatelab.trainer.config import CheckpointConfig, ModelChoice, TrialConfig
+from gatelab.trainer.shipped_data import CATALOG_PATH
 
 BASE = TrialConfig()
 FP = "0123456789abcdef"
@@ -36,7 +37,11 @@ def test_edits_that_change_the_result_change_the_key(edit):
     lambda c: replace(c, data=replace(c.data, source="/elsewhere/same-data")),
     lambda c: replace(c, schedule=replace(c.schedule, seq_len=64)),  # the preset's own length, spelled out
     lambda c: replace(c, model=ModelChoice(preset="tiny", overrides={"n_layers": 2})),  # the preset's value
-], ids=["name", "checkpoint", "log_every", "data-path", "explicit-default-seq-len", "explicit-default"])
+    lambda c: replace(c, compile=True),  # numerics only: the same experiment compiled or eager
+    lambda c: replace(c, compile=False),
+    lambda c: replace(c, catalog=str(CATALOG_PATH)),  # the shipped catalog named explicitly: same definitions
+], ids=["name", "checkpoint", "log_every", "data-path", "explicit-default-seq-len", "explicit-default",
+        "compile-on", "compile-off", "catalog-path"])
 def test_edits_that_do_not_change_the_result_keep_the_key(edit):
     assert trial_key(edit(BASE), FP) == trial_key(BASE, FP)
 

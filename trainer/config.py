@@ -151,6 +151,10 @@ class TrialConfig:
     """Spikes and divergence."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoints."""
+    compile: bool | None = None
+    """torch.compile the training step's forward and loss (TorchInductor). None: on with CUDA, off on CPU
+    (where `gatelab bench trainer --compile` measured it no faster). Validation, the probes and long-context
+    PPL always run eager. Not part of the trial key: it changes rounding, not the experiment."""
 
     def __post_init__(self) -> None:
         try:
@@ -180,6 +184,10 @@ class TrialConfig:
         """The model as this trial trains it (preset + overrides + the variant's shape change)."""
         base = self.model.resolve()
         return self.variant_definition().model_config(base)
+
+    def compiled_on(self, cuda: bool) -> bool:
+        """Whether this trial's training step is compiled on a machine with (or without) CUDA."""
+        return cuda if self.compile is None else self.compile
 
     def variant_definition(self) -> Variant:
         """The trial's variant, from its catalog."""

@@ -31,18 +31,22 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) ->
 
 
 class GatedLMModule(pl.LightningModule):
-    def __init__(self, config: TrialConfig) -> None:
+    def __init__(self, config: TrialConfig, compiled: bool = False) -> None:
         super().__init__()
         self.config = config
         torch.manual_seed(config.seed)  # the same init for every variant at a seed
         self.model = GatedLM(config.model.resolve(), config.variant_definition())
+        # The compiled step is the model's bound `loss`, kept outside the module tree: compiling the nn.Module
+        # would register an OptimizedModule whose state_dict keys carry `_orig_mod.`. So checkpoints hold the
+        # eager model's keys and load into compiled and eager runs alike; evaluation calls self.model (eager).
+        self.train_loss = torch.compile(self.model.loss) if compiled else self.model.loss
         self.last_grad_norm = float("nan")
         self._step_losses: list[torch.Tensor] = []
         self._step_parts: dict[str, list[torch.Tensor]] = {}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs_BT, targets_BT = batch
-        loss, parts = self.model.loss(inputs_BT, targets_BT)
+        loss, parts = self.train_loss(inputs_BT, targets_BT)
         self._step_losses.append(loss.detach())  # the objective itself, so a NaN in it is seen this step
         for key, value in parts.items():
             self._step_parts.setdefault(key, []).append(value)

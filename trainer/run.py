@@ -66,9 +66,9 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path) -> None:
+def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path, compiled: bool) -> None:
     params = flatten(to_dict(config))
-    params.update({"data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
+    params.update({"compiled": compiled, "data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
                    "data.val_tokens": splits.val_tokens, "seq_len": config.seq_len,
                    "tokens_per_step": config.tokens_per_step})
     tracker.log_params(params)
@@ -143,11 +143,12 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
     if launch is not None and not launch.rank_zero:
         trial_dir = trial_dir / "other-ranks" / str(os.getpid())  # their plots and records are never read
     trial_dir.mkdir(parents=True, exist_ok=True)
-    _record_start(config, tracker, splits, trial_dir)
-
-    module = GatedLMModule(config)
-    reporter = TrialReporter(config, tracker, splits.val, checkpoint_dir, tracker.last_steps())
     cuda = torch.cuda.is_available()
+    compiled = config.compiled_on(cuda)
+    _record_start(config, tracker, splits, trial_dir, compiled)
+
+    module = GatedLMModule(config, compiled=compiled)
+    reporter = TrialReporter(config, tracker, splits.val, checkpoint_dir, tracker.last_steps())
     placement = {"accelerator": "gpu" if cuda else "cpu", "devices": 1, "plugins": [AtomicCheckpointIO()]}
     if launch is not None:
         placement = {"accelerator": "auto", "devices": "auto", "strategy": launch.strategy,
