@@ -6,8 +6,9 @@ import json
 import sys
 from importlib import metadata
 
+from gatelab.grid.bench_command import add_bench_command
 from gatelab.grid.config_loader import ConfigError
-from gatelab.grid.examples import WHERE_NAMES_RESOLVE, add_init_command, resolve_config_path, shipped_examples
+from gatelab.grid.examples import WHERE_NAMES_RESOLVE, add_init_command, shipped_examples
 from gatelab.grid.grid_commands import add_grid_commands
 from gatelab.grid.train_command import cmd_train
 from gatelab.trainer.catalog import load_catalog
@@ -47,57 +48,6 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "gates":
-        from gatelab.trainer.bench_gates import bench_gates  # torch: only for this command
-
-        results = bench_gates(preset(args.model), rounds=args.rounds)
-        if args.json:
-            print(json.dumps([r.__dict__ for r in results], indent=1))
-            return 0
-        print(f"forward+backward step, preset {args.model}: median over rounds of (variant / baseline step "
-              "timed just before it); the baseline's own row is the noise floor")
-        print(f"{'name':32} {'ms':>8} {'ratio':>7} {'+FLOPs':>7}  target")
-        for r in results:
-            target = {"g1_elementwise_sigmoid": f"<= {1 + r.extra_flop_share + 0.02:.3f}",
-                      "g1_headwise_sigmoid": "<= 1.030"}.get(r.name, "")
-            print(f"{r.name:32} {r.median_ms:8.2f} {r.ratio:7.3f} {r.extra_flop_share:7.3f}  {target}")
-        return 0
-    if args.what == "trainer":
-        from gatelab.trainer.bench_trainer import bench_trainer
-
-        result = bench_trainer(args.model, steps=args.steps)
-        if args.json:
-            print(json.dumps(result, indent=1))
-            return 0
-        print(f"training loop throughput, preset {args.model}, {result['steps']} step pairs in lockstep")
-        print(f"  hand-written PyTorch loop: {result['hand_tokens_per_s']:,.0f} tokens/s (median step)")
-        print(f"  gatelab (Lightning) loop:  {result['gatelab_tokens_per_s']:,.0f} tokens/s (median step)")
-        q1, _, q3 = result["ratio_quartiles"]
-        print(f"  per-step ratio quartiles {q1:.3f} / {q3:.3f}")
-        print(f"  ratio {result['ratio']:.3f}  (target >= 0.95)")
-        return 0
-    if args.what == "grid":
-        from gatelab.grid.bench_grid import SMOKE, bench_grid
-
-        result = bench_grid(resolve_config_path(args.grid) if args.grid else SMOKE, slots=args.slots)
-        if args.json:
-            print(json.dumps(result, indent=1))
-            return 0
-        print(f"grid {result['grid']}: {result['finished']}/{result['trials']} trials finished on "
-              f"{result['slots']} slots in {result['wall_s']:.1f} s ({result['compute_s']:.1f} s of trial compute)")
-        print(f"  efficiency {result['efficiency']:.3f}  (target >= 0.90); {result['efficiency_ray_running']:.3f} "
-              f"without Ray's start ({result['ray_start_s']:.1f} s), as when joining a running Ray")
-        print(f"  median per-trial overhead {result['overhead_s']:.2f} s, max {result['overhead_max_s']:.2f} s  "
-              "(target <= 2 s)")
-        print("  slot-time lost: " + ", ".join(f"{name.replace('_', ' ')} {share:.1%}"
-                                              for name, share in result["lost"].items()))
-        print(f"  load+validate+expand+hash {result['expand_10k_trials']} trials: {result['expand_10k_s']:.2f} s  "
-              "(target <= 2 s)")
-        return 0
-    raise SystemExit(f"gatelab bench: unknown benchmark {args.what!r}")
-
-
 class _OneLinePerCommand(argparse.HelpFormatter):
     """argparse sizes the name column without the extra indent of the command list, which pushes the longest
     command's help (stop-server) onto a line of its own; this counts that indent."""
@@ -124,15 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--catalog", default=None, metavar="FILE",
                           help="a catalog YAML of your own (default: the one shipped with gatelab)")
     variants.set_defaults(func=cmd_variants)
-    bench = commands.add_parser("bench", help="benchmarks, measured side by side in one run")
-    bench.add_argument("what", choices=["gates", "trainer", "grid"])
-    bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
-    bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
-    bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
-    bench.add_argument("--grid", default=None, help="grid: the grid to run (default: the shipped smoke grid)")
-    bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
-    bench.add_argument("--json", action="store_true")
-    bench.set_defaults(func=cmd_bench)
+    add_bench_command(commands)
     train = commands.add_parser("train", help="train one trial in-process; rerunning resumes it")
     train.add_argument("config", help=f"trial YAML (the schema of a grid's base): {WHERE_NAMES_RESOLVE}")
     train.add_argument("--set", action="append", metavar="dotted.key=value", help="override a field")
