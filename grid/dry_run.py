@@ -71,6 +71,6 @@ def trial_table(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | 
     by_status = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     total = sum(row["est_flops"] for row in rows)
     summary = (f"grid {spec.name}: {len(rows)} trials ({by_status}), est. {format_flops(total)} training FLOPs; "
-               f"{spec.resources.cpus} CPU / {spec.resources.gpus} GPU per trial, "
+               f"{spec.resources.describe()}, "
                f"at most {spec.ray.max_concurrent} at once; dry run: nothing started")
     return "\n".join([line(COLUMNS), *(line(cell) for cell in cells), summary])

@@ -35,28 +35,49 @@ FILE_HASH_LENGTH = 16
 class Resources:
     """What Ray reserves for each trial."""
 
-    gpus: int = 0
-    """GPUs per trial (0: CPU only)."""
+    gpus: float = 0
+    """GPUs per trial: 0 (CPU only), whole GPUs (more than 1 trains with DDP), or a fraction below 1 (0.5,
+    0.25: two or four trials share one GPU, Ray's fractional GPUs) for presets too small to fill one."""
     cpus: int = 1
     """CPU cores per trial."""
     workers: int = 0
     """DDP processes per trial (Ray Train + Lightning); 0: one per GPU, i.e. DDP whenever gpus > 1."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
-            raise ValueError(f"resources.gpus={self.gpus!r}: expected an integer >= 0")
+        number = not isinstance(self.gpus, bool) and isinstance(self.gpus, (int, float))
+        if not number or not self.gpus >= 0:
+            shown = f"{self.gpus:g}" if number else repr(self.gpus)
+            raise ValueError(f"resources.gpus={shown}: expected a number >= 0 (whole GPUs, or a fraction below 1 "
+                             "to share one)")
+        if self.gpus > 1 and not float(self.gpus).is_integer():
+            raise ValueError(f"resources.gpus={self.gpus:g}: expected whole GPUs, or a fraction below 1 to share "
+                             "one GPU between trials")
         if isinstance(self.cpus, bool) or not isinstance(self.cpus, int) or self.cpus < 1:
             raise ValueError(f"resources.cpus={self.cpus!r}: expected an integer >= 1")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"resources.workers={self.workers!r}: expected an integer >= 0")
+        if self.ddp_workers > 1 and self.shares_a_gpu:
+            raise ValueError(f"resources.workers={self.ddp_workers}: DDP needs whole GPUs (one or more per "
+                             f"worker), not resources.gpus={self.gpus:g}")
         if self.ddp_workers > 1 and (self.gpus % self.ddp_workers or self.cpus % self.ddp_workers):
-            raise ValueError(f"resources.workers={self.ddp_workers}: must divide resources.gpus={self.gpus} "
+            raise ValueError(f"resources.workers={self.ddp_workers}: must divide resources.gpus={self.gpus:g} "
                              f"and resources.cpus={self.cpus} (each DDP worker gets an equal share)")
+
+    @property
+    def shares_a_gpu(self) -> bool:
+        """A fraction of one GPU: several trials train on it at once."""
+        return 0 < self.gpus < 1
 
     @property
     def ddp_workers(self) -> int:
         """How many processes train one trial: 1 means a plain Ray task."""
-        return self.workers or max(1, self.gpus)
+        return self.workers or max(1, int(self.gpus))
+
+    def describe(self) -> str:
+        """'1 CPU / 0.5 GPU per trial (2 trials share each GPU)', as the dry run and status print it."""
+        shared = f" ({1 / self.gpus:.3g} trials share each GPU)" if self.shares_a_gpu else ""
+        ddp = f", DDP over {self.ddp_workers} workers" if self.ddp_workers > 1 else ""
+        return f"{self.cpus} CPU / {self.gpus:g} GPU per trial{shared}{ddp}"
 
 
 @dataclass(frozen=True, kw_only=True)

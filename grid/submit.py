@@ -95,7 +95,7 @@ def submit(spec: GridSpec, trials: list[Trial], store: Store, tracking_uri: str,
     gpus = ray.cluster_resources().get("GPU", 0)
     if not joining and spec.resources.gpus > gpus:
         # A local Ray cannot grow: such trials would wait forever. (A cluster may autoscale GPUs in.)
-        raise ValueError(f"{spec.source}: resources.gpus={spec.resources.gpus} per trial, but the local Ray has "
+        raise ValueError(f"{spec.source}: resources.gpus={spec.resources.gpus:g} per trial, but the local Ray has "
                          f"{gpus:g} GPUs; set resources.gpus: 0 to train on CPU, or join a cluster with --address")
     cap = max_concurrent or spec.ray.max_concurrent
     checkpoint_root = spec.storage.root(store.checkpoints_dir)

@@ -44,8 +44,8 @@ class TrialJob:
     """Processes training the trial: > 1 runs DDP through Ray Train (grid.ddp)."""
     cpus: int = 1
     """CPUs for the whole trial (split over DDP workers)."""
-    gpus: int = 0
-    """GPUs for the whole trial (split over DDP workers)."""
+    gpus: float = 0
+    """GPUs for the whole trial (split over DDP workers), or a fraction of one GPU shared with other trials."""
     max_retries: int = 0
     """Restarts of a DDP worker group after a lost worker or node (Ray Train's FailureConfig)."""
 

@@ -198,3 +198,29 @@ def test_a_ddp_trial_out_of_memory_is_recorded_and_not_trained_again(served_stor
     assert tags["gatelab.status"] == "failed" and runs[0].info.status == "FAILED"
     assert tags["gatelab.error"].startswith("out_of_memory: rank "), tags["gatelab.error"]
     assert "can't allocate memory" in tags["gatelab.error"]
+
+
+def _most_at_once(runs) -> int:
+    """The largest number of runs whose [start, end] intervals overlap at one moment."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def test_half_a_gpu_per_trial_runs_two_trials_on_each_logical_gpu(served_store, tmp_path, capsys):
+    store, uri = served_store
+    path = write_grid(tmp_path / "shared.yaml", "shared-gpu", ["baseline", "g1_elementwise_sigmoid"], seeds=(0, 1),
+                      gpus=0.5, max_concurrent=4)
+    spec = load_grid(path)
+    assert spec.resources.gpus == 0.5 and spec.resources.ddp_workers == 1
+    _, outcome = _submit_on_a_local_ray(spec, store, uri, num_cpus=4, num_gpus=1)
+    assert set(outcome.statuses.values()) == {"finished"} and len(outcome.statuses) == 4
+    _, runs = child_runs(uri, "shared-gpu")
+    # Four CPU slots and max_concurrent 4, but one GPU in halves: Ray runs two trials at a time, not four.
+    assert _most_at_once(runs) == 2
+    for command in (["submit", str(path), "--dry-run"], ["status", str(path)]):
+        assert main([*command, "--home", str(store.home)]) == 0
+        assert "1 CPU / 0.5 GPU per trial (2 trials share each GPU)" in capsys.readouterr().out, command
