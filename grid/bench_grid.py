@@ -23,6 +23,7 @@ from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
 from gatelab.grid.submit import NO_OOM_RETRIES, submit
 from gatelab.tracking import Store, ensure_server, stop_server
+from gatelab.trainer.shipped_data import ABLATIONS_DIR
 
 SMOKE = ABLATIONS_DIR / "smoke.yaml"
 
