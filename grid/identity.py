@@ -26,7 +26,8 @@ def identity_fields(config: TrialConfig, fingerprint: str) -> dict:
     data = to_dict(config)
     data.pop("name")
     data.pop("catalog")  # where the variant is defined; its definition is hashed below
-    data.pop("compile")  # how the step runs (compiled or eager): rounding, not the experiment
+    data.pop("compile")  # how the step runs (compiled or eager, bf16-mixed or fp32): rounding, not the experiment
+    data.pop("precision")
     data.pop("checkpoint")
     data["schedule"].pop("log_every")
     data["schedule"]["seq_len"] = config.seq_len

@@ -1,8 +1,6 @@
 import pytest
 import torch
 
-from gatelab.tracking import Store, ensure_server, stop_server
-
 from gatelab.trainer.catalog import load_catalog
 from gatelab.trainer.presets import preset
 
@@ -30,6 +28,9 @@ def tiny_preset(request):
 @pytest.fixture(scope="module")
 def served_store(tmp_path_factory):
     """A fresh gatelab home with its MLflow server running for the module: (store, tracking URI)."""
+    # Imported here: the GPU check runs the trainer's tests where MLflow (and Ray, Optuna) are not installed.
+    from gatelab.tracking import Store, ensure_server, stop_server
+
     store = Store.open(str(tmp_path_factory.mktemp("home")))
     info, _ = ensure_server(store)
     yield store, info.uri

@@ -40,8 +40,10 @@ def test_edits_that_change_the_result_change_the_key(edit):
     lambda c: replace(c, compile=True),  # numerics only: the same experiment compiled or eager
     lambda c: replace(c, compile=False),
     lambda c: replace(c, catalog=str(CATALOG_PATH)),  # the shipped catalog named explicitly: same definitions
+    lambda c: replace(c, precision="bf16-mixed"),  # rounding too: a CUDA run and its CPU resume are one trial
+    lambda c: replace(c, precision="32-true"),
 ], ids=["name", "checkpoint", "log_every", "data-path", "explicit-default-seq-len", "explicit-default",
-        "compile-on", "compile-off", "catalog-path"])
+        "compile-on", "compile-off", "catalog-path", "bf16-mixed", "fp32"])
 def test_edits_that_do_not_change_the_result_keep_the_key(edit):
     assert trial_key(edit(BASE), FP) == trial_key(BASE, FP)
 

@@ -123,6 +123,9 @@ class CheckpointConfig:
     """Keep the newest K checkpoints."""
 
 
+PRECISIONS = (None, "bf16-mixed", "32-true")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrialConfig:
     """Everything that defines one training run."""
@@ -151,6 +154,9 @@ class TrialConfig:
     """Spikes and divergence."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoints."""
+    precision: str | None = None
+    """Lightning's precision: 'bf16-mixed' or '32-true'. None: bf16-mixed on CUDA (as the paper trains), 32-true
+    on CPU. Not part of the trial key: like compile, it changes rounding, not the experiment."""
     compile: bool | None = None
     """torch.compile the training step's forward and loss (TorchInductor). None: on with CUDA, off on CPU
     (where `gatelab bench trainer --compile` measured it no faster). Validation, the probes and long-context
@@ -176,6 +182,9 @@ class TrialConfig:
                 raise ValueError(f"{key}={value!r}: expected a positive integer")
         if not self.optim.lr > 0:
             raise ValueError(f"optim.lr={self.optim.lr!r}: expected a positive number")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: expected one of {[p for p in PRECISIONS if p]} "
+                             "or null (bf16-mixed on CUDA, 32-true on CPU)")
         if self.optim.warmup_steps < 0:
             raise ValueError(f"optim.warmup_steps={self.optim.warmup_steps}: expected >= 0")
         self.model_config()  # preset name, overrides and the variant's shape change must all be valid
@@ -184,6 +193,10 @@ class TrialConfig:
         """The model as this trial trains it (preset + overrides + the variant's shape change)."""
         base = self.model.resolve()
         return self.variant_definition().model_config(base)
+
+    def precision_on(self, cuda: bool) -> str:
+        """The Lightning precision this trial trains in on a machine with (or without) CUDA."""
+        return self.precision or ("bf16-mixed" if cuda else "32-true")
 
     def compiled_on(self, cuda: bool) -> bool:
         """Whether this trial's training step is compiled on a machine with (or without) CUDA."""

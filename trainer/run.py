@@ -66,9 +66,9 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path, compiled: bool) -> None:
+def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path, cuda: bool) -> None:
     params = flatten(to_dict(config))
-    params.update({"compiled": compiled, "data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
+    params.update({"compiled": config.compiled_on(cuda), "precision_used": config.precision_on(cuda), "data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
                    "data.val_tokens": splits.val_tokens, "seq_len": config.seq_len,
                    "tokens_per_step": config.tokens_per_step})
     tracker.log_params(params)
@@ -144,17 +144,16 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
         trial_dir = trial_dir / "other-ranks" / str(os.getpid())  # their plots and records are never read
     trial_dir.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
-    compiled = config.compiled_on(cuda)
-    _record_start(config, tracker, splits, trial_dir, compiled)
+    _record_start(config, tracker, splits, trial_dir, cuda)
 
-    module = GatedLMModule(config, compiled=compiled)
+    module = GatedLMModule(config, compiled=config.compiled_on(cuda))
     reporter = TrialReporter(config, tracker, splits.val, checkpoint_dir, tracker.last_steps())
     placement = {"accelerator": "gpu" if cuda else "cpu", "devices": 1, "plugins": [AtomicCheckpointIO()]}
     if launch is not None:
         placement = {"accelerator": "auto", "devices": "auto", "strategy": launch.strategy,
                      "plugins": [*launch.plugins, AtomicCheckpointIO()]}
     trainer = pl.Trainer(
-        **placement, precision="bf16-mixed" if cuda else "32-true",
+        **placement, precision=config.precision_on(cuda),
         max_steps=config.schedule.max_steps, accumulate_grad_batches=config.schedule.grad_accum,
         gradient_clip_val=config.optim.grad_clip or None, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
