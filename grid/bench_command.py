@@ -38,7 +38,8 @@ def _bench_gates(args: argparse.Namespace) -> int:
 def _bench_trainer(args: argparse.Namespace) -> int:
     from gatelab.trainer.bench_trainer import bench_trainer
 
-    result = bench_trainer(args.model, steps=args.steps, variant=args.variant, compiled=args.compile)
+    result = bench_trainer(args.model, steps=args.steps, variant=args.variant, compiled=args.compile,
+                           batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -96,8 +97,9 @@ def add_bench_command(commands) -> None:
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
     bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
     bench.add_argument("--variant", default="baseline", help="trainer: the catalog variant to train")
+    bench.add_argument("--batch-size", type=int, default=8, help="trainer: sequences per step")
     bench.add_argument("--compile", action="store_true",
-                       help="gates, trainer: time torch.compile'd steps (trainer: compiled against the eager hand loop)")
+                       help="gates, trainer: time torch.compile'd steps (trainer: against the eager hand loop)")
     bench.add_argument("--grid", default=None, help="grid: the grid to run (default: the shipped smoke grid)")
     bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
     bench.add_argument("--json", action="store_true")

@@ -30,10 +30,11 @@ from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
 
-def bench_config(preset: str, steps: int, variant: str = "baseline", compiled: bool = False) -> TrialConfig:
+def bench_config(preset: str, steps: int, variant: str = "baseline", compiled: bool = False,
+                 batch_size: int = 8) -> TrialConfig:
     return TrialConfig(name="bench", variant=variant, model=replace(TrialConfig().model, preset=preset),
                        compile=compiled,
-                       schedule=ScheduleConfig(max_steps=steps, batch_size=8, log_every=1),
+                       schedule=ScheduleConfig(max_steps=steps, batch_size=batch_size, log_every=1),
                        eval=EvalConfig(every=10 * steps, batches=1, long_context_factors=(1,)),
                        checkpoint=CheckpointConfig(every=10 * steps))
 
@@ -89,8 +90,8 @@ class _Lockstep(pl.Callback):
 
 
 def bench_trainer(preset: str = "laptop", steps: int = 60, warmup: int = 10, variant: str = "baseline",
-                  compiled: bool = False) -> dict:
-    config = bench_config(preset, steps, variant, compiled)
+                  compiled: bool = False, batch_size: int = 8) -> dict:
+    config = bench_config(preset, steps, variant, compiled, batch_size)
     lockstep = _Lockstep(config)
     with tempfile.TemporaryDirectory() as tmp:
         run_trial(config, InMemoryTracker(), Path(tmp) / "trial", Path(tmp) / "cache", callbacks=(lockstep,))
@@ -101,7 +102,8 @@ def bench_trainer(preset: str = "laptop", steps: int = 60, warmup: int = 10, var
     gatelab_tokens_per_s = tokens / statistics.median(g for g, _ in pairs)
     hand_tokens_per_s = tokens / statistics.median(h for _, h in pairs)
     # Steps that ran an evaluation or a checkpoint are excluded by the config (both happen only at the end).
-    return {"preset": preset, "variant": variant, "compiled": compiled, "steps": len(pairs),
+    return {"preset": preset, "variant": variant, "compiled": compiled, "steps": len(pairs), "batch_size": batch_size,
+            "tokens_per_step": tokens,
             "gatelab_tokens_per_s": gatelab_tokens_per_s, "hand_tokens_per_s": hand_tokens_per_s,
             "ratio": statistics.median(h / g for g, h in pairs),
             "ratio_quartiles": statistics.quantiles([h / g for g, h in pairs], n=4),

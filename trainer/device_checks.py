@@ -43,8 +43,10 @@ def tiny_preset_for(variant: str) -> str:
 
 
 def short_trial(variant: str, **changes) -> TrialConfig:
-    """Eight bf16-mixed steps of a tiny model, evaluated and checkpointed every four."""
-    base = dict(variant=variant, precision="bf16-mixed", model=ModelChoice(preset=tiny_preset_for(variant)),
+    """Eight bf16-mixed steps of a tiny model, evaluated and checkpointed every four; eager (a compile per
+    family would cost more than the check; cuda_defaults_resume checks the compiled path)."""
+    base = dict(variant=variant, precision="bf16-mixed", compile=False,
+                model=ModelChoice(preset=tiny_preset_for(variant)),
                 schedule=ScheduleConfig(max_steps=8, batch_size=4, log_every=1),
                 eval=EvalConfig(every=4, batches=1, long_context_factors=(1,)),
                 checkpoint=CheckpointConfig(every=4, keep_last=2))
@@ -56,7 +58,7 @@ def trains_and_probes(variant: str, work: Path) -> dict:
     tracker = InMemoryTracker()
     result = run_trial(short_trial(variant), tracker, work / "trial", work / "cache")
     assert result.status == "finished", result.status
-    assert tracker.params["precision_used"] == "bf16-mixed"
+    assert tracker.tags["precision"] == "bf16-mixed"
     losses = [value for _, value in tracker.metrics["train_loss"]]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses), losses
     for key in ("final_val_loss", "f_attn", "m_act", "sink_eps"):
@@ -113,8 +115,14 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
     assert worst <= tolerance, f"resumed train loss differs by {worst:.2e} (relative), more than {tolerance:g}"
     final, final_expected = resumed.summary["final_val_loss"], expected.summary["final_val_loss"]
     assert abs(final - final_expected) <= tolerance * abs(final_expected), (final, final_expected)
+    losses = [value for _, value in reference.metrics["train_loss"]]
+    probes = {key: expected.summary[key] for key in ("f_attn", "m_act", "sink_eps", "gate_mean")
+              if key in expected.summary}
+    assert all(math.isfinite(value) for value in probes.values()), probes
     return {"resumed_from": resumed_from, "worst_relative_difference": worst, "final_val_loss": final,
-            "compiled": tracker.params["compiled"], "precision": tracker.params["precision_used"]}
+            "first_loss": losses[0], "last_loss": losses[-1], "probes": probes,
+            "checkpoints": sorted(p.name for p in (work / "full" / "checkpoints").glob("*.ckpt")),
+            "compiled": tracker.tags["compiled"] == "true", "precision": tracker.tags["precision"]}
 
 
 def cuda_defaults_resume(work: Path) -> dict:

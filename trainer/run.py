@@ -68,11 +68,16 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
 
 def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path, cuda: bool) -> None:
     params = flatten(to_dict(config))
-    params.update({"compiled": config.compiled_on(cuda), "precision_used": config.precision_on(cuda), "data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
+    # How this attempt runs may differ from the last one's (a GPU trial resumed on a CPU, compile switched
+    # off): tags, which the latest attempt overwrites, not params, which MLflow never lets change.
+    how = {"compiled": str(config.compiled_on(cuda)).lower(), "precision": config.precision_on(cuda)}
+    for key in ("compile", "precision"):
+        params.pop(key)
+    params.update({"data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
                    "data.val_tokens": splits.val_tokens, "seq_len": config.seq_len,
                    "tokens_per_step": config.tokens_per_step})
     tracker.log_params(params)
-    tracker.set_tags(run_tags(config))
+    tracker.set_tags({**run_tags(config), **how})
     tracker.set_status("running")
     config_file = trial_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
