@@ -158,9 +158,11 @@ class TrialConfig:
     """Lightning's precision: 'bf16-mixed' or '32-true'. None: bf16-mixed on CUDA (as the paper trains), 32-true
     on CPU. Not part of the trial key: like compile, it changes rounding, not the experiment."""
     compile: bool | None = None
-    """torch.compile the training step's forward and loss (TorchInductor). None: on with CUDA, off on CPU
-    (where `gatelab bench trainer --compile` measured it no faster). Validation, the probes and long-context
-    PPL always run eager. Not part of the trial key: it changes rounding, not the experiment."""
+    """torch.compile the training step's forward and loss (TorchInductor). None: on with CUDA; off on CPU, where
+    `gatelab bench trainer --compile` measured 1.19x the eager tokens/s on the laptop preset (2 cores) but
+    compiling costs ~55 s per new variant graph (~4 s from Inductor's on-disk cache), more than a short CPU
+    trial gains; set true for long CPU trials. Validation, the probes and long-context PPL always run eager.
+    Not part of the trial key: it changes rounding, not the experiment."""
 
     def __post_init__(self) -> None:
         try:
