@@ -70,6 +70,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(home, tmp_path):
         by_step = {m.step: m.value for m in history}
         for step, value in reference.metrics[key]:
             assert by_step[step] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, step)
+    for key in ("f_attn", "sink_eps", "m_act", "gate_mean", "final_val_loss"):  # the final probes: once each
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [240], key
 
 
 def test_bad_config_exits_2_with_one_line_and_no_run(home, tmp_path):

@@ -57,6 +57,15 @@ def test_summary_metrics_params_tags_and_artifacts(finished):
     assert steps == list(range(1, 41))
 
 
+def test_every_metric_is_logged_at_most_once_per_step(finished):
+    # The final probe summary (f_attn, sink_eps, m_act, gate_mean) used to be logged twice at the last step.
+    _, tracker, _ = finished
+    assert {"f_attn", "sink_eps", "m_act", "gate_mean", "final_val_loss"} <= set(tracker.metrics)
+    for key, points in tracker.metrics.items():
+        steps = [step for step, _ in points]
+        assert steps == sorted(set(steps)), key
+
+
 def test_injected_nan_ends_as_diverged_with_metrics_kept(tmp_path, monkeypatch):
     original = GatedLM.loss
     calls = []

@@ -40,9 +40,13 @@ class TrialReporter(pl.Callback):
 
     # Not named `log`: Lightning overwrites a callback's `log` attribute with the module's.
     def record(self, metrics: dict[str, float], step: int) -> None:
+        """Log each metric at most once per step: not again after a resume (`already_logged` comes from the
+        run's stored histories), nor twice in one attempt (the final probes reach both their own record and the
+        summary's)."""
         fresh = {k: v for k, v in metrics.items() if step > self.already_logged.get(k, -1)}
         if fresh:
             self.tracker.log_metrics(fresh, step)
+            self.already_logged.update(dict.fromkeys(fresh, step))
 
     def evaluate(self, module, step: int) -> float:
         val_loss = mean_loss(module.model, self.val_batches)
