@@ -6,6 +6,7 @@ import argparse
 import json
 
 from gatelab.grid.examples import resolve_config_path
+from gatelab.grid.terminal import table
 from gatelab.trainer.presets import PRESETS, preset
 
 
@@ -27,11 +28,11 @@ def _bench_gates(args: argparse.Namespace) -> int:
     mode = "compiled" if args.compile else "eager"
     print(f"forward+backward step ({mode}), preset {args.model}: median over rounds of (variant / baseline step "
           "timed just before it); the baseline's own row is the noise floor")
-    print(f"{'name':32} {'ms':>8} {'ratio':>7} {'+FLOPs':>7}  target")
-    for r in results:
-        target = {"g1_elementwise_sigmoid": f"<= {1 + r.extra_flop_share + 0.02:.3f}",
-                  "g1_headwise_sigmoid": "<= 1.030"}.get(r.name, "")
-        print(f"{r.name:32} {r.median_ms:8.2f} {r.ratio:7.3f} {r.extra_flop_share:7.3f}  {target}")
+    targets = {"g1_elementwise_sigmoid": lambda r: f"<= {1 + r.extra_flop_share + 0.02:.3f}",
+               "g1_headwise_sigmoid": lambda r: "<= 1.030"}
+    cells = [(r.name, f"{r.median_ms:.2f}", f"{r.ratio:.3f}", f"{r.extra_flop_share:.3f}",
+              targets[r.name](r) if r.name in targets else "") for r in results]
+    print("\n".join(table(("name", "ms", "ratio", "+FLOPs", "target"), cells, right=(1, 2, 3))))
     return 0
 
 

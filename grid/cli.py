@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import metadata
 
 from gatelab.grid.bench_command import add_bench_command
 from gatelab.grid.config_loader import ConfigError
 from gatelab.grid.examples import WHERE_NAMES_RESOLVE, add_init_command, shipped_examples
+from gatelab.grid.terminal import table
 from gatelab.grid.grid_commands import add_grid_commands
 from gatelab.grid.train_command import cmd_train
 from gatelab.trainer.catalog import load_catalog
@@ -38,13 +40,14 @@ def cmd_variants(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'name':32} {'paper_ref':40} {'+params':>9} {'paper':>7}  axes   (preset {args.model})")
+    cells = []
     for row in rows:
         axes = " ".join(f"{k.removeprefix('gate_')}={v}" for k, v in row["axes"].items()
                         if v not in ("none", "head_specific", "multiplicative", "hidden"))
         paper = f"{row['paper_added_params_m']}M" if row["paper_added_params_m"] is not None else ""
-        print(f"{row['name']:32} {row['paper_ref'][:40]:40} {_format_params(row['extra_params']):>9} "
-              f"{paper:>7}  {axes}")
+        cells.append((row["name"], row["paper_ref"][:40], _format_params(row["extra_params"]), paper, axes))
+    print(f"preset {args.model}; +params: ours at this preset; paper: the paper's added parameters (15A2B MoE)")
+    print("\n".join(table(("name", "paper_ref", "+params", "paper", "axes"), cells, right=(2, 3))))
     return 0
 
 
@@ -96,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: one line, exit 2, nothing changed (ConfigError, DataError and SpecError are ValueErrors).
         print(f"gatelab: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped reading (`gatelab status | head`): end quietly, as a Unix tool does. Point stdout
+        # at /dev/null so that the interpreter's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command a pipe stopped
     except KeyboardInterrupt:
         print("gatelab: interrupted; rerun the same command to resume from the newest checkpoint",
               file=sys.stderr)

@@ -9,6 +9,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from gatelab.grid.expand import Trial, format_value, short_keys
+from gatelab.grid.terminal import table, tally
 from gatelab.trainer.catalog import get_variant
 from gatelab.trainer.model_cost import forward_flops_per_token
 from gatelab.trainer.presets import ModelConfig
@@ -58,19 +59,10 @@ def trial_table(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | 
     rows = trial_rows(spec, trials, statuses)
     cells = [(row["key"], row["variant"], compact_overrides(trial), row["status"], format_flops(row["est_flops"]))
              for row, trial in zip(rows, trials)]
-    widths = [max([len(header), *(len(cell[i]) for cell in cells)]) for i, header in enumerate(COLUMNS)]
-
-    def line(values) -> str:
-        # the FLOPs column is right-aligned so exponents line up
-        return "  ".join(v.rjust(w) if i == len(COLUMNS) - 1 else v.ljust(w)
-                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
-
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    by_status = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    by_status = tally(row["status"] for row in rows)
     total = sum(row["est_flops"] for row in rows)
     summary = (f"grid {spec.name}: {len(rows)} trials ({by_status}), est. {format_flops(total)} training FLOPs; "
                f"{spec.resources.describe()}, "
                f"at most {spec.ray.max_concurrent} at once; dry run: nothing started")
-    return "\n".join([line(COLUMNS), *(line(cell) for cell in cells), summary])
+    # the FLOPs column is right-aligned so exponents line up
+    return "\n".join([*table(COLUMNS, cells, right=(len(COLUMNS) - 1,)), summary])

@@ -10,6 +10,7 @@ from gatelab.grid.dry_run import trial_rows, trial_table
 from gatelab.grid.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
+from gatelab.grid.terminal import table, tally
 from gatelab.tracking.store import Store
 
 
@@ -114,6 +115,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return cmd_submit(args, retry_failed=True)
 
 
+STATUS_COLUMNS = ("key", "variant", "status", "step", "val_ppl", "spikes", "elapsed", "overrides")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     spec, trials = _load(args)
     if spec.search is not None:
@@ -139,20 +143,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'key':12} {'variant':30} {'status':9} {'step':>11} {'val_ppl':>8} {'spikes':>6} {'elapsed':>8}  overrides")
+    cells = []
     for row, trial in zip(rows, trials):
-        ppl = f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-"
-        spikes = f"{row['spikes']:.0f}" if row["spikes"] is not None else "-"
-        elapsed = f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-"
-        overrides = " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant")
-        print(f"{row['key']:12} {row['variant'][:30]:30} {row['status']:9} "
-              f"{row['step']:>5}/{row['max_steps']:<5} {ppl:>8} {spikes:>6} {elapsed:>8}  {overrides}"
-              + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    print(f"{len(rows)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + f"; {spec.resources.describe()}")
+        cells.append((row["key"], row["variant"], row["status"], f"{row['step']}/{row['max_steps']}",
+                      f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-",
+                      f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
+                      f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
+                      " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant")))
+    header, *lines = table(STATUS_COLUMNS, cells, right=(3, 4, 5, 6))
+    print(header)
+    for line, row in zip(lines, rows):
+        print(line + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
+    print(f"{len(rows)} trials: {tally(row['status'] for row in rows)}; {spec.resources.describe()}")
     return 0
 
 

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from gatelab.grid.search_spec import ParamSpec, PrunerSpec, SamplerSpec, StudyPlan, study_plans
 from gatelab.grid.spec import GridSpec
+from gatelab.grid.terminal import tally
 from gatelab.tracking.store import Store
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -126,10 +127,7 @@ def search_table(spec: GridSpec, store: Store) -> str:
              f"pruner {search.pruner.type if search.pruner else 'none'}; space {space}"]
     for plan in study_plans(spec):
         mine = [r for r in rows if r["study"] == plan.name]
-        counts: dict[str, int] = {}
-        for row in mine:
-            counts[row["state"]] = counts.get(row["state"], 0) + 1
-        told = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "not started"
+        told = tally((row["state"].lower() for row in mine), empty="not started")
         lines.append(f"study {plan.name}: {len(plan.points)} run(s) per trial; {told}")
         for row in mine:
             value = f"{row['value']:.4g}" if row["value"] is not None else "-"

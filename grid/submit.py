@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -157,16 +158,14 @@ def dispatch_order(trials: list[Trial]) -> list[Trial]:
 
 def _progress(out, uri: str, experiment: str, outcome: SubmitOutcome, in_flight: dict, total: int,
               queued: int) -> None:
-    counts = {}
-    for status in outcome.statuses.values():
-        counts[status] = counts.get(status, 0) + 1
+    counts = Counter(outcome.statuses.values())
     records = trial_records(uri, experiment) if in_flight else {}
     steps = []
     for trial, _ in in_flight.values():
         record = records.get(trial.key)
         step = int(record.metrics.get("step", 0)) if record else 0
         steps.append(f"{trial.key}@{step}/{trial.config.schedule.max_steps}")
-    done = sum(counts.get(s, 0) for s in DONE_STATUSES)
+    done = sum(counts[s] for s in DONE_STATUSES)
     out(f"[{time.strftime('%H:%M:%S')}] done {done}/{total}  running {len(in_flight)}  queued {queued}  "
-        f"failed {counts.get('failed', 0)}  busy {counts.get('busy', 0)}  | " + " ".join(steps), )
+        f"failed {counts['failed']}  busy {counts['busy']}  | " + " ".join(steps), )
     sys.stdout.flush()

@@ -100,3 +100,12 @@ def test_bench_gates_json(name):
     # loaded machine moves (5.3 seen beside the rest of the suite), so only its presence is checked here.
     assert set(results) == {"baseline", name} and all(r.ratio > 0 and r.median_ms > 0 for r in results.values())
     assert (results[name].extra_flop_share > 0) == (name != "baseline")
+
+
+def test_output_into_a_pipe_that_closes_ends_quietly():
+    # 26 variants x 100 seeds: ~200 KB, more than a pipe holds, so `head` closes it while gatelab still writes.
+    seeds = "[" + ",".join(map(str, range(100))) + "]"
+    done = subprocess.run(f"{sys.executable} -m gatelab.grid.cli submit smoke --dry-run --set 'axes.seed={seeds}'"
+                          " | head -2", shell=True, capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.startswith("key ") and len(done.stdout.splitlines()) == 2
+    assert done.stderr == "", done.stderr[-2000:]

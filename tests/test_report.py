@@ -321,3 +321,11 @@ def test_html_and_csv_formats(grid, tmp_path):
     assert rows[1]["ppl_paper"] == "5.761" and rows[1]["test"] == "paired t-test" and float(rows[1]["p_value"]) > 0
     with (tmp_path / "unfinished.csv").open() as handle:
         assert sorted(r["status"] for r in csv.DictReader(handle)) == ["new", "running"]
+
+
+def test_report_prints_no_artifact_progress_bars(grid, capsys, tmp_path):
+    # MLflow draws one tqdm bar per artifact it moves (each trial's probes.json, each figure) unless told not to.
+    capsys.readouterr()
+    assert main(["report", str(grid["file"]), "--home", str(grid["store"].home), "--out", str(tmp_path / "again")]) == 0
+    err = capsys.readouterr().err
+    assert "Downloading artifacts" not in err and "Uploading artifacts" not in err and "iB/s" not in err, err[-500:]

@@ -23,10 +23,12 @@ import csv
 import html
 import json
 import math
+import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,9 +321,31 @@ def _csv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
+@contextmanager
+def _no_artifact_progress_bars():
+    """MLflow draws a progress bar for every artifact it moves (each trial's probes.json, each figure), which
+    buries the report's own lines; it reads this variable at each transfer, so it is set for the report only."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
     """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
-    the grid's parent run. csv writes only the tables: report.csv, orderings.csv and the unfinished trials (unfinished.csv)."""
+    the grid's parent run. csv writes only the tables: report.csv, orderings.csv and the unfinished trials
+    (unfinished.csv)."""
+    with _no_artifact_progress_bars():
+        return _write_report(inp, uri, out_dir, fmt, publish=publish)
+
+
+def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publish: bool) -> Report:
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
