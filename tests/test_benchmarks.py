@@ -13,6 +13,8 @@ from gatelab.trainer.mfu import measured_matmul_peak, training_flops_per_token, 
 from gatelab.trainer.model_cost import forward_flops_per_token
 from gatelab.trainer.presets import preset
 
+pytestmark = [pytest.mark.slow]
+
 
 def test_training_flops_are_three_forwards_of_the_closed_form():
     laptop, g1 = preset("laptop"), get_variant("g1_elementwise_sigmoid")

@@ -11,6 +11,8 @@ import torch
 from gatelab.trainer import device_checks
 from gatelab.trainer.device_checks import FAMILIES
 
+pytestmark = [pytest.mark.slow]
+
 NO_CUDA = "no CUDA device here: the gpu-marked tests run on a GPU machine (scripts/gpu_check.py)"
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]
 DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]

@@ -13,6 +13,8 @@ from gatelab.trainer.lightning_module import GatedLMModule
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
+pytestmark = [pytest.mark.slow]
+
 CONFIG = TrialConfig(variant="g1_elementwise_sigmoid", compile=True,
                      schedule=ScheduleConfig(max_steps=20, batch_size=8, log_every=1),
                      eval=EvalConfig(every=10, batches=2, long_context_factors=(1,)),

@@ -10,6 +10,8 @@ from gatelab.tracking import Store, stop_server
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid
 
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
+
 MALFORMED = sorted((Path(__file__).parent / "malformed_grids").glob("*.yaml"))
 
 

@@ -15,6 +15,8 @@ from gatelab.grid.submit import submit
 
 from grid_helpers import assert_history_complete, child_runs, write_grid
 
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
+
 
 def test_grid_on_local_ray_with_logical_gpus(served_store, tmp_path):
     store, uri = served_store

@@ -24,6 +24,8 @@ from playwright.sync_api import Page, sync_playwright
 from gatelab.tracking.server import free_port, is_healthy, running_server, stop_server
 from gatelab.tracking.store import Store
 
+pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.mlflow]
+
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "img" / "mlflow-ui-smoke.png"
 VARIANTS = ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"]

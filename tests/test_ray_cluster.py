@@ -21,6 +21,8 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
 
+pytestmark = [pytest.mark.ray]
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "ray_cluster.yaml"
 GPU_WORKER = "gpu_worker"

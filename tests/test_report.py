@@ -24,6 +24,8 @@ from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
 from gatelab.tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows, max_stable_lr, \
     paired_comparison
 
+pytestmark = [pytest.mark.mlflow]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # --- max stable LR -----------------------------------------------------------------------------------------

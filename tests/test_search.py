@@ -22,6 +22,8 @@ from gatelab.tracking import Store
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
 
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
+
 LR = {"optim.lr": {"log_uniform": [1.0e-3, 1.0e-2]}}
 TPE = {"type": "tpe", "seed": 0, "n_startup_trials": 2, "multivariate": False}
 

@@ -42,6 +42,8 @@ from gatelab.tracking import server as server_module  # noqa: E402
 from gatelab.tracking.mlflow_tracker import _pack  # noqa: E402
 from gatelab.trainer.tracker import Tracker  # noqa: E402
 
+pytestmark = [pytest.mark.mlflow]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -15,6 +15,8 @@ from gatelab.tracking import Store, stop_server
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
+pytestmark = [pytest.mark.mlflow]
+
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = ROOT / "ablations" / "tiny_trial.yaml"
 SETS = ["--set", "schedule.max_steps=240", "--set", "schedule.log_every=1", "--set", "eval.every=30"]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 PREPARED_VENV = os.environ.get("GATELAB_WHEEL_VENV")
 CONSTRAINTS = Path(os.environ.get("GATELAB_WHEEL_CONSTRAINTS", ROOT / "constraints.txt")).resolve()
