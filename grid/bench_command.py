@@ -1,5 +1,6 @@
 """`gatelab bench gates|trainer|grid`: the benchmarks, each a ratio measured side by side in one run. The
 gates and trainer benchmarks import torch, only when they run."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,24 @@ def _bench_gates(args: argparse.Namespace) -> int:
         print(json.dumps([r.__dict__ for r in results], indent=1))
         return 0
     mode = "compiled" if args.compile else "eager"
-    print(f"forward+backward step ({mode}), preset {args.model}: median over rounds of (variant / baseline step "
-          "timed just before it); the baseline's own row is the noise floor")
-    targets = {"g1_elementwise_sigmoid": lambda r: f"<= {1 + r.extra_flop_share + 0.02:.3f}",
-               "g1_headwise_sigmoid": lambda r: "<= 1.030"}
-    cells = [(r.name, f"{r.median_ms:.2f}", f"{r.ratio:.3f}", f"{r.extra_flop_share:.3f}",
-              targets[r.name](r) if r.name in targets else "") for r in results]
+    print(
+        f"forward+backward step ({mode}), preset {args.model}: median over rounds of (variant / baseline step "
+        "timed just before it); the baseline's own row is the noise floor"
+    )
+    targets = {
+        "g1_elementwise_sigmoid": lambda r: f"<= {1 + r.extra_flop_share + 0.02:.3f}",
+        "g1_headwise_sigmoid": lambda r: "<= 1.030",
+    }
+    cells = [
+        (
+            r.name,
+            f"{r.median_ms:.2f}",
+            f"{r.ratio:.3f}",
+            f"{r.extra_flop_share:.3f}",
+            targets[r.name](r) if r.name in targets else "",
+        )
+        for r in results
+    ]
     print("\n".join(table(("name", "ms", "ratio", "+FLOPs", "target"), cells, right=(1, 2, 3))))
     return 0
 
@@ -39,22 +52,31 @@ def _bench_gates(args: argparse.Namespace) -> int:
 def _bench_trainer(args: argparse.Namespace) -> int:
     from gatelab.trainer.bench_trainer import bench_trainer
 
-    result = bench_trainer(args.model, steps=args.steps, variant=args.variant, compiled=args.compile,
-                           batch_size=args.batch_size)
+    result = bench_trainer(
+        args.model, steps=args.steps, variant=args.variant, compiled=args.compile, batch_size=args.batch_size
+    )
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     peak = result["peak"]
-    print(f"training loop throughput, preset {args.model}, variant {args.variant}, {result['steps']} step pairs "
-          "in lockstep")
+    print(
+        f"training loop throughput, preset {args.model}, variant {args.variant}, {result['steps']} step pairs "
+        "in lockstep"
+    )
     print(f"  model FLOPs per token (fwd+bwd, closed form): {result['flops_per_token']:.4g}")
-    print(f"  peak on {peak['device']}: {_tflops(peak['measured_flops'])} measured ({peak['dtype']} matmul), "
-          f"datasheet {_tflops(peak['datasheet_flops'])}")
+    print(
+        f"  peak on {peak['device']}: {_tflops(peak['measured_flops'])} measured ({peak['dtype']} matmul), "
+        f"datasheet {_tflops(peak['datasheet_flops'])}"
+    )
     gatelab_name = "gatelab (Lightning) loop, compiled" if args.compile else "gatelab (Lightning) loop"
-    for name, tokens, mfu in (("hand-written PyTorch loop", result["hand_tokens_per_s"], result["hand_mfu"]),
-                              (gatelab_name, result["gatelab_tokens_per_s"], result["gatelab_mfu"])):
-        print(f"  {name + ':':37} {tokens:,.0f} tokens/s (median step), {_tflops(mfu['achieved_flops'])}, "
-              f"MFU {_percent(mfu['mfu_measured'])} of measured, {_percent(mfu['mfu_datasheet'])} of datasheet")
+    for name, tokens, mfu in (
+        ("hand-written PyTorch loop", result["hand_tokens_per_s"], result["hand_mfu"]),
+        (gatelab_name, result["gatelab_tokens_per_s"], result["gatelab_mfu"]),
+    ):
+        print(
+            f"  {name + ':':37} {tokens:,.0f} tokens/s (median step), {_tflops(mfu['achieved_flops'])}, "
+            f"MFU {_percent(mfu['mfu_measured'])} of measured, {_percent(mfu['mfu_datasheet'])} of datasheet"
+        )
     q1, _, q3 = result["ratio_quartiles"]
     print(f"  per-step ratio quartiles {q1:.3f} / {q3:.3f}")
     if args.compile:
@@ -71,16 +93,26 @@ def _bench_grid(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"grid {result['grid']}: {result['finished']}/{result['trials']} trials finished on "
-          f"{result['slots']} slots in {result['wall_s']:.1f} s ({result['compute_s']:.1f} s of trial compute)")
-    print(f"  efficiency {result['efficiency']:.3f}  (target >= 0.90); {result['efficiency_ray_running']:.3f} "
-          f"without Ray's start ({result['ray_start_s']:.1f} s), as when joining a running Ray")
-    print(f"  median per-trial overhead {result['overhead_s']:.2f} s, max {result['overhead_max_s']:.2f} s  "
-          "(target <= 2 s)")
-    print("  slot-time lost: " + ", ".join(f"{name.replace('_', ' ')} {share:.1%}"
-                                          for name, share in result["lost"].items()))
-    print(f"  load+validate+expand+hash {result['expand_10k_trials']} trials: {result['expand_10k_s']:.2f} s  "
-          "(target <= 2 s)")
+    print(
+        f"grid {result['grid']}: {result['finished']}/{result['trials']} trials finished on "
+        f"{result['slots']} slots in {result['wall_s']:.1f} s ({result['compute_s']:.1f} s of trial compute)"
+    )
+    print(
+        f"  efficiency {result['efficiency']:.3f}  (target >= 0.90); {result['efficiency_ray_running']:.3f} "
+        f"without Ray's start ({result['ray_start_s']:.1f} s), as when joining a running Ray"
+    )
+    print(
+        f"  median per-trial overhead {result['overhead_s']:.2f} s, max {result['overhead_max_s']:.2f} s  "
+        "(target <= 2 s)"
+    )
+    print(
+        "  slot-time lost: "
+        + ", ".join(f"{name.replace('_', ' ')} {share:.1%}" for name, share in result["lost"].items())
+    )
+    print(
+        f"  load+validate+expand+hash {result['expand_10k_trials']} trials: {result['expand_10k_s']:.2f} s  "
+        "(target <= 2 s)"
+    )
     return 0
 
 
@@ -99,8 +131,11 @@ def add_bench_command(commands) -> None:
     bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
     bench.add_argument("--variant", default="baseline", help="trainer: the catalog variant to train")
     bench.add_argument("--batch-size", type=int, default=8, help="trainer: sequences per step")
-    bench.add_argument("--compile", action="store_true",
-                       help="gates, trainer: time torch.compile'd steps (trainer: against the eager hand loop)")
+    bench.add_argument(
+        "--compile",
+        action="store_true",
+        help="gates, trainer: time torch.compile'd steps (trainer: against the eager hand loop)",
+    )
     bench.add_argument("--grid", default=None, help="grid: the grid to run (default: the shipped smoke grid)")
     bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
     bench.add_argument("--json", action="store_true")

@@ -12,6 +12,7 @@
 - the time to load, validate, expand and hash a 10,000-trial grid.
 All measured in one run on the smoke grid (or --grid) in a fresh temporary home.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -57,13 +58,27 @@ def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
     total = sum(compute.values())
     imports = sum(outcome.timings[k]["import_s"] for k in compute)
     slot_s = slots * wall
-    lost = {"ray_start": slots * ray_start / slot_s, "worker_imports": imports / slot_s,
-            "other_trial_overhead": (sum(overhead) - imports) / slot_s}
+    lost = {
+        "ray_start": slots * ray_start / slot_s,
+        "worker_imports": imports / slot_s,
+        "other_trial_overhead": (sum(overhead) - imports) / slot_s,
+    }
     lost["idle_slots"] = 1 - total / slot_s - sum(lost.values())
-    return {"grid": str(grid), "trials": len(trials), "finished": sum(s == "finished" for s in outcome.statuses.values()),
-            "slots": slots, "wall_s": wall, "compute_s": total, "efficiency": total / (slots * wall),
-            # The same with Ray already running (a cluster, or `ray start` before submitting): Ray's own start
-            # is a fixed cost per submit that gatelab does not control.
-            "ray_start_s": ray_start, "efficiency_ray_running": total / (slots * (wall - ray_start)),
-            "overhead_s": statistics.median(overhead), "overhead_max_s": max(overhead),
-            "lost": lost, "expand_10k_s": expand_s, "expand_10k_trials": expanded}
+    return {
+        "grid": str(grid),
+        "trials": len(trials),
+        "finished": sum(s == "finished" for s in outcome.statuses.values()),
+        "slots": slots,
+        "wall_s": wall,
+        "compute_s": total,
+        "efficiency": total / (slots * wall),
+        # The same with Ray already running (a cluster, or `ray start` before submitting): Ray's own start
+        # is a fixed cost per submit that gatelab does not control.
+        "ray_start_s": ray_start,
+        "efficiency_ray_running": total / (slots * (wall - ray_start)),
+        "overhead_s": statistics.median(overhead),
+        "overhead_max_s": max(overhead),
+        "lost": lost,
+        "expand_10k_s": expand_s,
+        "expand_10k_trials": expanded,
+    }

@@ -1,4 +1,5 @@
 """The `gatelab` command line. Commands that need torch import it lazily, so `grid` stays torch-free."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,8 @@ from importlib import metadata
 from gatelab.grid.bench_command import add_bench_command
 from gatelab.grid.config_loader import ConfigError
 from gatelab.grid.examples import WHERE_NAMES_RESOLVE, add_init_command, shipped_examples
-from gatelab.grid.terminal import table
 from gatelab.grid.grid_commands import add_grid_commands
+from gatelab.grid.terminal import table
 from gatelab.grid.train_command import cmd_train
 from gatelab.trainer.catalog import load_catalog
 from gatelab.trainer.gate_spec import SpecError
@@ -34,16 +35,28 @@ def cmd_variants(args: argparse.Namespace) -> int:
             extra = extra_params(base, variant, catalog["baseline"]) if "baseline" in catalog else None
         except SpecError:
             extra = None  # e.g. more_experts on a dense preset
-        rows.append({"name": variant.name, "paper_ref": variant.paper_ref, "extra_params": extra,
-                     "applicable": extra is not None, "paper_added_params_m": variant.paper.added_params_m,
-                     "paper_ppl": variant.paper.ppl, "axes": variant.axes, "description": variant.description})
+        rows.append(
+            {
+                "name": variant.name,
+                "paper_ref": variant.paper_ref,
+                "extra_params": extra,
+                "applicable": extra is not None,
+                "paper_added_params_m": variant.paper.added_params_m,
+                "paper_ppl": variant.paper.ppl,
+                "axes": variant.axes,
+                "description": variant.description,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     cells = []
     for row in rows:
-        axes = " ".join(f"{k.removeprefix('gate_')}={v}" for k, v in row["axes"].items()
-                        if v not in ("none", "head_specific", "multiplicative", "hidden"))
+        axes = " ".join(
+            f"{k.removeprefix('gate_')}={v}"
+            for k, v in row["axes"].items()
+            if v not in ("none", "head_specific", "multiplicative", "hidden")
+        )
         paper = f"{row['paper_added_params_m']}M" if row["paper_added_params_m"] is not None else ""
         cells.append((row["name"], row["paper_ref"][:40], _format_params(row["extra_params"]), paper, axes))
     print(f"preset {args.model}; +params: ours at this preset; paper: the paper's added parameters (15A2B MoE)")
@@ -64,18 +77,29 @@ class _OneLinePerCommand(argparse.HelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gatelab", formatter_class=_OneLinePerCommand, description="Gated-attention ablation orchestrator (Qiu et al. 2025, Gated Attention for "
-                                    "LLMs): grids of gate variants trained through Ray, recorded in MLflow.",
+        prog="gatelab",
+        formatter_class=_OneLinePerCommand,
+        description="Gated-attention ablation orchestrator (Qiu et al. 2025, Gated Attention for "
+        "LLMs): grids of gate variants trained through Ray, recorded in MLflow.",
         epilog=f"GRID and CONFIG arguments: {WHERE_NAMES_RESOLVE}. Shipped: "
-               f"{', '.join(p.stem for p in shipped_examples())}.")
+        f"{', '.join(p.stem for p in shipped_examples())}.",
+    )
     parser.add_argument("--version", action="version", version=f"gatelab {metadata.version('gatelab')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     variants = commands.add_parser("variants", help="list the gate-variant catalog")
-    variants.add_argument("--model", default="paper-moe-15a2b", choices=sorted(PRESETS),
-                          help="preset whose extra parameters to show (default: the paper's Table 1 MoE)")
+    variants.add_argument(
+        "--model",
+        default="paper-moe-15a2b",
+        choices=sorted(PRESETS),
+        help="preset whose extra parameters to show (default: the paper's Table 1 MoE)",
+    )
     variants.add_argument("--json", action="store_true", help="print one JSON array")
-    variants.add_argument("--catalog", default=None, metavar="FILE",
-                          help="a catalog YAML of your own (default: the one shipped with gatelab)")
+    variants.add_argument(
+        "--catalog",
+        default=None,
+        metavar="FILE",
+        help="a catalog YAML of your own (default: the one shipped with gatelab)",
+    )
     variants.set_defaults(func=cmd_variants)
     add_bench_command(commands)
     train = commands.add_parser("train", help="train one trial in-process; rerunning resumes it")
@@ -105,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a command a pipe stopped
     except KeyboardInterrupt:
-        print("gatelab: interrupted; rerun the same command to resume from the newest checkpoint",
-              file=sys.stderr)
+        print("gatelab: interrupted; rerun the same command to resume from the newest checkpoint", file=sys.stderr)
         return 130
 
 

@@ -3,6 +3,7 @@
 Pure Python (PyYAML only). Every error is one `ConfigError` whose str() is a single line:
 `FILE:LINE: KEY: what was expected (did you mean ...?)`.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -7,6 +7,7 @@ Train's FailureConfig: a lost worker or node) resumes from the newest checkpoint
 RayTrainReportCallback reports only per epoch, so we do not use it; our checkpoints are our own, and Train's
 `name` is the trial key (resubmitting the same name resumes). Both: docs/libraries.md, Ray Train V2.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ def _train_loop(payload: dict) -> None:
         tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"])
     else:
         tracker = InMemoryTracker()  # other ranks compute the same metrics; only rank 0's are kept
-    launch = Launch(strategy=RayDDPStrategy(), plugins=(RayLightningEnvironment(),), prepare=prepare_trainer,
-                    rank_zero=rank == 0)
+    launch = Launch(
+        strategy=RayDDPStrategy(), plugins=(RayLightningEnvironment(),), prepare=prepare_trainer, rank_zero=rank == 0
+    )
     try:
         result = run_trial(payload["config"], tracker, trial_dir, Path(payload["cache_dir"]), launch=launch)
     except Exception as err:
@@ -65,11 +67,20 @@ def run_ddp_trial(job, run_id: str, trial_dir: Path) -> dict:
     per_worker = {"CPU": job.cpus // workers, **({"GPU": job.gpus // workers} if job.gpus else {})}
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"config": job.config, "tracking_uri": job.tracking_uri, "run_id": run_id,
-                           "trial_dir": str(trial_dir), "cache_dir": job.cache_dir},
+        train_loop_config={
+            "config": job.config,
+            "tracking_uri": job.tracking_uri,
+            "run_id": run_id,
+            "trial_dir": str(trial_dir),
+            "cache_dir": job.cache_dir,
+        },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=job.gpus > 0, resources_per_worker=per_worker),
-        run_config=RunConfig(name=job.key, storage_path=str(trial_dir / "ray-train"),
-                             failure_config=FailureConfig(max_failures=job.max_retries)))
+        run_config=RunConfig(
+            name=job.key,
+            storage_path=str(trial_dir / "ray-train"),
+            failure_config=FailureConfig(max_failures=job.max_retries),
+        ),
+    )
     result_file = trial_dir / RESULT_FILE
     result_file.unlink(missing_ok=True)
     (trial_dir / OUT_OF_MEMORY_FILE).unlink(missing_ok=True)  # a new submit or resume tries again

@@ -3,6 +3,7 @@
 Estimated training FLOPs = 3 x forward FLOPs per token x tokens per step x max_steps: the backward pass
 costs about twice the forward (Kaplan et al. 2020's 6N per token, with attention included).
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -49,20 +50,33 @@ def compact_overrides(trial: Trial) -> str:
 def trial_rows(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | None = None) -> list[dict]:
     """One JSON-ready row per trial: key, name, variant, label, overrides, status, est_flops."""
     statuses = statuses or {}
-    return [{"key": trial.key, "name": trial.config.name, "variant": trial.config.variant, "label": trial.label,
-             "overrides": dict(trial.overrides), "status": statuses.get(trial.key, NEW),
-             "est_flops": training_flops(trial)} for trial in trials]
+    return [
+        {
+            "key": trial.key,
+            "name": trial.config.name,
+            "variant": trial.config.variant,
+            "label": trial.label,
+            "overrides": dict(trial.overrides),
+            "status": statuses.get(trial.key, NEW),
+            "est_flops": training_flops(trial),
+        }
+        for trial in trials
+    ]
 
 
 def trial_table(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | None = None) -> str:
     """The printable table and a summary line (trial count per status, total estimated FLOPs)."""
     rows = trial_rows(spec, trials, statuses)
-    cells = [(row["key"], row["variant"], compact_overrides(trial), row["status"], format_flops(row["est_flops"]))
-             for row, trial in zip(rows, trials)]
+    cells = [
+        (row["key"], row["variant"], compact_overrides(trial), row["status"], format_flops(row["est_flops"]))
+        for row, trial in zip(rows, trials)
+    ]
     by_status = tally(row["status"] for row in rows)
     total = sum(row["est_flops"] for row in rows)
-    summary = (f"grid {spec.name}: {len(rows)} trials ({by_status}), est. {format_flops(total)} training FLOPs; "
-               f"{spec.resources.describe()}, "
-               f"at most {spec.ray.max_concurrent} at once; dry run: nothing started")
+    summary = (
+        f"grid {spec.name}: {len(rows)} trials ({by_status}), est. {format_flops(total)} training FLOPs; "
+        f"{spec.resources.describe()}, "
+        f"at most {spec.ray.max_concurrent} at once; dry run: nothing started"
+    )
     # the FLOPs column is right-aligned so exponents line up
     return "\n".join([*table(COLUMNS, cells, right=(len(COLUMNS) - 1,)), summary])

@@ -1,5 +1,6 @@
 """The example grids and trial configs shipped with gatelab (package data `gatelab.ablations`): found by name
 from any directory (`gatelab submit smoke`, `gatelab train tiny_trial`), and copied by `gatelab init DIR`."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,10 @@ import yaml
 from gatelab.grid.config_loader import ConfigError
 from gatelab.trainer.shipped_data import ABLATIONS_DIR, CATALOG_PATH
 
-WHERE_NAMES_RESOLVE = ("a YAML path, or the name of an example shipped with gatelab (a path that exists wins; "
-                       "`gatelab init DIR` lists and copies them)")
+WHERE_NAMES_RESOLVE = (
+    "a YAML path, or the name of an example shipped with gatelab (a path that exists wins; "
+    "`gatelab init DIR` lists and copies them)"
+)
 
 
 def shipped_examples() -> list[Path]:
@@ -44,14 +47,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     sources = [CATALOG_PATH, *shipped_examples()]
     clashes = [target / p.name for p in sources if (target / p.name).exists()]
     if clashes and not args.force:
-        raise ConfigError("", f"{len(clashes)} of the example files already exist there (first: "
-                              f"{clashes[0].name}); nothing copied; use --force to overwrite them", str(target))
+        raise ConfigError(
+            "",
+            f"{len(clashes)} of the example files already exist there (first: "
+            f"{clashes[0].name}); nothing copied; use --force to overwrite them",
+            str(target),
+        )
     target.mkdir(parents=True, exist_ok=True)
     for source in sources:
         shutil.copyfile(source, target / source.name)
     print(f"copied {len(sources)} files into {target}:")
-    print(f"  {CATALOG_PATH.name:22} the variant catalog; a trial or a grid's base uses your copy with "
-          f"`catalog: {CATALOG_PATH.name}`")
+    print(
+        f"  {CATALOG_PATH.name:22} the variant catalog; a trial or a grid's base uses your copy with "
+        f"`catalog: {CATALOG_PATH.name}`"
+    )
     for source in shipped_examples():
         print(f"  {source.name:22} {example_kind(source)}")
     print(f"try: gatelab submit {target / 'smoke.yaml'} --dry-run")

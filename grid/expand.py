@@ -8,6 +8,7 @@ key seen before are dropped (the first is kept). The same spec always gives the 
 The keys are `grid.identity.trial_key`'s (about 45 us each: the model shape and variant definition are
 cached there, so 10,000 trials hash well under the 2 s target).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,6 +63,7 @@ class Resolved:
 
 # --- dotted paths into TrialConfig ---------------------------------------------------------------------
 
+
 @cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -89,7 +91,7 @@ def field_hint(dotted: str, where: str) -> Any:
         hint: Any = None
         for index, part in enumerate(parts := dotted.split(".")):
             hint = _hints(cls)[part]
-            cls = _DICT_FIELDS.get(".".join(parts[:index + 1])) or hint
+            cls = _DICT_FIELDS.get(".".join(parts[: index + 1])) or hint
         return hint
     near = difflib.get_close_matches(dotted, _all_paths(), n=1, cutoff=0.5)
     hint_text = f"did you mean {near[0]!r}?" if near else "expected e.g. variant, seed, optim.lr, model.preset"
@@ -136,6 +138,7 @@ def _field(obj: Any, name: str) -> Any:
 
 # --- points of the grid ----------------------------------------------------------------------------------
 
+
 def points(axes: dict[str, tuple], combine: str) -> Iterator[dict[str, Any]]:
     """The axis values of every point: cartesian product in axis order, or zipped."""
     keys = list(axes)
@@ -161,7 +164,7 @@ def _value_of(overrides: dict, config: TrialConfig | None, base: TrialConfig, ke
         if key == set_key:
             return value
         if key.startswith(set_key + "."):
-            return value_at(value, key[len(set_key) + 1:])
+            return value_at(value, key[len(set_key) + 1 :])
     return value_at(base, key)
 
 
@@ -211,7 +214,7 @@ def _blame_point(spec: GridSpec, overrides: dict) -> ConfigError:
         message = _why(spec.base, {k: overrides[k] for k in keys[:count]})
         if message:
             key = keys[count - 1]
-            others = ", ".join(f"{k}={overrides[k]!r}" for k in keys[:count - 1])
+            others = ", ".join(f"{k}={overrides[k]!r}" for k in keys[: count - 1])
             return ConfigError(_axis_item(spec, key, overrides[key]), f"with {others}: {_strip_key(message, key)}")
     return ConfigError("axes", "this combination of axis values does not build: " + repr(overrides))
 
@@ -229,7 +232,7 @@ def _axis_item(spec: GridSpec, key: str, value: Any) -> str:
 
 
 def _strip_key(message: str, key: str) -> str:
-    return message[len(key) + 2:] if message.startswith(f"{key}: ") else message
+    return message[len(key) + 2 :] if message.startswith(f"{key}: ") else message
 
 
 def fingerprints(spec: GridSpec, resolved: tuple[Resolved, ...]) -> dict[DataConfig, str]:
@@ -257,6 +260,7 @@ def _data_key(spec: GridSpec, item: Resolved) -> str:
 
 # --- labels and the public entry point -------------------------------------------------------------------
 
+
 def format_value(value: Any) -> str:
     """Compact text of an override value: 0.003, 1e-05, [1, 2], tiny-moe."""
     if isinstance(value, float):
@@ -265,8 +269,11 @@ def format_value(value: Any) -> str:
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     if dataclasses.is_dataclass(value):  # a whole section: only what differs from its defaults
         default = type(value)()
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
-                 if getattr(value, f.name) != getattr(default, f.name)}
+        value = {
+            f.name: getattr(value, f.name)
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) != getattr(default, f.name)
+        }
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}={format_value(v)}" for k, v in value.items()) + "}"
     return str(value)

@@ -1,4 +1,5 @@
 """`gatelab submit | resume | status | ui | stop-server` — the user's main job, on a laptop or a cluster."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ from gatelab.tracking.store import Store
 def _records(spec, store: Store) -> dict:
     """The ledger as stored, read without starting anything (an absent store means: all new)."""
     from gatelab.tracking.ledger import trial_records
-
     from gatelab.tracking.server import running_server
 
     uri = spec.tracking.uri
@@ -62,12 +62,21 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
     from gatelab.tracking.server import local_server
 
     def run(uri: str) -> int:
-        outcome = submit(spec, trials, store, uri, retry_failed=retry_failed, address=args.address,
-                         max_concurrent=args.max_concurrent)
+        outcome = submit(
+            spec,
+            trials,
+            store,
+            uri,
+            retry_failed=retry_failed,
+            address=args.address,
+            max_concurrent=args.max_concurrent,
+        )
         failed = [k for k, s in outcome.statuses.items() if s == "failed"]
         busy = [k for k, s in outcome.statuses.items() if s == "busy"]
-        print(f"grid {spec.name}: {sum(s in ('finished', 'diverged') for s in outcome.statuses.values())} done, "
-              f"{len(failed)} failed, {len(busy)} run by another process")
+        print(
+            f"grid {spec.name}: {sum(s in ('finished', 'diverged') for s in outcome.statuses.values())} done, "
+            f"{len(failed)} failed, {len(busy)} run by another process"
+        )
         print(f"open the MLflow UI: gatelab ui --home {store.home}")
         return 1 if failed else 0
 
@@ -133,23 +142,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         record = records.get(trial.key)
         metrics = record.metrics if record else {}
         elapsed = ((record.end_time_ms or now_ms) - record.start_time_ms) / 1000 if record else None
-        rows.append({"key": trial.key, "variant": trial.config.variant,
-                     "status": record.status if record else "new",
-                     "step": int(metrics.get("step", 0)), "max_steps": trial.config.schedule.max_steps,
-                     "val_ppl": metrics.get("final_val_ppl", metrics.get("val_ppl")),
-                     "spikes": metrics.get("spike_count"), "elapsed_s": elapsed, "label": trial.label,
-                     "run_id": record.run_id if record else None,
-                     "error": record.error if record and record.status == "failed" else None})
+        rows.append(
+            {
+                "key": trial.key,
+                "variant": trial.config.variant,
+                "status": record.status if record else "new",
+                "step": int(metrics.get("step", 0)),
+                "max_steps": trial.config.schedule.max_steps,
+                "val_ppl": metrics.get("final_val_ppl", metrics.get("val_ppl")),
+                "spikes": metrics.get("spike_count"),
+                "elapsed_s": elapsed,
+                "label": trial.label,
+                "run_id": record.run_id if record else None,
+                "error": record.error if record and record.status == "failed" else None,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     cells = []
     for row, trial in zip(rows, trials):
-        cells.append((row["key"], row["variant"], row["status"], f"{row['step']}/{row['max_steps']}",
-                      f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-",
-                      f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
-                      f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
-                      " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant")))
+        cells.append(
+            (
+                row["key"],
+                row["variant"],
+                row["status"],
+                f"{row['step']}/{row['max_steps']}",
+                f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-",
+                f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
+                f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
+                " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant"),
+            )
+        )
     header, *lines = table(STATUS_COLUMNS, cells, right=(3, 4, 5, 6))
     print(header)
     for line, row in zip(lines, rows):

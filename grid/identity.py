@@ -5,6 +5,7 @@ makes new trials), the data fingerprint and split, optimiser, schedule, evaluati
 seed. Out: the trial's name, the data path (the fingerprint stands for the data), checkpoint cadence,
 logging cadence, the tracking URI and every path. `tests/test_identity.py` pins both lists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,9 +44,14 @@ def _model_and_variant(base: ModelConfig, variant_name: str, catalog: str | None
     """The resolved model shape and the variant's definition (cached: a grid has few distinct ones).
     Callers get shared dicts: they are only serialised, never mutated."""
     variant = get_variant(variant_name, catalog)
-    return (asdict(variant.model_config(base)),
-            {"name": variant.name, "gates": [g.axes for g in variant.gates],
-             "sdpa_transform": variant.sdpa_transform.value})
+    return (
+        asdict(variant.model_config(base)),
+        {
+            "name": variant.name,
+            "gates": [g.axes for g in variant.gates],
+            "sdpa_transform": variant.sdpa_transform.value,
+        },
+    )
 
 
 def trial_key(config: TrialConfig, fingerprint: str | None = None) -> str:

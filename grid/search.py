@@ -24,6 +24,7 @@ What Optuna is told:
   (`trial.report`), and when the pruner says so cancels the Ray task, ends the run `killed` with tag
   `gatelab.pruned=true` (MLflow has no pruned status) and tells PRUNED.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,16 @@ from optuna.trial import Trial, TrialState
 from gatelab.grid.expand import fingerprints, label, with_values
 from gatelab.grid.identity import trial_key
 from gatelab.grid.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
-from gatelab.grid.search_study import (FINISHED, distribution, journal_path, journal_storage, needs, open_study,
-                               params_text, study_counts)
+from gatelab.grid.search_study import (
+    FINISHED,
+    distribution,
+    journal_path,
+    journal_storage,
+    needs,
+    open_study,
+    params_text,
+    study_counts,
+)
 from gatelab.grid.spec import GridSpec
 from gatelab.grid.submit import _ray_init, experiment_name
 from gatelab.grid.worker import TrialJob, record_unreported_failure, run_grid_trial
@@ -56,6 +65,7 @@ BUSY_RETRY_S = 5.0  # a run held by another process is offered again after this 
 
 
 # --- the driver -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Run:
@@ -105,16 +115,29 @@ class SearchOutcome:
 
 
 class _Driver:
-    def __init__(self, spec: GridSpec, store: Store, uri: str, parent_run_id: str, studies: dict, plans: list,
-                 cap: int, out: Callable) -> None:
+    def __init__(
+        self,
+        spec: GridSpec,
+        store: Store,
+        uri: str,
+        parent_run_id: str,
+        studies: dict,
+        plans: list,
+        cap: int,
+        out: Callable,
+    ) -> None:
         import ray
 
         self.ray, self.spec, self.search, self.store, self.uri, self.out = ray, spec, spec.search, store, uri, out
         self.experiment = experiment_name(spec)
         self.parent, self.studies, self.cap = parent_run_id, studies, cap
         self.plans = {plan.name: plan for plan in plans}
-        self.task = ray.remote(run_grid_trial).options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
-                                                       max_retries=spec.ray.max_retries, retry_exceptions=False)
+        self.task = ray.remote(run_grid_trial).options(
+            num_cpus=spec.resources.cpus,
+            num_gpus=spec.resources.gpus,
+            max_retries=spec.ray.max_retries,
+            retry_exceptions=False,
+        )
         self.prints = dict(fingerprints(spec, spec.resolved))
         self.active: dict[int, _Active] = {}  # by Optuna's storage-wide trial id (numbers repeat across studies)
         self.slots: dict[str, _Slot] = {}
@@ -141,8 +164,13 @@ class _Driver:
         plan = self.plans[study_name]
         missing = {p.key for p in self.search.params} - set(params)
         if missing:  # a RUNNING trial from before the search space changed
-            self.finish_trial(study_name, trial, TrialState.FAIL, None, f"params {sorted(missing)} were added to "
-                              "the search after this trial was asked")
+            self.finish_trial(
+                study_name,
+                trial,
+                TrialState.FAIL,
+                None,
+                f"params {sorted(missing)} were added to the search after this trial was asked",
+            )
             return
         try:
             runs = self.runs_for(plan, {p.key: params[p.key] for p in self.search.params})
@@ -155,17 +183,30 @@ class _Driver:
             if run.key in self.slots:
                 self.slots[run.key].trial_ids.add(trial._trial_id)
                 continue
-            tags = {"gatelab.grid": self.spec.name, "gatelab.search": "optuna", "optuna.study": study_name,
-                    "optuna.trial_number": str(trial.number),
-                    **{f"override.{k}": str(v) for k, v in run.overrides.items()}}
-            job = TrialJob(key=run.key, config=run.config, run_name=f"{run.label} [{run.key}] optuna #{trial.number}",
-                           tags=tags, tracking_uri=self.uri, experiment=self.experiment, parent_run_id=self.parent,
-                           checkpoint_root=self.spec.storage.root(self.store.checkpoints_dir),
-                           cache_dir=str(self.store.cache_dir))
+            tags = {
+                "gatelab.grid": self.spec.name,
+                "gatelab.search": "optuna",
+                "optuna.study": study_name,
+                "optuna.trial_number": str(trial.number),
+                **{f"override.{k}": str(v) for k, v in run.overrides.items()},
+            }
+            job = TrialJob(
+                key=run.key,
+                config=run.config,
+                run_name=f"{run.label} [{run.key}] optuna #{trial.number}",
+                tags=tags,
+                tracking_uri=self.uri,
+                experiment=self.experiment,
+                parent_run_id=self.parent,
+                checkpoint_root=self.spec.storage.root(self.store.checkpoints_dir),
+                cache_dir=str(self.store.cache_dir),
+            )
             self.slots[run.key] = _Slot(job, {trial._trial_id})
             self.queue.append(run.key)
-        self.out(f"  started   {study_name} #{trial.number} {params_text(trial.params)} -> "
-                 + " ".join(run.key for run in active.runs))
+        self.out(
+            f"  started   {study_name} #{trial.number} {params_text(trial.params)} -> "
+            + " ".join(run.key for run in active.runs)
+        )
 
     def ask(self) -> bool:
         """Ask one trial of the next study (round robin) that needs one; False when none does."""
@@ -217,8 +258,10 @@ class _Driver:
         except KeyboardInterrupt:
             for ref in self.in_flight:
                 self.ray.cancel(ref, force=True)
-            self.out(f"interrupted: {len(self.active)} Optuna trial(s) left RUNNING; `gatelab resume "
-                     f"{self.spec.source}` continues them from their last checkpoints")
+            self.out(
+                f"interrupted: {len(self.active)} Optuna trial(s) left RUNNING; `gatelab resume "
+                f"{self.spec.source}` continues them from their last checkpoints"
+            )
             raise
         return self.outcome
 
@@ -270,8 +313,10 @@ class _Driver:
             if self.search.diverged == "fail":
                 state, value = TrialState.FAIL, None
             else:
-                state, value = TrialState.COMPLETE, math.inf if self.search.objective.direction == "minimize" \
-                    else -math.inf
+                state, value = (
+                    TrialState.COMPLETE,
+                    math.inf if self.search.objective.direction == "minimize" else -math.inf,
+                )
         elif any(v is None for v in values):
             state, value, error = TrialState.FAIL, None, f"metric {metric!r} missing from the finished run"
         else:
@@ -279,8 +324,9 @@ class _Driver:
         active.trial.set_user_attr("gatelab.statuses", dict(zip((r.key for r in active.runs), statuses)))
         self.finish_trial(active.study, active.trial, state, value, error)
 
-    def finish_trial(self, study_name: str, trial: Trial, state: TrialState, value: float | None,
-                     error: str | None) -> None:
+    def finish_trial(
+        self, study_name: str, trial: Trial, state: TrialState, value: float | None, error: str | None
+    ) -> None:
         self.active.pop(trial._trial_id, None)
         run_ids = {}
         for key in trial.user_attrs.get("gatelab.keys", []):
@@ -297,8 +343,10 @@ class _Driver:
             study.tell(trial, state=state, skip_if_finished=True)
         self.outcome.told.append((study_name, trial.number, state.name, value, error))
         shown = f" value={value:.4g}" if value is not None else ""
-        self.out(f"  {state.name.lower():9} {study_name} #{trial.number}{shown} {params_text(trial.params)}"
-                 + (f" ({error})" if error else ""))
+        self.out(
+            f"  {state.name.lower():9} {study_name} #{trial.number}{shown} {params_text(trial.params)}"
+            + (f" ({error})" if error else "")
+        )
 
     # -- pruning ------------------------------------------------------------------------------------------
 
@@ -314,8 +362,7 @@ class _Driver:
                 curve = self.history.get(record.run_id, {})
                 # MLflow's latest value is the one at the largest step: a new evaluation changes it
                 if latest is not None and (not curve or curve[max(curve)] != latest):
-                    curve = self.history[record.run_id] = metric_history(self.uri, record.run_id,
-                                                                         INTERMEDIATE_METRIC)
+                    curve = self.history[record.run_id] = metric_history(self.uri, record.run_id, INTERMEDIATE_METRIC)
                 curves.append(curve)
             else:
                 steps = sorted(set.intersection(*(set(c) for c in curves)) - active.reported) if curves else []
@@ -368,51 +415,75 @@ class _Driver:
         parts = []
         for active in self.active.values():
             steps = [int(records[r.key].metrics.get("step", 0)) if r.key in records else 0 for r in active.runs]
-            parts.append(f"{active.study}#{active.trial.number}@{min(steps)}/{active.runs[0].config.schedule.max_steps}")
+            parts.append(
+                f"{active.study}#{active.trial.number}@{min(steps)}/{active.runs[0].config.schedule.max_steps}"
+            )
         done = {name: sum(study_counts(s)[x.name] for x in FINISHED) for name, s in self.studies.items()}
         total = sum(done.values())
-        self.out(f"[{time.strftime('%H:%M:%S')}] search {self.spec.name}: {total}/{self.search.n_trials * len(done)} "
-                 f"trials told  running {len(self.active)}  | " + " ".join(parts))
+        self.out(
+            f"[{time.strftime('%H:%M:%S')}] search {self.spec.name}: {total}/{self.search.n_trials * len(done)} "
+            f"trials told  running {len(self.active)}  | " + " ".join(parts)
+        )
         sys.stdout.flush()
 
 
-def run_search(spec: GridSpec, store: Store, tracking_uri: str, *, address: str | None = None,
-               max_concurrent: int | None = None, out=print) -> SearchOutcome:
+def run_search(
+    spec: GridSpec,
+    store: Store,
+    tracking_uri: str,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    out=print,
+) -> SearchOutcome:
     """Run (or continue) every study of the grid's search until each has n_trials finished Optuna trials."""
     plans = study_plans(spec)
     path = journal_path(store, spec.name)
     with file_lock(store.home / "locks" / f"search-{spec.name}.lock", blocking=False) as acquired:
         if not acquired:
-            out(f"search {spec.name}: another gatelab process is driving it (lock under {store.home / 'locks'}); "
-                "nothing done")
+            out(
+                f"search {spec.name}: another gatelab process is driving it (lock under {store.home / 'locks'}); "
+                "nothing done"
+            )
             return SearchOutcome(busy=True)
         storage = journal_storage(path)
         studies = {plan.name: open_study(spec, plan, storage) for plan in plans}
         running = sum(study_counts(s)["RUNNING"] for s in studies.values())
         needed = sum(max(0, needs(s, spec.search.n_trials)) for s in studies.values())
-        out(f"search {spec.name}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} x {spec.search.n_trials} "
+        out(
+            f"search {spec.name}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} x {spec.search.n_trials} "
             f"trials; {running} to resume, {needed} to ask (journal {path}, MLflow experiment "
-            f"{experiment_name(spec)!r} at {tracking_uri})")
+            f"{experiment_name(spec)!r} at {tracking_uri})"
+        )
         if running or needed:
-            parent = ensure_parent_run(tracking_uri, experiment_name(spec), spec.name,
-                                       {"gatelab.grid_file": spec.source, "gatelab.grid_file_hash": spec.file_hash,
-                                        "gatelab.git_sha": git_sha(), "gatelab.search": "optuna",
-                                        "optuna.storage": str(path)}, store.home / "locks")
+            parent = ensure_parent_run(
+                tracking_uri,
+                experiment_name(spec),
+                spec.name,
+                {
+                    "gatelab.grid_file": spec.source,
+                    "gatelab.grid_file_hash": spec.file_hash,
+                    "gatelab.git_sha": git_sha(),
+                    "gatelab.search": "optuna",
+                    "optuna.storage": str(path),
+                },
+                store.home / "locks",
+            )
             # "local": a new Ray when the grid names none (RaySpec: None starts a local Ray). ray.init(None)
             # would join whatever cluster /tmp/ray/ray_current_cluster names, e.g. another user's test cluster.
             _ray_init(address or spec.ray.address or "local")
-            driver = _Driver(spec, store, tracking_uri, parent, studies, plans,
-                             max_concurrent or spec.ray.max_concurrent, out)
+            driver = _Driver(
+                spec, store, tracking_uri, parent, studies, plans, max_concurrent or spec.ray.max_concurrent, out
+            )
             outcome = driver.run()
         else:
             outcome = SearchOutcome()
         for name, study in studies.items():
             outcome.counts[name] = study_counts(study)
-            complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                        if math.isfinite(t.value)]
+            complete = [
+                t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)
+            ]
             if complete:
                 best = (min if spec.search.objective.direction == "minimize" else max)(complete, key=lambda t: t.value)
                 outcome.best[name] = (best.value, dict(best.params))
         return outcome
-
-

@@ -16,6 +16,7 @@ Studies: one per combination of the `per` axes' values (one study when `per` is 
 is the mean over those runs. Sampler settings are passed to Optuna in full, never left to its defaults:
 Optuna 5 made TPE multivariate by default (docs/libraries.md, Optuna), so `multivariate` must be written.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,8 +79,10 @@ class SamplerSpec:
         if self.type not in SAMPLERS:
             raise ValueError(f"type={self.type!r}: expected one of {', '.join(SAMPLERS)}")
         if self.type == "tpe" and self.multivariate is None:
-            raise ValueError("multivariate: required for tpe (Optuna 5 changed its default to true); "
-                             "write multivariate: true or false")
+            raise ValueError(
+                "multivariate: required for tpe (Optuna 5 changed its default to true); "
+                "write multivariate: true or false"
+            )
         if self.n_startup_trials < 0:
             raise ValueError(f"n_startup_trials={self.n_startup_trials}: expected an integer >= 0")
         if self.n_ei_candidates < 1:
@@ -179,6 +182,7 @@ class StudyPlan:
 
 # --- parsing ---------------------------------------------------------------------------------------------
 
+
 def parse_search(raw: Any, axes: dict[str, tuple]) -> SearchSpec | None:
     """The `search` mapping checked and converted; ConfigErrors carry the dotted key under `search`."""
     if raw is None:
@@ -198,8 +202,11 @@ def parse_search(raw: Any, axes: dict[str, tuple]) -> SearchSpec | None:
         raise ConfigError("search.n_trials", f"expected an integer >= 1, got {n_trials}")
     sampler = raw["sampler"]
     if not isinstance(sampler, dict) or "type" not in sampler:
-        raise ConfigError("search.sampler", "expected a mapping with type (tpe|random) and its settings, e.g. "
-                                            "{type: tpe, seed: 0, n_startup_trials: 4, multivariate: false}")
+        raise ConfigError(
+            "search.sampler",
+            "expected a mapping with type (tpe|random) and its settings, e.g. "
+            "{type: tpe, seed: 0, n_startup_trials: 4, multivariate: false}",
+        )
     sampler_spec = build(SamplerSpec, sampler, "search.sampler")
     if sampler_spec.type == "random" and set(sampler) - {"type", "seed"}:
         odd = sorted(set(sampler) - {"type", "seed"})[0]
@@ -209,8 +216,15 @@ def parse_search(raw: Any, axes: dict[str, tuple]) -> SearchSpec | None:
     diverged = raw.get("diverged", "worst")
     if diverged not in DIVERGED:
         raise ConfigError("search.diverged", f"expected worst or fail, got {diverged!r}")
-    return SearchSpec(params=params, sampler=sampler_spec, n_trials=n_trials, objective=objective, per=per,
-                      pruner=pruner, diverged=diverged)
+    return SearchSpec(
+        params=params,
+        sampler=sampler_spec,
+        n_trials=n_trials,
+        objective=objective,
+        per=per,
+        pruner=pruner,
+        diverged=diverged,
+    )
 
 
 def _per(raw: Any, axes: dict[str, tuple]) -> tuple[str, ...]:
@@ -231,8 +245,11 @@ def _per(raw: Any, axes: dict[str, tuple]) -> tuple[str, ...]:
 
 def _params(raw: Any, axes: dict[str, tuple], per: tuple[str, ...]) -> tuple[ParamSpec, ...]:
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError("search.params", "expected a mapping of dotted trial-config keys to distributions, "
-                                           "e.g. {optim.lr: {log_uniform: [1.0e-4, 3.0e-2]}}")
+        raise ConfigError(
+            "search.params",
+            "expected a mapping of dotted trial-config keys to distributions, "
+            "e.g. {optim.lr: {log_uniform: [1.0e-4, 3.0e-2]}}",
+        )
     params = []
     for key, dist in raw.items():
         key, where = str(key), f"search.params.{key}"
@@ -248,8 +265,11 @@ def _params(raw: Any, axes: dict[str, tuple], per: tuple[str, ...]) -> tuple[Par
 
 def _param(key: str, dist: Any, hint: Any, where: str) -> ParamSpec:
     if not isinstance(dist, dict) or len(dist) != 1:
-        raise ConfigError(where, f"expected one distribution, e.g. {{log_uniform: [1.0e-4, 3.0e-2]}}, "
-                                 f"{{int: [0, 20]}} or {{choice: [a, b]}}; got {dist!r}")
+        raise ConfigError(
+            where,
+            f"expected one distribution, e.g. {{log_uniform: [1.0e-4, 3.0e-2]}}, "
+            f"{{int: [0, 20]}} or {{choice: [a, b]}}; got {dist!r}",
+        )
     kind, value = next(iter(dist.items()))
     at = f"{where}.{kind}"
     if kind not in KINDS:
@@ -269,11 +289,15 @@ def _param(key: str, dist: Any, hint: Any, where: str) -> ParamSpec:
     number = int if kind == "int" else float
     int_field, float_field = _accepts(hint, 1) and not _accepts(hint, 1.5), _accepts(hint, 1.5)
     if kind == "int" and not int_field:
-        raise ConfigError(at, f"{key} is not an integer field; use " +
-                          ("{uniform: [low, high]} or {log_uniform: [low, high]}" if float_field else "{choice: [...]}"))
+        raise ConfigError(
+            at,
+            f"{key} is not an integer field; use "
+            + ("{uniform: [low, high]} or {log_uniform: [low, high]}" if float_field else "{choice: [...]}"),
+        )
     if kind != "int" and not float_field:
-        raise ConfigError(at, f"{key} is not a float field; use " +
-                          ("{int: [low, high]}" if int_field else "{choice: [...]}"))
+        raise ConfigError(
+            at, f"{key} is not a float field; use " + ("{int: [low, high]}" if int_field else "{choice: [...]}")
+        )
     low, high = (convert(number, v, f"{at}.{i}") for i, v in enumerate(value))
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
         raise ConfigError(at, f"expected finite low < high, got [{low}, {high}]")
@@ -294,14 +318,18 @@ def _pruner(raw: Any, objective: ObjectiveSpec) -> PrunerSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or "type" not in raw:
-        raise ConfigError("search.pruner", "expected a mapping with type (median|percentile|threshold|none) "
-                                           f"or null, got {raw!r}")
+        raise ConfigError(
+            "search.pruner", f"expected a mapping with type (median|percentile|threshold|none) or null, got {raw!r}"
+        )
     spec = build(PrunerSpec, raw, "search.pruner")
     if spec.type == "none":
         return None
     if objective.direction != "minimize":
-        raise ConfigError("search.pruner", f"the pruner compares {INTERMEDIATE_METRIC} (lower is better); "
-                                           "use objective.direction: minimize or pruner: null")
+        raise ConfigError(
+            "search.pruner",
+            f"the pruner compares {INTERMEDIATE_METRIC} (lower is better); "
+            "use objective.direction: minimize or pruner: null",
+        )
     return spec
 
 
@@ -314,6 +342,7 @@ def _nearest(word: str, options) -> str:
 
 # --- studies ---------------------------------------------------------------------------------------------
 
+
 def study_plans(spec: GridSpec) -> list[StudyPlan]:
     """The studies of a search grid, in the order their first grid point appears."""
     assert spec.search is not None
@@ -323,8 +352,13 @@ def study_plans(spec: GridSpec) -> list[StudyPlan]:
     plans = []
     for values, items in groups.items():
         suffix = ",".join(format_value(v) for v in values)
-        plans.append(StudyPlan(name=f"{spec.name}/{suffix}" if suffix else spec.name,
-                               per_values=dict(zip(spec.search.per, values)), points=tuple(items)))
+        plans.append(
+            StudyPlan(
+                name=f"{spec.name}/{suffix}" if suffix else spec.name,
+                per_values=dict(zip(spec.search.per, values)),
+                points=tuple(items),
+            )
+        )
     return plans
 
 
@@ -340,5 +374,6 @@ def check_search(spec: GridSpec) -> None:
                     message = str(err)
                     if message.startswith(f"{param.key}="):
                         message = message.split(": ", 1)[-1]
-                    raise ConfigError(f"search.params.{param.key}",
-                                      f"{param.key}={value!r} does not build ({item.label}): {message}") from None
+                    raise ConfigError(
+                        f"search.params.{param.key}", f"{param.key}={value!r} does not build ({item.label}): {message}"
+                    ) from None

@@ -1,6 +1,7 @@
 """The Optuna side of a grid search: the journal beside the MLflow store, studies, samplers and pruners built
 from a SearchSpec (every setting explicit), and what `gatelab status` / `submit --dry-run` print for a search.
 Imported only by search commands (it imports optuna)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 # --- studies and their storage ----------------------------------------------------------------------------
 
+
 def journal_path(store: Store, grid_name: str) -> Path:
     """Where a grid's studies are kept: beside the MLflow store, one journal file per grid."""
     return store.home / "optuna" / f"{grid_name}.journal"
@@ -35,19 +37,28 @@ def build_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
     """Every TPE setting passed explicitly: Optuna 5 changed `multivariate`'s default (docs/libraries.md, Optuna)."""
     if spec.type == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=spec.multivariate,
-                                      n_startup_trials=spec.n_startup_trials, n_ei_candidates=spec.n_ei_candidates,
-                                      constant_liar=spec.constant_liar)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=spec.multivariate,
+        n_startup_trials=spec.n_startup_trials,
+        n_ei_candidates=spec.n_ei_candidates,
+        constant_liar=spec.constant_liar,
+    )
 
 
 def build_pruner(spec: PrunerSpec | None) -> optuna.pruners.BasePruner:
     if spec is None:
         return optuna.pruners.NopPruner()
     if spec.type == "threshold":
-        return optuna.pruners.ThresholdPruner(lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps,
-                                              interval_steps=spec.interval_steps)
-    common = {"n_startup_trials": spec.n_startup_trials, "n_warmup_steps": spec.n_warmup_steps,
-              "interval_steps": spec.interval_steps, "n_min_trials": spec.n_min_trials}
+        return optuna.pruners.ThresholdPruner(
+            lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps, interval_steps=spec.interval_steps
+        )
+    common = {
+        "n_startup_trials": spec.n_startup_trials,
+        "n_warmup_steps": spec.n_warmup_steps,
+        "interval_steps": spec.interval_steps,
+        "n_min_trials": spec.n_min_trials,
+    }
     if spec.type == "percentile":
         return optuna.pruners.PercentilePruner(spec.percentile, **common)
     return optuna.pruners.MedianPruner(**common)
@@ -66,11 +77,18 @@ def open_study(spec: GridSpec, plan: StudyPlan, storage: JournalStorage) -> optu
     uninterrupted search is reproducible and a resumed one does not replay the first trials' params."""
     search = spec.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=plan.name, direction=search.objective.direction,
-                                load_if_exists=True, pruner=build_pruner(search.pruner))
+    study = optuna.create_study(
+        storage=storage,
+        study_name=plan.name,
+        direction=search.objective.direction,
+        load_if_exists=True,
+        pruner=build_pruner(search.pruner),
+    )
     if study.direction.name.lower() != search.objective.direction:
-        raise ValueError(f"study {plan.name!r} in {storage} was created to {study.direction.name.lower()}, the grid "
-                         f"now says {search.objective.direction}; rename the grid or delete its journal")
+        raise ValueError(
+            f"study {plan.name!r} in {storage} was created to {study.direction.name.lower()}, the grid "
+            f"now says {search.objective.direction}; rename the grid or delete its journal"
+        )
     study.sampler = build_sampler(search.sampler, search.sampler.seed + len(study.get_trials(deepcopy=False)))
     if "gatelab.grid" not in study.user_attrs:
         study.set_user_attr("gatelab.grid", spec.name)
@@ -93,6 +111,7 @@ def needs(study: optuna.Study, n_trials: int) -> int:
 
 # --- status and dry-run -----------------------------------------------------------------------------------
 
+
 def search_rows(spec: GridSpec, store: Store) -> list[dict]:
     """One row per Optuna trial of every study, from the journal (nothing started or created)."""
     path = journal_path(store, spec.name)
@@ -110,29 +129,41 @@ def search_rows(spec: GridSpec, store: Store) -> list[dict]:
 
 
 def _row(study: str, frozen: FrozenTrial) -> dict:
-    return {"study": study, "number": frozen.number, "state": frozen.state.name, "value": frozen.value,
-            "params": dict(frozen.params), "keys": frozen.user_attrs.get("gatelab.keys", []),
-            "run_ids": frozen.user_attrs.get("gatelab.run_ids", {}),
-            "last_step": max(frozen.intermediate_values, default=None), "error": frozen.user_attrs.get("gatelab.error")}
+    return {
+        "study": study,
+        "number": frozen.number,
+        "state": frozen.state.name,
+        "value": frozen.value,
+        "params": dict(frozen.params),
+        "keys": frozen.user_attrs.get("gatelab.keys", []),
+        "run_ids": frozen.user_attrs.get("gatelab.run_ids", {}),
+        "last_step": max(frozen.intermediate_values, default=None),
+        "error": frozen.user_attrs.get("gatelab.error"),
+    }
 
 
 def search_table(spec: GridSpec, store: Store) -> str:
     """The studies, their search space and what the journal holds so far."""
     search = spec.search
     rows = search_rows(spec, store)
-    space = ", ".join(f"{p.key}~{p.kind}{list(p.choices) if p.kind == 'choice' else [p.low, p.high]}"
-                      for p in search.params)
-    lines = [f"search {spec.name}: {search.n_trials} trials per study, {search.objective.direction} "
-             f"{search.objective.metric}; sampler {search.sampler.type} seed {search.sampler.seed}; "
-             f"pruner {search.pruner.type if search.pruner else 'none'}; space {space}"]
+    space = ", ".join(
+        f"{p.key}~{p.kind}{list(p.choices) if p.kind == 'choice' else [p.low, p.high]}" for p in search.params
+    )
+    lines = [
+        f"search {spec.name}: {search.n_trials} trials per study, {search.objective.direction} "
+        f"{search.objective.metric}; sampler {search.sampler.type} seed {search.sampler.seed}; "
+        f"pruner {search.pruner.type if search.pruner else 'none'}; space {space}"
+    ]
     for plan in study_plans(spec):
         mine = [r for r in rows if r["study"] == plan.name]
         told = tally((row["state"].lower() for row in mine), empty="not started")
         lines.append(f"study {plan.name}: {len(plan.points)} run(s) per trial; {told}")
         for row in mine:
             value = f"{row['value']:.4g}" if row["value"] is not None else "-"
-            lines.append(f"  #{row['number']:<3} {row['state']:8} {value:>9}  {params_text(row['params'])}  "
-                         + " ".join(row["keys"]))
+            lines.append(
+                f"  #{row['number']:<3} {row['state']:8} {value:>9}  {params_text(row['params'])}  "
+                + " ".join(row["keys"])
+            )
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ the grid file. Axis keys are dotted trial-config paths (`optim.lr`, `seed`, `mod
 written flat: `axes: {optim.lr: [1.0e-3, 3.0e-3]}`. `load_grid` validates everything before anything runs,
 including every expanded trial and the dataset, and raises one-line ConfigErrors `FILE:LINE: KEY: ...`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -47,21 +48,28 @@ class Resources:
         number = not isinstance(self.gpus, bool) and isinstance(self.gpus, (int, float))
         if not number or not self.gpus >= 0:
             shown = f"{self.gpus:g}" if number else repr(self.gpus)
-            raise ValueError(f"resources.gpus={shown}: expected a number >= 0 (whole GPUs, or a fraction below 1 "
-                             "to share one)")
+            raise ValueError(
+                f"resources.gpus={shown}: expected a number >= 0 (whole GPUs, or a fraction below 1 to share one)"
+            )
         if self.gpus > 1 and not float(self.gpus).is_integer():
-            raise ValueError(f"resources.gpus={self.gpus:g}: expected whole GPUs, or a fraction below 1 to share "
-                             "one GPU between trials")
+            raise ValueError(
+                f"resources.gpus={self.gpus:g}: expected whole GPUs, or a fraction below 1 to share "
+                "one GPU between trials"
+            )
         if isinstance(self.cpus, bool) or not isinstance(self.cpus, int) or self.cpus < 1:
             raise ValueError(f"resources.cpus={self.cpus!r}: expected an integer >= 1")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"resources.workers={self.workers!r}: expected an integer >= 0")
         if self.ddp_workers > 1 and self.shares_a_gpu:
-            raise ValueError(f"resources.workers={self.ddp_workers}: DDP needs whole GPUs (one or more per "
-                             f"worker), not resources.gpus={self.gpus:g}")
+            raise ValueError(
+                f"resources.workers={self.ddp_workers}: DDP needs whole GPUs (one or more per "
+                f"worker), not resources.gpus={self.gpus:g}"
+            )
         if self.ddp_workers > 1 and (self.gpus % self.ddp_workers or self.cpus % self.ddp_workers):
-            raise ValueError(f"resources.workers={self.ddp_workers}: must divide resources.gpus={self.gpus:g} "
-                             f"and resources.cpus={self.cpus} (each DDP worker gets an equal share)")
+            raise ValueError(
+                f"resources.workers={self.ddp_workers}: must divide resources.gpus={self.gpus:g} "
+                f"and resources.cpus={self.cpus} (each DDP worker gets an equal share)"
+            )
 
     @property
     def shares_a_gpu(self) -> bool:
@@ -111,9 +119,11 @@ class StorageSpec:
             # A trial's lock is an flock in its directory and a checkpoint appears by an atomic rename
             # (trainer/checkpoint.py); object stores offer neither, and Path() would quietly turn
             # "s3://b/x" into a local directory "s3:/b/x" on each node.
-            raise ValueError(f"storage.checkpoint_root={root!r}: expected a filesystem path that every node sees "
-                             "(a local directory, or a shared mount such as /shared); object-store URIs are not "
-                             "supported")
+            raise ValueError(
+                f"storage.checkpoint_root={root!r}: expected a filesystem path that every node sees "
+                "(a local directory, or a shared mount such as /shared); object-store URIs are not "
+                "supported"
+            )
 
     def root(self, default: Path) -> str:
         """The absolute checkpoint root handed to workers (whose working directory is not the driver's)."""
@@ -232,8 +242,12 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
     where = _Where(source, lines)
     try:
         if not isinstance(data, dict):
-            raise ConfigError("", f"expected a mapping of grid keys ({', '.join(GRID_KEYS)}), "
-                                  f"got {type(data).__name__}", source, min(lines.values(), default=1))
+            raise ConfigError(
+                "",
+                f"expected a mapping of grid keys ({', '.join(GRID_KEYS)}), got {type(data).__name__}",
+                source,
+                min(lines.values(), default=1),
+            )
         refuse_trial_config_as_grid(data, source)
         data = _inline_base(data, path.parent, where)
         data = {**data, "base": anchor_catalog(data.get("base"), path.parent)} if "base" in data else data
@@ -265,8 +279,11 @@ def _inline_base(data: dict, grid_dir: Path, where: _Where) -> dict:
     base_path = Path(base).expanduser()
     base_path = base_path if base_path.is_absolute() else grid_dir / base_path
     if not base_path.is_file():
-        raise ConfigError("base", f"no such trial file {str(base_path)!r}; expected a mapping or a path to a "
-                                  "trial YAML (relative to the grid file)")
+        raise ConfigError(
+            "base",
+            f"no such trial file {str(base_path)!r}; expected a mapping or a path to a "
+            "trial YAML (relative to the grid file)",
+        )
     base_data, base_lines = read_yaml(base_path)
     base_data = anchor_catalog(base_data, base_path.parent)
     where.base_source = str(base_path)
@@ -284,7 +301,7 @@ def _override(data: dict, key: str, value: Any) -> dict:
     if head == "search" and rest.startswith("params.") and len(rest) > len("params."):
         search = data.get("search") if isinstance(data.get("search"), dict) else {}
         params = search.get("params") if isinstance(search.get("params"), dict) else {}
-        return {**data, "search": {**search, "params": {**params, rest[len("params."):]: value}}}
+        return {**data, "search": {**search, "params": {**params, rest[len("params.") :]: value}}}
     return set_dotted(data, key, value)
 
 
@@ -297,8 +314,11 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         raise ConfigError("name", f"expected a non-empty name without '/', got {name!r}")
     if "base" not in data or not isinstance(data["base"], dict):
         got = f", got {data['base']!r}" if "base" in data else ""
-        raise ConfigError("base", "expected a mapping of trial-config fields (the schema `gatelab train` takes) "
-                                  f"or a path to a trial YAML{got}")
+        raise ConfigError(
+            "base",
+            "expected a mapping of trial-config fields (the schema `gatelab train` takes) "
+            f"or a path to a trial YAML{got}",
+        )
     model = data["base"].get("model")
     _check_name("model.preset", model.get("preset") if isinstance(model, dict) else None, "base.model.preset")
     base = build(TrialConfig, data["base"], "base")
@@ -313,14 +333,20 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         raise ConfigError(f"axes.{odd}", f"combine: zip needs axes of equal length, got {lengths}")
     search = parse_search(data.get("search"), axes)
     return GridSpec(
-        name=name, base=base, axes=axes, combine=combine,
+        name=name,
+        base=base,
+        axes=axes,
+        combine=combine,
         include=_entries(data.get("include"), "include", base.catalog),
         exclude=_entries(data.get("exclude"), "exclude", base.catalog),
         resources=build(Resources, data.get("resources"), "resources"),
         tracking=build(TrackingSpec, data.get("tracking"), "tracking"),
         storage=build(StorageSpec, data.get("storage"), "storage"),
         ray=build(RaySpec, data.get("ray"), "ray"),
-        search=search, source=source, file_hash=file_hash)
+        search=search,
+        source=source,
+        file_hash=file_hash,
+    )
 
 
 def _nearest(word: str, options) -> str:
@@ -342,8 +368,11 @@ def _axes(raw: Any, base: TrialConfig) -> dict[str, tuple]:
             axes[key] = applicable_variants(base)
             continue
         if isinstance(values, dict):
-            raise ConfigError(where, f"expected a list of values, got a mapping; write axis keys dotted and flat, "
-                                     f"e.g. axes: {{{key}.{next(iter(values), 'x')}: [...]}}")
+            raise ConfigError(
+                where,
+                f"expected a list of values, got a mapping; write axis keys dotted and flat, "
+                f"e.g. axes: {{{key}.{next(iter(values), 'x')}: [...]}}",
+            )
         if not isinstance(values, list):
             raise ConfigError(where, f"expected a list of values, got {values!r} (write [{values!r}] for one value)")
         if not values:
@@ -406,8 +435,10 @@ def _check_name(key: str, value: Any, where: str, catalog: str | None = None) ->
 
 def _check_key(key: str, where: str) -> None:
     if key == "name":
-        raise ConfigError(where, "trial names are made from the grid name and the axis values; "
-                                 "set the grid's top-level `name` instead")
+        raise ConfigError(
+            where,
+            "trial names are made from the grid name and the axis values; set the grid's top-level `name` instead",
+        )
 
 
 def _check_distinct(values: tuple, where: str) -> None:

@@ -1,4 +1,5 @@
 """What the command line prints, written once: tallies ("3 finished, 1 new") and aligned tables."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -17,7 +18,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence
     widths = [max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.rjust(width) if i in right else cell.ljust(width)
-                         for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return [line(headers), *(line(row) for row in rows)]

@@ -4,6 +4,7 @@ The same config and home find the same MLflow run through the trial key: a finis
 prints its summary and does nothing; an unfinished one resumes from its newest checkpoint, continuing the
 same run. torch is imported only when training actually starts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,16 @@ from gatelab.grid.trial_file import load_trial_config
 from gatelab.trainer.corpus import data_fingerprint
 
 TRAIN_EXPERIMENT = "gatelab-train"
-SUMMARY_KEYS = ("final_val_ppl", "final_val_loss", "spike_count", "max_spike_ratio", "f_attn", "sink_eps",
-                "m_act", "gate_mean")
+SUMMARY_KEYS = (
+    "final_val_ppl",
+    "final_val_loss",
+    "spike_count",
+    "max_spike_ratio",
+    "f_attn",
+    "sink_eps",
+    "m_act",
+    "gate_mean",
+)
 
 
 def print_summary(key: str, status: str, summary: dict) -> None:

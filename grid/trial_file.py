@@ -1,12 +1,13 @@
 """Load a single-trial YAML (the schema `gatelab train` takes; a grid's `base` uses the same)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from gatelab.grid.config_loader import ConfigError, build, parse_override, read_yaml, set_dotted
 from gatelab.grid.examples import no_such_file, resolve_config_path
 from gatelab.grid.file_kinds import refuse_grid_as_trial_config
-from gatelab.grid.config_loader import ConfigError, build, parse_override, read_yaml, set_dotted
 from gatelab.trainer.config import TrialConfig
 
 

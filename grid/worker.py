@@ -5,6 +5,7 @@ retries the task (its `max_retries` is the per-trial budget) and the retry resum
 Anything raised here (a config or data error, out-of-memory, a bug) is deterministic: recorded as `failed`, not
 retried. Divergence is a result (`diverged`), not an error.
 """
+
 from __future__ import annotations
 
 import gc
@@ -98,8 +99,9 @@ def run_grid_trial(job: TrialJob) -> dict:
     with file_lock(trial_dir / ".lock", blocking=False) as acquired:
         if not acquired:
             return {"key": job.key, "status": "busy"}
-        tracker, existing = open_trial_run(job.tracking_uri, job.experiment, job.parent_run_id, job.key,
-                                           job.run_name, job.tags)
+        tracker, existing = open_trial_run(
+            job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name, job.tags
+        )
         if tracker is None:
             return {"key": job.key, "status": existing.status, "skipped": True}
         try:
@@ -120,8 +122,12 @@ def run_grid_trial(job: TrialJob) -> dict:
             return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
         finally:
             tracker.close()
-        return {"key": job.key, "status": result.status, "summary": result.summary,
-                "timings": {**result.timings, "import_s": import_s}}
+        return {
+            "key": job.key,
+            "status": result.status,
+            "summary": result.summary,
+            "timings": {**result.timings, "import_s": import_s},
+        }
 
 
 def record_unreported_failure(job: TrialJob, error: Exception) -> str:
@@ -137,8 +143,15 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     try:
         with file_lock(Path(job.checkpoint_root) / job.key / ".lock", blocking=False) as acquired:
             if acquired:
-                record_failure(job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name,
-                               {**job.tags, **run_tags(job.config)}, message)
+                record_failure(
+                    job.tracking_uri,
+                    job.experiment,
+                    job.parent_run_id,
+                    job.key,
+                    job.run_name,
+                    {**job.tags, **run_tags(job.config)},
+                    message,
+                )
     except Exception as unrecorded:  # noqa: BLE001 - e.g. the MLflow server is what failed; keep the grid going
         return f"{message} (not recorded in MLflow: {type(unrecorded).__name__}: {unrecorded})"
     return message

@@ -1,4 +1,5 @@
 """Shared helpers for the grid tests: tiny grid files and ledger checks against a real MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -13,15 +14,29 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_grid(path: Path, name: str, variants: list[str], *, max_steps: int = 12, seeds=(0,),
-               gpus: int = 0, cpus: int = 1, workers: int = 0, max_concurrent: int = 2, max_retries: int = 2,
-               checkpoint_every: int = 4, model_overrides: dict | None = None) -> Path:
+def write_grid(
+    path: Path,
+    name: str,
+    variants: list[str],
+    *,
+    max_steps: int = 12,
+    seeds=(0,),
+    gpus: int = 0,
+    cpus: int = 1,
+    workers: int = 0,
+    max_concurrent: int = 2,
+    max_retries: int = 2,
+    checkpoint_every: int = 4,
+    model_overrides: dict | None = None,
+) -> Path:
     grid = {
         "name": name,
-        "base": {"model": {"preset": "tiny", **({"overrides": model_overrides} if model_overrides else {})},
-                 "schedule": {"max_steps": max_steps, "batch_size": 4, "log_every": 1},
-                 "eval": {"every": 6, "batches": 1, "long_context_factors": [1, 2]},
-                 "checkpoint": {"every": checkpoint_every, "keep_last": 2}},
+        "base": {
+            "model": {"preset": "tiny", **({"overrides": model_overrides} if model_overrides else {})},
+            "schedule": {"max_steps": max_steps, "batch_size": 4, "log_every": 1},
+            "eval": {"every": 6, "batches": 1, "long_context_factors": [1, 2]},
+            "checkpoint": {"every": checkpoint_every, "keep_last": 2},
+        },
         "axes": {"variant": variants, "seed": list(seeds)},
         "resources": {"gpus": gpus, "cpus": cpus, **({"workers": workers} if workers else {})},
         "ray": {"max_concurrent": max_concurrent, "max_retries": max_retries},
@@ -31,9 +46,14 @@ def write_grid(path: Path, name: str, variants: list[str], *, max_steps: int = 1
 
 
 def gatelab(*args: str, home: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -1,4 +1,5 @@
 """Every YAML under ablations/ parses and expands: grids into trials, trial files into a TrialConfig."""
+
 from pathlib import Path
 
 import pytest

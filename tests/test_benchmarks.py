@@ -1,6 +1,7 @@
 """The trainer and gate benchmarks' arithmetic and modes on the CPU (tiny preset): MFU from the closed-form
 FLOPs and a peak measured in the same run, compiled against eager. Their figures are benchmarks, not
 asserted here; what is asserted is that each number is there and consistent with the others."""
+
 import json
 
 import pytest
@@ -51,8 +52,9 @@ def test_bench_trainer_compiled_reports_tokens_ratio_and_mfu(compiled_bench):
 
 
 def test_bench_gates_compiled_times_every_variant_against_the_baseline():
-    results = {r.name: r for r in bench_gates(preset("tiny"), rounds=2, warmup=1, names=["g1_headwise_sigmoid"],
-                                              compiled=True)}
+    results = {
+        r.name: r for r in bench_gates(preset("tiny"), rounds=2, warmup=1, names=["g1_headwise_sigmoid"], compiled=True)
+    }
     assert set(results) == {"baseline", "g1_headwise_sigmoid"} and all(r.compiled for r in results.values())
     assert all(r.ratio > 0 and r.median_ms > 0 for r in results.values())
 

@@ -5,6 +5,7 @@ For every gate family: a few bf16-mixed training steps stay finite, the probes' 
 the fused SDPA path within bf16's rounding, and a resumed bf16 run equals an uninterrupted one. The checks
 live in gatelab.trainer.device_checks, which scripts/gpu_check.py runs too.
 """
+
 import pytest
 import torch
 
@@ -51,8 +52,9 @@ def test_a_check_that_fails_says_so(tmp_path, monkeypatch):
     from gatelab.trainer import attention
 
     real = attention.eager_causal_attention
-    monkeypatch.setattr(attention, "eager_causal_attention",
-                        lambda q, k, v: (lambda y, p: (y * 1.25, p))(*real(q, k, v)))
+    monkeypatch.setattr(
+        attention, "eager_causal_attention", lambda q, k, v: (lambda y, p: (y * 1.25, p))(*real(q, k, v))
+    )
     with pytest.raises(AssertionError):
         device_checks.eager_matches_fused("g1_elementwise_sigmoid", "cpu")
 

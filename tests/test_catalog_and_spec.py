@@ -1,4 +1,5 @@
 """The catalog is data, the spec rejects what the paper does not define, counts match closed forms."""
+
 import pytest
 
 from gatelab.trainer.catalog import SpecError, get_variant, load_catalog
@@ -22,16 +23,19 @@ def test_catalog_covers_the_papers_tables():
     assert {"g1_g2_elementwise_sigmoid", "g1_headwise_ns_sigmoid", "g1_headwise_input_independent"} <= set(CATALOG)
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"position": "g5", "granularity": "headwise"}, "granularity=headwise"),
-    ({"position": "g3", "granularity": "headwise"}, "gate.position=g3"),
-    ({"position": "g4", "sharing": "head_shared"}, "sharing=head_shared"),
-    ({"sharing": "head_shared", "granularity": "headwise"}, "granularity=headwise"),
-    ({"combine": "additive", "activation": "sigmoid"}, "activation=sigmoid"),
-    ({"combine": "multiplicative", "activation": "identity"}, "activation=identity"),
-    ({"position": "g2", "input": "independent"}, "input=independent"),
-    ({"position": "g7"}, "gate.position='g7'"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"position": "g5", "granularity": "headwise"}, "granularity=headwise"),
+        ({"position": "g3", "granularity": "headwise"}, "gate.position=g3"),
+        ({"position": "g4", "sharing": "head_shared"}, "sharing=head_shared"),
+        ({"sharing": "head_shared", "granularity": "headwise"}, "granularity=headwise"),
+        ({"combine": "additive", "activation": "sigmoid"}, "activation=sigmoid"),
+        ({"combine": "multiplicative", "activation": "identity"}, "activation=identity"),
+        ({"position": "g2", "input": "independent"}, "input=independent"),
+        ({"position": "g7"}, "gate.position='g7'"),
+    ],
+)
 def test_undefined_combinations_are_rejected_naming_fields(fields, named):
     with pytest.raises(SpecError, match=named.replace("(", r"\(").replace("=", "=")):
         GateSpec.from_dict(fields)
@@ -75,8 +79,14 @@ def test_more_experts_needs_moe_preset():
 
 def test_presets_have_the_papers_shapes():
     moe = PRESETS["paper-moe-15a2b"]
-    assert (moe.n_layers, moe.n_q_heads, moe.n_kv_heads, moe.d_model, moe.n_experts, moe.top_k) == \
-        (24, 32, 4, 2048, 128, 8)
+    assert (moe.n_layers, moe.n_q_heads, moe.n_kv_heads, moe.d_model, moe.n_experts, moe.top_k) == (
+        24,
+        32,
+        4,
+        2048,
+        128,
+        8,
+    )
     assert PRESETS["paper-1.7b"].n_layers == 28 and PRESETS["paper-1.7b-48l"].n_layers == 48
     small = total_params(preset("small"), CATALOG["baseline"])
     assert 100e6 < small < 150e6

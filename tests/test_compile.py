@@ -1,6 +1,7 @@
 """Compiled training (`compile: true`, torch.compile of the training step) on the CPU: its checkpoints hold the
 eager model's keys and load into an eager run and back, and a resumed compiled run equals an uninterrupted
 one. (On CUDA the same runs by default; tests/test_gpu.py.)"""
+
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +16,13 @@ from gatelab.trainer.tracker import InMemoryTracker
 
 pytestmark = [pytest.mark.slow]
 
-CONFIG = TrialConfig(variant="g1_elementwise_sigmoid", compile=True,
-                     schedule=ScheduleConfig(max_steps=20, batch_size=8, log_every=1),
-                     eval=EvalConfig(every=10, batches=2, long_context_factors=(1,)),
-                     checkpoint=CheckpointConfig(every=10, keep_last=2))
+CONFIG = TrialConfig(
+    variant="g1_elementwise_sigmoid",
+    compile=True,
+    schedule=ScheduleConfig(max_steps=20, batch_size=8, log_every=1),
+    eval=EvalConfig(every=10, batches=2, long_context_factors=(1,)),
+    checkpoint=CheckpointConfig(every=10, keep_last=2),
+)
 
 
 def _train(config: TrialConfig, trial_dir: Path, cache: Path):

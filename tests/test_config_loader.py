@@ -1,15 +1,22 @@
 """--set parsing and single-trial config errors (file, line, dotted key, nearest name)."""
+
 import pytest
 
 from gatelab.grid.config_loader import ConfigError, parse_override
 from gatelab.grid.trial_file import load_trial_config
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("optim.lr=3e-3", ("optim.lr", 0.003)), ("optim.lr=3.0e-3", ("optim.lr", 0.003)),
-    ("seed=2", ("seed", 2)), ("axes.seed=[0, 1]", ("axes.seed", [0, 1])), ("data.source=a/b.txt", ("data.source", "a/b.txt")),
-    ("model.overrides={n_layers: 3}", ("model.overrides", {"n_layers": 3})),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("optim.lr=3e-3", ("optim.lr", 0.003)),
+        ("optim.lr=3.0e-3", ("optim.lr", 0.003)),
+        ("seed=2", ("seed", 2)),
+        ("axes.seed=[0, 1]", ("axes.seed", [0, 1])),
+        ("data.source=a/b.txt", ("data.source", "a/b.txt")),
+        ("model.overrides={n_layers: 3}", ("model.overrides", {"n_layers": 3})),
+    ],
+)
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
 

@@ -1,4 +1,5 @@
 """trainer.corpus / trainer.data: sources, windows, split, fingerprint, cache, errors, sample order."""
+
 from __future__ import annotations
 
 import pickle
@@ -11,8 +12,14 @@ import pytest
 import torch
 
 from gatelab.trainer.corpus import BOS_ID, EOS_ID, DataConfig, DataError, data_fingerprint, list_source
-from gatelab.trainer.data import (IGNORE_INDEX, build_datasets, epoch_permutation, load_corpus, sample_index,
-                          token_counts)
+from gatelab.trainer.data import (
+    IGNORE_INDEX,
+    build_datasets,
+    epoch_permutation,
+    load_corpus,
+    sample_index,
+    token_counts,
+)
 
 VOCAB = 258
 
@@ -68,7 +75,7 @@ def test_directory_split_by_file(tmp_path):
             s, offset = ds.locate(i)
             content = ds[i][1][ds[i][1] != IGNORE_INDEX].tolist()
             expected = list(docs[ds.segments.names[s]]) + [EOS_ID]
-            assert content == expected[offset:offset + 32]
+            assert content == expected[offset : offset + 32]
 
 
 def test_glob_filters_files(tmp_path):
@@ -282,4 +289,4 @@ def test_stdlib_corpus(stdlib_splits):
     i, s, offset = deep[len(deep) // 2]
     root = list_source(DataConfig()).root
     raw = (root / ds.segments.names[s]).read_bytes()
-    assert ds[i][0][1:].tolist() == list(raw[offset:offset + ds.seq_len - 1])
+    assert ds[i][0][1:].tolist() == list(raw[offset : offset + ds.seq_len - 1])

@@ -1,5 +1,6 @@
 """What a user meets installing gatelab into their own environment: shipped examples found by name, `gatelab
 init`, a catalog of their own, a file given to the wrong command, --version and --help."""
+
 from __future__ import annotations
 
 import subprocess
@@ -78,8 +79,10 @@ def _own_catalog(folder: Path) -> Path:
 
 def _grid(folder: Path, catalog: str, variants: str = "[baseline, g1_elementwise_sigmoid, my_gate]") -> Path:
     path = folder / "grid.yaml"
-    path.write_text(f"base:\n  catalog: {catalog}\n  model: {{preset: tiny}}\n  schedule: {{max_steps: 5}}\n"
-                    f"axes:\n  variant: {variants}\n")
+    path.write_text(
+        f"base:\n  catalog: {catalog}\n  model: {{preset: tiny}}\n  schedule: {{max_steps: 5}}\n"
+        f"axes:\n  variant: {variants}\n"
+    )
     return path
 
 
@@ -145,8 +148,23 @@ def test_version_is_the_installed_one(capsys):
 def test_git_sha_only_from_gatelabs_own_checkout(tmp_path, monkeypatch):
     # An installed wheel in a venv inside some other repository must not report that repository's HEAD.
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
-                    "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=a",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
     site = tmp_path / "venv" / "site-packages" / "gatelab"
     site.mkdir(parents=True)
     monkeypatch.setattr(provenance, "REPO_ROOT", site)

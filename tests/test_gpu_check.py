@@ -1,5 +1,6 @@
 """scripts/gpu_check.py on a machine without CUDA, as the README says it runs there: every section either
 runs its CPU stand-in or is skipped with the reason, and the JSON and Markdown summaries are written."""
+
 import json
 import subprocess
 import sys
@@ -15,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA run; on a GPU the script runs for real")
 def test_gpu_check_runs_on_the_cpu_from_the_checkout_and_says_what_it_skipped(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(tmp_path), "--from-checkout"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(tmp_path), "--from-checkout"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
@@ -31,15 +37,23 @@ def test_gpu_check_runs_on_the_cpu_from_the_checkout_and_says_what_it_skipped(tm
     throughput = sections["throughput"]
     assert throughput["status"] == "ok" and {r["compiled"] for r in throughput["trainer"]} == {False}
     assert all(0 < r["mfu_measured"] < 1 for r in throughput["trainer"])
-    assert sections["packing"] == {"status": "skipped", "seconds": sections["packing"]["seconds"],
-                                   "reason": "no CUDA device: several trials sharing one GPU needs a GPU"}
+    assert sections["packing"] == {
+        "status": "skipped",
+        "seconds": sections["packing"]["seconds"],
+        "reason": "no CUDA device: several trials sharing one GPU needs a GPU",
+    }
     summary = (tmp_path / "gpu_check.md").read_text()
     assert "| packing | skipped | no CUDA device" in summary and "| small_trial | ok |" in summary
 
 
 def test_gpu_check_with_no_time_left_skips_every_section_and_says_so(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(tmp_path), "--budget-s", "0"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(tmp_path), "--budget-s", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
     assert sections["environment"]["status"] == "ok"

@@ -1,4 +1,5 @@
 """The grid commands as a user runs them: bad grids, driver SIGKILL then resume, concurrent submits."""
+
 import json
 import time
 from pathlib import Path
@@ -49,17 +50,25 @@ def _statuses(grid: Path, home: Path) -> dict:
     proc = gatelab("status", str(grid), "--json", home=home)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    return {row["key"]: row for row in json.loads(out[out.index("["):])}
+    return {row["key"]: row for row in json.loads(out[out.index("[") :])}
 
 
 def test_driver_sigkill_mid_grid_then_resume(home, tmp_path):
-    grid = write_grid(tmp_path / "killgrid.yaml", "killgrid",
-                      ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid", "g2_elementwise_sigmoid"],
-                      max_steps=300, checkpoint_every=25, max_concurrent=2)
+    grid = write_grid(
+        tmp_path / "killgrid.yaml",
+        "killgrid",
+        ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid", "g2_elementwise_sigmoid"],
+        max_steps=300,
+        checkpoint_every=25,
+        max_concurrent=2,
+    )
     proc = gatelab("submit", str(grid), home=home)
     store = Store(home)
-    _wait_for(lambda: store.db_path.exists() and any(
-        r["status"] == "finished" for r in _statuses(grid, home).values()), 400, proc)
+    _wait_for(
+        lambda: store.db_path.exists() and any(r["status"] == "finished" for r in _statuses(grid, home).values()),
+        400,
+        proc,
+    )
     _wait_for(lambda: len(list(store.checkpoints_dir.glob("*/checkpoints/*.ckpt"))) >= 2, 200, proc)
     kill_group(proc)
     before = _statuses(grid, home)
@@ -82,8 +91,13 @@ def test_driver_sigkill_mid_grid_then_resume(home, tmp_path):
 
 
 def test_two_concurrent_submits_run_each_trial_once(home, tmp_path):
-    grid = write_grid(tmp_path / "twice.yaml", "twice", ["baseline", "g1_headwise_sigmoid", "g2_headwise_sigmoid"],
-                      max_steps=60, max_concurrent=2)
+    grid = write_grid(
+        tmp_path / "twice.yaml",
+        "twice",
+        ["baseline", "g1_headwise_sigmoid", "g2_headwise_sigmoid"],
+        max_steps=60,
+        max_concurrent=2,
+    )
     first, second = gatelab("submit", str(grid), home=home), gatelab("submit", str(grid), home=home)
     out1, _ = first.communicate(timeout=600)
     out2, _ = second.communicate(timeout=600)

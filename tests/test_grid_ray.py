@@ -1,4 +1,5 @@
 """Grids on a real local Ray with a real MLflow server: layout, idempotence, node loss, out-of-memory."""
+
 import json
 import threading
 import time
@@ -20,8 +21,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
 
 def test_grid_on_local_ray_with_logical_gpus(served_store, tmp_path):
     store, uri = served_store
-    path = write_grid(tmp_path / "e2e.yaml", "e2e", ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"],
-                      gpus=1)
+    path = write_grid(
+        tmp_path / "e2e.yaml", "e2e", ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"], gpus=1
+    )
     spec = load_grid(path)
     trials = expand(spec)
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
@@ -71,8 +73,9 @@ def _submit_and_lose_the_node(spec, store, uri, checkpoint_glob: str, *, replace
     doomed = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address)
     results = {}
-    driver = threading.Thread(target=lambda: results.update(
-        outcome=submit(spec, trials, store, uri, retry_failed=False)))
+    driver = threading.Thread(
+        target=lambda: results.update(outcome=submit(spec, trials, store, uri, retry_failed=False))
+    )
     try:
         driver.start()
         checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
@@ -93,8 +96,15 @@ def _submit_and_lose_the_node(spec, store, uri, checkpoint_glob: str, *, replace
 
 def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_store, tmp_path):
     store, uri = served_store
-    path = write_grid(tmp_path / "nodeloss.yaml", "nodeloss", ["g1_elementwise_sigmoid"], max_steps=400,
-                      cpus=2, max_retries=3, checkpoint_every=20)
+    path = write_grid(
+        tmp_path / "nodeloss.yaml",
+        "nodeloss",
+        ["g1_elementwise_sigmoid"],
+        max_steps=400,
+        cpus=2,
+        max_retries=3,
+        checkpoint_every=20,
+    )
     spec = load_grid(path)
     trials = expand(spec)
     outcome = _submit_and_lose_the_node(spec, store, uri, "step-0000004*.ckpt", replace_node=True)
@@ -109,8 +119,9 @@ def test_node_loss_mid_trial_finishes_from_checkpoint_on_another_node(served_sto
 def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
     store, uri = served_store
     # seed 1: not the e2e test's trial (the key ignores how many workers train it: they split the batch)
-    spec = load_grid(write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2,
-                                workers=2, seeds=(1,)))
+    spec = load_grid(
+        write_grid(tmp_path / "ddp.yaml", "ddp", ["g1_headwise_sigmoid"], max_steps=12, cpus=2, workers=2, seeds=(1,))
+    )
     assert spec.resources.ddp_workers == 2
     trials, outcome = _submit_on_a_local_ray(spec, store, uri, num_cpus=3)
     assert outcome.statuses == {trials[0].key: "finished"}
@@ -126,8 +137,13 @@ def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
 def test_bench_grid_accounts_for_every_slot_second(tmp_path):
     from gatelab.grid.bench_grid import bench_grid
 
-    path = write_grid(tmp_path / "bench.yaml", "bench", ["baseline", "g1_headwise_sigmoid", "g1_elementwise_sigmoid"],
-                      max_steps=6, checkpoint_every=3)
+    path = write_grid(
+        tmp_path / "bench.yaml",
+        "bench",
+        ["baseline", "g1_headwise_sigmoid", "g1_elementwise_sigmoid"],
+        max_steps=6,
+        checkpoint_every=3,
+    )
     result = bench_grid(path, slots=2)
     assert result["finished"] == result["trials"] == 3 and result["expand_10k_trials"] == 10_000
     assert 0 < result["efficiency"] < result["efficiency_ray_running"] <= 1
@@ -138,8 +154,7 @@ def test_bench_grid_accounts_for_every_slot_second(tmp_path):
     assert lost["idle_slots"] > -0.01
 
 
-def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_store, tmp_path, monkeypatch,
-                                                                      capsys):
+def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_store, tmp_path, monkeypatch, capsys):
     store, uri = served_store
     # Ray's memory monitor kills a running worker whenever the node's memory use is over its threshold: at 1%
     # the trial's worker is killed as soon as it runs, as a trial too large for its node would be. Without
@@ -150,8 +165,9 @@ def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_sto
     spec = load_grid(path)
     outcome = {}
     assert not ray.is_initialized()  # submit starts the local Ray, as `gatelab submit` does
-    driver = threading.Thread(target=lambda: outcome.update(result=submit(spec, expand(spec), store, uri,
-                                                                         retry_failed=False)), daemon=True)
+    driver = threading.Thread(
+        target=lambda: outcome.update(result=submit(spec, expand(spec), store, uri, retry_failed=False)), daemon=True
+    )
     try:
         driver.start()
         driver.join(timeout=180)
@@ -172,8 +188,11 @@ def test_a_trial_killed_for_memory_is_recorded_failed_and_not_retried(served_sto
 
 def test_a_trial_lost_with_no_retries_left_is_recorded_failed_in_its_run(served_store, tmp_path):
     store, uri = served_store
-    spec = load_grid(write_grid(tmp_path / "lost.yaml", "lost", ["baseline"], max_steps=400, cpus=2,
-                                max_retries=0, checkpoint_every=20))
+    spec = load_grid(
+        write_grid(
+            tmp_path / "lost.yaml", "lost", ["baseline"], max_steps=400, cpus=2, max_retries=0, checkpoint_every=20
+        )
+    )
     trials = expand(spec)
     outcome = _submit_and_lose_the_node(spec, store, uri, "*.ckpt", replace_node=False)
     assert outcome.statuses == {trials[0].key: "failed"}
@@ -185,14 +204,26 @@ def test_a_trial_lost_with_no_retries_left_is_recorded_failed_in_its_run(served_
     assert tags["gatelab.error"].split(":")[0] in ("NodeDiedError", "WorkerCrashedError"), tags["gatelab.error"]
 
 
-@pytest.mark.skipif(Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1",
-                    reason="with overcommit always on, a too-large model is killed by the kernel, not refused")
+@pytest.mark.skipif(
+    Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1",
+    reason="with overcommit always on, a too-large model is killed by the kernel, not refused",
+)
 def test_a_ddp_trial_out_of_memory_is_recorded_and_not_trained_again(served_store, tmp_path):
     store, uri = served_store
     # A 512-GB FFN weight: the CPU allocator refuses it at once on every rank, as CUDA refuses a model too
     # large for its GPUs. Ray Train would retry the worker group max_retries times; the retry must not train.
-    spec = load_grid(write_grid(tmp_path / "ddpoom.yaml", "ddpoom", ["baseline"], max_steps=12, cpus=2, workers=2,
-                                max_retries=2, model_overrides={"ffn_dim": 4_000_000_000}))
+    spec = load_grid(
+        write_grid(
+            tmp_path / "ddpoom.yaml",
+            "ddpoom",
+            ["baseline"],
+            max_steps=12,
+            cpus=2,
+            workers=2,
+            max_retries=2,
+            model_overrides={"ffn_dim": 4_000_000_000},
+        )
+    )
     trials, outcome = _submit_on_a_local_ray(spec, store, uri, num_cpus=3)
     assert outcome.statuses == {trials[0].key: "failed"}
     _, runs = child_runs(uri, "ddpoom")
@@ -214,8 +245,14 @@ def _most_at_once(runs) -> int:
 
 def test_half_a_gpu_per_trial_runs_two_trials_on_each_logical_gpu(served_store, tmp_path, capsys):
     store, uri = served_store
-    path = write_grid(tmp_path / "shared.yaml", "shared-gpu", ["baseline", "g1_elementwise_sigmoid"], seeds=(0, 1),
-                      gpus=0.5, max_concurrent=4)
+    path = write_grid(
+        tmp_path / "shared.yaml",
+        "shared-gpu",
+        ["baseline", "g1_elementwise_sigmoid"],
+        seeds=(0, 1),
+        gpus=0.5,
+        max_concurrent=4,
+    )
     spec = load_grid(path)
     assert spec.resources.gpus == 0.5 and spec.resources.ddp_workers == 1
     _, outcome = _submit_on_a_local_ray(spec, store, uri, num_cpus=4, num_gpus=1)

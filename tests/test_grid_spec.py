@@ -1,4 +1,5 @@
 """Grid files: parsing, validation errors (file:line:key), expansion, keys and the dry-run table. No Ray, no MLflow."""
+
 import re
 import subprocess
 import sys
@@ -47,7 +48,10 @@ base:
 
 
 def test_a_valid_grid_parses(write):
-    path = write("name: demo\n" + BASE + """\
+    path = write(
+        "name: demo\n"
+        + BASE
+        + """\
 axes:
   variant: [baseline, g1_elementwise_sigmoid]
   optim.lr: [1.0e-3, 3.0e-3]
@@ -56,7 +60,8 @@ tracking: {uri: "http://mlflow:5000", experiment: gates}
 storage: {checkpoint_root: /shared/ckpt}
 ray: {address: auto, max_concurrent: 8, max_retries: 0}
 search: {params: {optim.warmup_steps: {int: [0, 10]}}, sampler: {type: random, seed: 0}, n_trials: 4}
-""")
+"""
+    )
     spec = load_grid(path)
     assert spec.name == "demo" and spec.combine == "cross"
     assert spec.axes == {"variant": ("baseline", "g1_elementwise_sigmoid"), "optim.lr": (1e-3, 3e-3)}
@@ -80,8 +85,13 @@ def test_cross_varies_the_last_axis_fastest(write):
     spec = load_grid(write(BASE + "axes:\n  variant: [baseline, g1_headwise_sigmoid]\n  seed: [0, 1, 2]\n"))
     trials = expand(spec)
     assert [(t.config.variant, t.config.seed) for t in trials] == [
-        ("baseline", 0), ("baseline", 1), ("baseline", 2),
-        ("g1_headwise_sigmoid", 0), ("g1_headwise_sigmoid", 1), ("g1_headwise_sigmoid", 2)]
+        ("baseline", 0),
+        ("baseline", 1),
+        ("baseline", 2),
+        ("g1_headwise_sigmoid", 0),
+        ("g1_headwise_sigmoid", 1),
+        ("g1_headwise_sigmoid", 2),
+    ]
     assert trials[4].label == "g1_headwise_sigmoid seed=1"
     assert trials[4].config.name == "g/g1_headwise_sigmoid seed=1"
 
@@ -94,7 +104,10 @@ def test_zip_pairs_the_values(write):
 
 
 def test_include_adds_trials_and_exclude_removes_them(write):
-    spec = load_grid(write(BASE + """\
+    spec = load_grid(
+        write(
+            BASE
+            + """\
 axes:
   variant: [baseline, g1_elementwise_sigmoid]
   seed: [0, 1]
@@ -104,23 +117,36 @@ exclude:
   - {variant: baseline, seed: 1}
   - {variant: g1_elementwise_sigmoid, schedule.max_steps: 30, seed: 0}  # max_steps from the base
   - {variant: g1_elementwise_sigmoid, schedule.max_steps: 99}           # matches nothing
-"""))
+"""
+        )
+    )
     trials = expand(spec)
     assert [(t.config.variant, t.config.seed, t.config.model.preset) for t in trials] == [
-        ("baseline", 0, "tiny"), ("g1_elementwise_sigmoid", 1, "tiny"), ("more_experts", 0, "tiny-moe")]
+        ("baseline", 0, "tiny"),
+        ("g1_elementwise_sigmoid", 1, "tiny"),
+        ("more_experts", 0, "tiny-moe"),
+    ]
     assert trials[-1].overrides == {"variant": "more_experts", "model.preset": "tiny-moe"}
 
 
 def test_exclude_can_remove_combinations_that_do_not_build(write):
-    spec = load_grid(write(BASE + """\
+    spec = load_grid(
+        write(
+            BASE
+            + """\
 axes:
   variant: [baseline, more_experts]
   model.preset: [tiny, tiny-moe]
 exclude:
   - {variant: more_experts, model.preset: tiny}
-"""))
+"""
+        )
+    )
     assert [(t.config.variant, t.config.model.preset) for t in expand(spec)] == [
-        ("baseline", "tiny"), ("baseline", "tiny-moe"), ("more_experts", "tiny-moe")]
+        ("baseline", "tiny"),
+        ("baseline", "tiny-moe"),
+        ("more_experts", "tiny-moe"),
+    ]
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-moe"])
@@ -135,8 +161,9 @@ def test_variant_all_is_every_variant_that_fits_the_preset(write, preset):
 def test_set_overrides_change_the_grid_and_the_keys(write):
     path = write(BASE + "axes:\n  seed: [0]\n  optim.lr: [1.0e-3]\nray: {max_concurrent: 4}\n")
     before = expand(load_grid(path))
-    spec = load_grid(path, ["base.schedule.max_steps=5", "axes.seed=[0, 1]", "ray.max_concurrent=1",
-                            "axes.optim.lr=[2.0e-3]"])
+    spec = load_grid(
+        path, ["base.schedule.max_steps=5", "axes.seed=[0, 1]", "ray.max_concurrent=1", "axes.optim.lr=[2.0e-3]"]
+    )
     after = expand(spec)
     assert spec.ray.max_concurrent == 1 and spec.axes == {"seed": (0, 1), "optim.lr": (2e-3,)}
     assert [t.config.schedule.max_steps for t in after] == [5, 5]
@@ -175,7 +202,10 @@ def test_axes_that_do_not_change_the_result_collapse_to_one_trial(write):
 
 
 def test_expand_keys_equal_trial_key_for_every_kind_of_axis(write):
-    spec = load_grid(write(BASE + """\
+    spec = load_grid(
+        write(
+            BASE
+            + """\
 axes:
   variant: [baseline, more_q_heads]
   schedule.seq_len: [null, 32]
@@ -187,9 +217,11 @@ axes:
   schedule.batch_size: [4, 8]
 include:
   - {optim: {lr: 2.0e-3, warmup_steps: 3}, seed: 7}
-"""))
+"""
+        )
+    )
     trials = expand(spec)
-    assert len(trials) == 2 ** 8 + 1
+    assert len(trials) == 2**8 + 1
     assert trials[-1].label == "baseline optim={lr=0.002,warmup_steps=3} seed=7"
     prints = {t.config.data: data_fingerprint(t.config.data) for t in trials}
     assert [t.key for t in trials] == [trial_key(t.config, prints[t.config.data]) for t in trials]
@@ -211,7 +243,9 @@ def test_base_may_be_a_trial_file_and_its_errors_name_that_file(write, tmp_path)
     trial.write_text(f"variant: g1_elementwise_sigmoid\ndata: {{source: {tmp_path / 'corpus.txt'}}}\n")
     spec = load_grid(write("base: trial.yaml\naxes:\n  seed: [0, 1]\n"), ["base.schedule.max_steps=7"])
     assert [(t.config.variant, t.config.schedule.max_steps) for t in expand(spec)] == [
-        ("g1_elementwise_sigmoid", 7), ("g1_elementwise_sigmoid", 7)]
+        ("g1_elementwise_sigmoid", 7),
+        ("g1_elementwise_sigmoid", 7),
+    ]
     trial.write_text("variant: g1_elementwise_sigmoid\nschedule:\n  max_steps: 0\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(trial))}:3: base.schedule.max_steps=0"):
         load_grid(tmp_path / "g.yaml")
@@ -234,8 +268,12 @@ def test_dry_run_table(write):
 
 
 def test_trials_are_dispatched_longest_first_and_ties_keep_the_grid_order(write):
-    spec = load_grid(write(BASE + "axes:\n  variant: [baseline, g1_elementwise_sigmoid]\n"
-                                  "  schedule.max_steps: [10, 40]\n  seed: [0, 1]\n"))
+    spec = load_grid(
+        write(
+            BASE + "axes:\n  variant: [baseline, g1_elementwise_sigmoid]\n"
+            "  schedule.max_steps: [10, 40]\n  seed: [0, 1]\n"
+        )
+    )
     trials = expand(spec)
     ordered = dispatch_order(trials)
     flops = [training_flops(t) for t in ordered]

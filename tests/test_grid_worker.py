@@ -1,5 +1,6 @@
 """grid.worker: the first import of the trainer runs with the garbage collector paused; a trial lost without a
 result is recorded in MLflow by the driver, unless another process holds it or MLflow cannot be reached."""
+
 import gc
 import sys
 
@@ -38,9 +39,17 @@ def _lost_job(tmp_path):
     from gatelab.grid.worker import TrialJob
     from gatelab.trainer.config import TrialConfig
 
-    return TrialJob(key="k1", config=TrialConfig(), run_name="baseline [k1]", tags={},
-                    tracking_uri="http://127.0.0.1:9",  # nothing listens on the discard port
-                    experiment="e", parent_run_id="p", checkpoint_root=str(tmp_path), cache_dir=str(tmp_path))
+    return TrialJob(
+        key="k1",
+        config=TrialConfig(),
+        run_name="baseline [k1]",
+        tags={},
+        tracking_uri="http://127.0.0.1:9",  # nothing listens on the discard port
+        experiment="e",
+        parent_run_id="p",
+        checkpoint_root=str(tmp_path),
+        cache_dir=str(tmp_path),
+    )
 
 
 def test_a_lost_trial_held_by_another_process_is_left_to_it(tmp_path):

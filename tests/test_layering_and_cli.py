@@ -1,4 +1,5 @@
 """Layer rules (docs/design.md) and the `gatelab variants` command as a user runs it."""
+
 import ast
 import json
 import subprocess
@@ -105,7 +106,12 @@ def test_bench_gates_json(name):
 def test_output_into_a_pipe_that_closes_ends_quietly():
     # 26 variants x 100 seeds: ~200 KB, more than a pipe holds, so `head` closes it while gatelab still writes.
     seeds = "[" + ",".join(map(str, range(100))) + "]"
-    done = subprocess.run(f"{sys.executable} -m gatelab.grid.cli submit smoke --dry-run --set 'axes.seed={seeds}'"
-                          " | head -2", shell=True, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        f"{sys.executable} -m gatelab.grid.cli submit smoke --dry-run --set 'axes.seed={seeds}' | head -2",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.stdout.startswith("key ") and len(done.stdout.splitlines()) == 2
     assert done.stderr == "", done.stderr[-2000:]

@@ -7,6 +7,7 @@ the training-runs view, ticks the axis tags in the table's "Columns" selector, e
 "grid smoke", and checks, cell by cell, that every child run is listed with its own variant and gate-axis tags.
 The screenshot goes to the test's tmp dir (always) and, once every check passed, to docs/img/mlflow-ui-smoke.png.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,16 @@ EXPECTED_AXES = {
 }
 TAG_COLUMNS = ["variant", "seed", "gate_position", "gate_granularity", "gate_activation"]
 HIDDEN_ATTRIBUTES = ["Dataset", "Source", "Models"]  # empty for these runs; hidden to make room for the tags
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RUN_NAME_COL = "attributes.`Run Name`"
 TREE_NODE = ".du-bois-light-tree-treenode"  # a row of the Columns selector's tree (MLflow's antd prefix)
 
@@ -61,8 +70,9 @@ def _gatelab(*args: str) -> list[str]:
 
 
 def _run(*args: str, timeout_s: float) -> str:
-    proc = subprocess.run(_gatelab(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout_s)
+    proc = subprocess.run(
+        _gatelab(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s
+    )
     assert proc.returncode == 0, f"gatelab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}"
     return proc.stdout
 
@@ -133,9 +143,17 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
     store = Store(home)
     started = time.monotonic()
     # A finished smoke grid: 3 variants x 1 seed, 6 steps each.
-    out = _run("submit", str(ROOT / "ablations" / "smoke.yaml"), "--home", str(home),
-               "--set", "base.schedule.max_steps=6", "--set", f"axes.variant=[{', '.join(VARIANTS)}]",
-               timeout_s=300)
+    out = _run(
+        "submit",
+        str(ROOT / "ablations" / "smoke.yaml"),
+        "--home",
+        str(home),
+        "--set",
+        "base.schedule.max_steps=6",
+        "--set",
+        f"axes.variant=[{', '.join(VARIANTS)}]",
+        timeout_s=300,
+    )
     assert "grid smoke: 3 done, 0 failed" in out, out[-4000:]
     _run("stop-server", "--home", str(home), timeout_s=60)
     assert running_server(store) is None
@@ -144,8 +162,13 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     ui_log = tmp_path / "gatelab-ui.log"
     with ui_log.open("w") as log:
-        ui = subprocess.Popen(_gatelab("ui", "--home", str(home), "--port", str(port)), cwd=ROOT,
-                              stdout=log, stderr=subprocess.STDOUT, preexec_fn=_own_session_with_ctrl_c)
+        ui = subprocess.Popen(
+            _gatelab("ui", "--home", str(home), "--port", str(port)),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_own_session_with_ctrl_c,
+        )
     try:
         deadline = time.monotonic() + 120
         # The banner is printed once the server answers /health and is recorded for the home.
@@ -174,8 +197,10 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
                 page = browser.new_page(viewport={"width": 1600, "height": 900})
                 page.set_default_timeout(30_000)
                 # The MLflow Assistant side panel opens itself on a first visit and would squeeze the table.
-                page.add_init_script("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-                                     "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+                page.add_init_script(
+                    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+                    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+                )
                 # The experiment page opens in the GenAI view; the training-runs table is this workflow type.
                 page.goto(f"{uri}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning")
                 parent = page.get_by_role("link", name="grid smoke", exact=True)
@@ -215,8 +240,10 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
     for name, tags in expected.items():
         for tag, value in tags.items():
             assert shown[name].get(f"tags.`{tag}`") == value, (name, tag, shown[name])
-    assert shown[next(n for n in expected if n.startswith("g1_headwise_sigmoid "))]["tags.`gate_granularity`"] \
+    assert (
+        shown[next(n for n in expected if n.startswith("g1_headwise_sigmoid "))]["tags.`gate_granularity`"]
         == "headwise"
+    )
     assert footer.strip() == f"{1 + len(VARIANTS)} matching runs", footer
     assert shot.stat().st_size > 10_000
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

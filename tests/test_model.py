@@ -1,4 +1,5 @@
 """Every catalog variant on the tiny presets: finite, causal, eager == fused; and the gate invariants."""
+
 import math
 
 import pytest
@@ -66,8 +67,16 @@ def test_eager_probe_path_equals_fused(name, tokens_BT):
     assert len(recorder.report().f_attn_per_layer) == model.cfg.n_layers
 
 
-@pytest.mark.parametrize("gated", ["g1_elementwise_sigmoid", "g1_g2_headwise_sigmoid", "g5_elementwise_sigmoid",
-                                   "g1_additive_silu", "g1_input_independent"])
+@pytest.mark.parametrize(
+    "gated",
+    [
+        "g1_elementwise_sigmoid",
+        "g1_g2_headwise_sigmoid",
+        "g5_elementwise_sigmoid",
+        "g1_additive_silu",
+        "g1_input_independent",
+    ],
+)
 def test_baseline_equals_gated_model_with_gate_disabled(gated, tokens_BT):
     baseline = build("baseline", seed=1).eval()
     model = build(gated, seed=2).eval()

@@ -1,4 +1,5 @@
 """Probe statistics on hand-built tensors with known answers, and on the tiny models."""
+
 import pytest
 import torch
 

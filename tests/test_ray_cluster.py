@@ -7,6 +7,7 @@ the config does not need it, since every node type states its resources. `Autosc
 autoscaler (the default for `ray up` since Ray 2.50) reads on the head when it launches workers.
 A socket guard makes any network access fail the test.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,6 +66,7 @@ def fits(request: dict, resources: dict) -> bool:
 
 # --- Ray's validator accepts the file and rejects broken copies ---------------------------------------------
 
+
 def test_ray_validator_accepts_the_config(prepared):
     assert prepared["provider"]["type"] == "aws"
 
@@ -87,7 +89,8 @@ def test_autoscaler_v2_reads_every_node_type(raw):
 def test_a_typo_key_is_rejected(raw):
     broken = copy.deepcopy(raw)
     broken["available_node_types"][GPU_WORKER]["min_worker"] = broken["available_node_types"][GPU_WORKER].pop(
-        "min_workers")
+        "min_workers"
+    )
     with pytest.raises(jsonschema.ValidationError, match="min_worker"):
         validate_config(prepare_config(broken))
 
@@ -114,6 +117,7 @@ def test_an_unknown_head_node_type_is_rejected(raw):
 
 
 # --- the cluster's shape ---------------------------------------------------------------------------------------
+
 
 def test_head_is_a_cpu_node_that_never_scales(raw):
     head = raw["available_node_types"][raw["head_node_type"]]
@@ -157,6 +161,7 @@ def test_images_match_the_pinned_ray_release(raw):
 
 # --- installing gatelab and its grids ------------------------------------------------------------------------
 
+
 def test_every_node_installs_gatelab_after_the_pinned_torch_build(prepared):
     """torch must be installed before gatelab, or pip would keep PyPI's build and the pinned install would be
     a no-op. The pin must be constraints.txt's, or gatelab's install (which uses it) would replace it."""
@@ -191,6 +196,7 @@ def test_file_mounts_carry_the_checkout_and_its_grids(raw):
 
 
 # --- shared storage and security ------------------------------------------------------------------------------
+
 
 def test_shared_storage_is_mounted_everywhere_and_is_the_gatelab_home(raw):
     init = " ".join(raw["initialization_commands"])

@@ -1,5 +1,6 @@
 """`gatelab report`: the max-stable-LR rule and the paired test on known cases, and the report of a small grid
 built in a real MLflow store (one trial really trained, the rest logged the way trainer/run.py logs them)."""
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,15 @@ from gatelab.grid.spec import load_grid
 from gatelab.grid.submit import experiment_name
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
 from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
-from gatelab.tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows, max_stable_lr, \
-    paired_comparison
+from gatelab.tracking.stats import (
+    ReportInput,
+    TrialOutcome,
+    TrialSpec,
+    VariantSpec,
+    build_rows,
+    max_stable_lr,
+    paired_comparison,
+)
 
 pytestmark = [pytest.mark.mlflow]
 
@@ -44,8 +52,12 @@ def test_best_loss_lr_is_stable_and_larger_worse_ones_are_not():
 
 
 def test_a_diverged_lr_between_stable_ones_does_not_cap_the_largest():
-    results = [(1e-3, "finished", 2.9), (2e-3, "diverged", math.nan), (4e-3, "finished", 2.85),
-               (8e-3, "diverged", 1.0)]  # a diverged run's loss never counts as the best
+    results = [
+        (1e-3, "finished", 2.9),
+        (2e-3, "diverged", math.nan),
+        (4e-3, "finished", 2.85),
+        (8e-3, "diverged", 1.0),
+    ]  # a diverged run's loss never counts as the best
     assert max_stable_lr(results) == 4e-3
 
 
@@ -58,8 +70,13 @@ def test_margin_boundary_is_inclusive():
 
 
 def test_every_seed_of_an_lr_must_be_stable():
-    results = [(1e-3, "finished", 2.0), (2e-3, "finished", 2.0), (2e-3, "diverged", math.nan),
-               (4e-3, "finished", 2.01), (4e-3, "finished", math.inf)]
+    results = [
+        (1e-3, "finished", 2.0),
+        (2e-3, "finished", 2.0),
+        (2e-3, "diverged", math.nan),
+        (4e-3, "finished", 2.01),
+        (4e-3, "finished", math.inf),
+    ]
     assert max_stable_lr(results) == 1e-3
 
 
@@ -104,8 +121,13 @@ def test_clear_improvement_over_several_seeds_is_better():
 
 def _outcome(variant: str, seed: int, ppl: float, condition: str = "", status: str = "finished") -> TrialOutcome:
     trial = TrialSpec(key=f"{variant}-{seed}-{condition}", variant=variant, seed=seed, lr=3e-3, condition=condition)
-    return TrialOutcome(trial=trial, status=status, run_id="r", history={},
-                        metrics={"final_val_ppl": ppl, "final_val_loss": math.log(ppl), "spike_count": 0.0})
+    return TrialOutcome(
+        trial=trial,
+        status=status,
+        run_id="r",
+        history={},
+        metrics={"final_val_ppl": ppl, "final_val_loss": math.log(ppl), "spike_count": 0.0},
+    )
 
 
 def _variants(*names: str) -> dict:
@@ -113,12 +135,19 @@ def _variants(*names: str) -> dict:
 
 
 def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
-    outcomes = [_outcome("baseline", s, 10.0 + s, "L=2") for s in (0, 1, 2)] + \
-        [_outcome("baseline", s, 20.0 + s, "L=4") for s in (0, 1, 2)] + \
-        [_outcome("g1", s, 9.0 + s + 0.01 * s * s, "L=2") for s in (0, 1, 2)] + \
-        [_outcome("g1", s, 19.0 + s, "L=4", "diverged" if s == 2 else "finished") for s in (0, 1, 2)]
-    inp = ReportInput(grid="g", experiment="g", preset="tiny", trials=tuple(o.trial for o in outcomes),
-                      variants=_variants("baseline", "g1"))
+    outcomes = (
+        [_outcome("baseline", s, 10.0 + s, "L=2") for s in (0, 1, 2)]
+        + [_outcome("baseline", s, 20.0 + s, "L=4") for s in (0, 1, 2)]
+        + [_outcome("g1", s, 9.0 + s + 0.01 * s * s, "L=2") for s in (0, 1, 2)]
+        + [_outcome("g1", s, 19.0 + s, "L=4", "diverged" if s == 2 else "finished") for s in (0, 1, 2)]
+    )
+    inp = ReportInput(
+        grid="g",
+        experiment="g",
+        preset="tiny",
+        trials=tuple(o.trial for o in outcomes),
+        variants=_variants("baseline", "g1"),
+    )
     rows = {(r.variant.name, r.condition): r for r in build_rows(inp, outcomes)}
     assert list(rows) == [("baseline", "L=2"), ("baseline", "L=4"), ("g1", "L=2"), ("g1", "L=4")]
     short = rows[("g1", "L=2")].comparison
@@ -132,8 +161,10 @@ def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
 
 
 def test_report_code_does_not_load_torch():
-    code = ("import sys, gatelab.tracking.report, gatelab.grid.report_command; "
-            "assert 'torch' not in sys.modules, 'torch loaded'")
+    code = (
+        "import sys, gatelab.tracking.report, gatelab.grid.report_command; "
+        "assert 'torch' not in sys.modules, 'torch loaded'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -143,12 +174,18 @@ VARIANTS = ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"]
 LRS = [3.0e-3, 1.0e-2]
 # final val loss per (variant, lr, seed); 'diverged' / 'running' / 'new' / 'real' (trained here) otherwise
 PLAN = {
-    ("baseline", 3.0e-3, 0): 2.00, ("baseline", 3.0e-3, 1): 2.10,
-    ("baseline", 1.0e-2, 0): 2.30, ("baseline", 1.0e-2, 1): "diverged",
-    ("g1_elementwise_sigmoid", 3.0e-3, 0): 1.90, ("g1_elementwise_sigmoid", 3.0e-3, 1): 1.95,
-    ("g1_elementwise_sigmoid", 1.0e-2, 0): 1.92, ("g1_elementwise_sigmoid", 1.0e-2, 1): 1.96,
-    ("g1_headwise_sigmoid", 3.0e-3, 0): "real", ("g1_headwise_sigmoid", 3.0e-3, 1): "running",
-    ("g1_headwise_sigmoid", 1.0e-2, 0): "new", ("g1_headwise_sigmoid", 1.0e-2, 1): "diverged",
+    ("baseline", 3.0e-3, 0): 2.00,
+    ("baseline", 3.0e-3, 1): 2.10,
+    ("baseline", 1.0e-2, 0): 2.30,
+    ("baseline", 1.0e-2, 1): "diverged",
+    ("g1_elementwise_sigmoid", 3.0e-3, 0): 1.90,
+    ("g1_elementwise_sigmoid", 3.0e-3, 1): 1.95,
+    ("g1_elementwise_sigmoid", 1.0e-2, 0): 1.92,
+    ("g1_elementwise_sigmoid", 1.0e-2, 1): 1.96,
+    ("g1_headwise_sigmoid", 3.0e-3, 0): "real",
+    ("g1_headwise_sigmoid", 3.0e-3, 1): "running",
+    ("g1_headwise_sigmoid", 1.0e-2, 0): "new",
+    ("g1_headwise_sigmoid", 1.0e-2, 1): "diverged",
 }
 GATE_HIST = [50, 30, 10, 5, 5] + [0] * 15 + [0, 0]
 
@@ -156,12 +193,29 @@ GATE_HIST = [50, 30, 10, 5, 5] + [0] * 15 + [0, 0]
 def _log_like_the_trainer(uri, experiment, parent, trial, outcome) -> None:
     """The tags, params, metrics and artifacts trainer/run.py writes, with chosen final losses."""
     config = trial.config
-    tracker = MlflowTracker.create(uri, experiment, run_name=trial.label, parent_run_id=parent, asynchronous=False,
-                                   tags={"gatelab.kind": "trial", "trial_key": trial.key, "gatelab.grid": "rep",
-                                         "variant": config.variant, "seed": str(config.seed),
-                                         "lr": f"{config.optim.lr:g}"})
-    tracker.log_params({"variant": config.variant, "seed": config.seed, "optim.lr": config.optim.lr,
-                        "model.preset": config.model.preset})
+    tracker = MlflowTracker.create(
+        uri,
+        experiment,
+        run_name=trial.label,
+        parent_run_id=parent,
+        asynchronous=False,
+        tags={
+            "gatelab.kind": "trial",
+            "trial_key": trial.key,
+            "gatelab.grid": "rep",
+            "variant": config.variant,
+            "seed": str(config.seed),
+            "lr": f"{config.optim.lr:g}",
+        },
+    )
+    tracker.log_params(
+        {
+            "variant": config.variant,
+            "seed": config.seed,
+            "optim.lr": config.optim.lr,
+            "model.preset": config.model.preset,
+        }
+    )
     if outcome == "running":
         tracker.log_metrics({"train_loss": 5.0, "step": 1.0}, 1)
         tracker.flush()
@@ -174,17 +228,29 @@ def _log_like_the_trainer(uri, experiment, parent, trial, outcome) -> None:
         tracker.log_metrics({"spike_ratio": 1.8}, 4)
     tracker.log_metrics({"val_loss": loss + 0.2}, 5)
     if outcome == "diverged":
-        tracker.log_metrics({"spike_count": 0.0, "final_val_loss": math.nan, "final_val_ppl": math.nan,
-                             "diverged_at_step": 8.0}, 8)
+        tracker.log_metrics(
+            {"spike_count": 0.0, "final_val_loss": math.nan, "final_val_ppl": math.nan, "diverged_at_step": 8.0}, 8
+        )
         tracker.set_status("diverged")
         return
     gated = config.variant != "baseline"
-    summary = {"val_loss": loss, "final_val_loss": loss, "final_val_ppl": math.exp(loss),
-               "spike_count": float(spikes), "max_spike_ratio": 1.8 * spikes,
-               "f_attn": 0.05 if gated else 0.4, "f_attn_layer_0": 0.06 if gated else 0.3,
-               "f_attn_layer_1": 0.04 if gated else 0.5, "m_act": 20.0 if gated else 60.0, "sink_eps": 0.1,
-               **{f"long_ppl_x{f}_{r}": math.exp(loss) * (1 + 0.1 * f * (r == "rope")) for f in (1, 2, 4)
-                  for r in ("rope", "yarn")}}
+    summary = {
+        "val_loss": loss,
+        "final_val_loss": loss,
+        "final_val_ppl": math.exp(loss),
+        "spike_count": float(spikes),
+        "max_spike_ratio": 1.8 * spikes,
+        "f_attn": 0.05 if gated else 0.4,
+        "f_attn_layer_0": 0.06 if gated else 0.3,
+        "f_attn_layer_1": 0.04 if gated else 0.5,
+        "m_act": 20.0 if gated else 60.0,
+        "sink_eps": 0.1,
+        **{
+            f"long_ppl_x{f}_{r}": math.exp(loss) * (1 + 0.1 * f * (r == "rope"))
+            for f in (1, 2, 4)
+            for r in ("rope", "yarn")
+        },
+    }
     if gated:
         summary["gate_mean"] = 0.2
     tracker.log_metrics(summary, 10)
@@ -198,13 +264,22 @@ def grid(tmp_path_factory):
     """A finished-as-far-as-it-goes grid: 12 trials, one trained for real, one running, one never started."""
     root = tmp_path_factory.mktemp("report")
     grid_file = root / "rep.yaml"
-    grid_file.write_text(yaml.safe_dump({
-        "name": "rep",
-        "base": {"model": {"preset": "tiny"}, "optim": {"warmup_steps": 2},
-                 "schedule": {"max_steps": 10, "batch_size": 4, "log_every": 1},
-                 "eval": {"every": 5, "batches": 1, "long_context_factors": [1, 2, 4]},
-                 "checkpoint": {"every": 10, "keep_last": 1}},
-        "axes": {"variant": VARIANTS, "optim.lr": LRS, "seed": [0, 1]}}, sort_keys=False))
+    grid_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "rep",
+                "base": {
+                    "model": {"preset": "tiny"},
+                    "optim": {"warmup_steps": 2},
+                    "schedule": {"max_steps": 10, "batch_size": 4, "log_every": 1},
+                    "eval": {"every": 5, "batches": 1, "long_context_factors": [1, 2, 4]},
+                    "checkpoint": {"every": 10, "keep_last": 1},
+                },
+                "axes": {"variant": VARIANTS, "optim.lr": LRS, "seed": [0, 1]},
+            },
+            sort_keys=False,
+        )
+    )
     spec = load_grid(grid_file)
     trials = expand(spec)
     store = Store(root / "home").ensure()
@@ -217,16 +292,24 @@ def grid(tmp_path_factory):
             if outcome == "real":
                 from gatelab.trainer.run import run_trial
 
-                tracker, _ = open_trial_run(info.uri, experiment, parent, trial.key, trial.label,
-                                            {"gatelab.grid": spec.name})
+                tracker, _ = open_trial_run(
+                    info.uri, experiment, parent, trial.key, trial.label, {"gatelab.grid": spec.name}
+                )
                 run_trial(trial.config, tracker, store.checkpoints_dir / trial.key, store.cache_dir)
                 tracker.close()
             elif outcome != "new":
                 _log_like_the_trainer(info.uri, experiment, parent, trial, outcome)
         out = root / "out"
         assert main(["report", str(grid_file), "--home", str(store.home), "--out", str(out)]) == 0
-        yield {"spec": spec, "trials": trials, "store": store, "uri": info.uri, "parent": parent, "out": out,
-               "file": grid_file}
+        yield {
+            "spec": spec,
+            "trials": trials,
+            "store": store,
+            "uri": info.uri,
+            "parent": parent,
+            "out": out,
+            "file": grid_file,
+        }
     finally:
         stop_server(store)
 
@@ -275,8 +358,14 @@ def test_real_trained_trial_fills_every_measured_column(grid):
     rows = {row["Variant"]: row for row in _table((grid["out"] / "report.md").read_text(), "Results")}
     headwise = rows["g1_headwise_sigmoid"]
     assert headwise["Seeds (ours)"] == "1"
-    for column in ("PPL (ours)", "F-Attn (ours)", "M-Act (ours)", "Gate mean (ours)",
-                   "PPL x4/x1 RoPE (ours)", "PPL x4/x1 YaRN (ours)"):
+    for column in (
+        "PPL (ours)",
+        "F-Attn (ours)",
+        "M-Act (ours)",
+        "Gate mean (ours)",
+        "PPL x4/x1 RoPE (ours)",
+        "PPL x4/x1 YaRN (ours)",
+    ):
         assert re.fullmatch(r"[0-9.]+( \(n=1\))?", headwise[column]), (column, headwise[column])
 
 
@@ -284,8 +373,9 @@ def test_unfinished_trials_are_listed_not_dropped(grid):
     md = (grid["out"] / "report.md").read_text()
     listed = {row["Key"]: row for row in _table(md, "Unfinished trials")}
     expected = {t.key: PLAN[(t.config.variant, t.config.optim.lr, t.config.seed)] for t in grid["trials"]}
-    assert {k: row["Status"] for k, row in listed.items()} == \
-        {k: v for k, v in expected.items() if v in ("running", "new")}
+    assert {k: row["Status"] for k, row in listed.items()} == {
+        k: v for k, v in expected.items() if v in ("running", "new")
+    }
     assert all(row["Variant"] == "g1_headwise_sigmoid" for row in listed.values())
 
 

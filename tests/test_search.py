@@ -1,5 +1,6 @@
 """Optuna searches over a grid (grid/search.py): the `search:` schema, and small searches on the tiny preset
 through a real local Ray, a real MLflow server and an Optuna journal, including a driver SIGKILL and resume."""
+
 import math
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ from optuna.trial import TrialState
 from gatelab.grid.cli import main
 from gatelab.grid.config_loader import ConfigError, read_yaml
 from gatelab.grid.search import run_search
-from gatelab.grid.search_study import build_pruner, build_sampler, journal_path
 from gatelab.grid.search_spec import study_plans
+from gatelab.grid.search_study import build_pruner, build_sampler, journal_path
 from gatelab.grid.spec import load_grid
 from gatelab.tracking import Store
 
@@ -28,18 +29,38 @@ LR = {"optim.lr": {"log_uniform": [1.0e-3, 1.0e-2]}}
 TPE = {"type": "tpe", "seed": 0, "n_startup_trials": 2, "multivariate": False}
 
 
-def write_search(path: Path, name: str, *, variants=("baseline",), seeds=(0,), n_trials=2, params=None,
-                 pruner=None, max_steps=20, max_concurrent=2, **search) -> Path:
+def write_search(
+    path: Path,
+    name: str,
+    *,
+    variants=("baseline",),
+    seeds=(0,),
+    n_trials=2,
+    params=None,
+    pruner=None,
+    max_steps=20,
+    max_concurrent=2,
+    **search,
+) -> Path:
     grid = {
         "name": name,
-        "base": {"model": {"preset": "tiny"}, "optim": {"warmup_steps": 2},
-                 "schedule": {"max_steps": max_steps, "batch_size": 4, "log_every": 1},
-                 "eval": {"every": 5, "batches": 1, "long_context_factors": [1]},
-                 "checkpoint": {"every": 5, "keep_last": 2}},
+        "base": {
+            "model": {"preset": "tiny"},
+            "optim": {"warmup_steps": 2},
+            "schedule": {"max_steps": max_steps, "batch_size": 4, "log_every": 1},
+            "eval": {"every": 5, "batches": 1, "long_context_factors": [1]},
+            "checkpoint": {"every": 5, "keep_last": 2},
+        },
         "axes": {"variant": list(variants), "seed": list(seeds)},
         "ray": {"max_concurrent": max_concurrent, "max_retries": 1},
-        "search": {"params": params or LR, "sampler": TPE, "n_trials": n_trials, "per": "variant",
-                   "pruner": pruner, **search},
+        "search": {
+            "params": params or LR,
+            "sampler": TPE,
+            "n_trials": n_trials,
+            "per": "variant",
+            "pruner": pruner,
+            **search,
+        },
     }
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
@@ -52,14 +73,23 @@ def load_studies(store: Store, name: str) -> dict[str, optuna.Study]:
 
 # --- the schema ----------------------------------------------------------------------------------------
 
+
 def test_search_block_parses_into_studies_with_replicates(tmp_path):
-    path = write_search(tmp_path / "s.yaml", "s", variants=("baseline", "g1_headwise_sigmoid"), seeds=(0, 1),
-                        params={**LR, "optim.warmup_steps": {"int": [0, 4]}, "optim.beta2": {"choice": [0.95, 0.999]}},
-                        pruner={"type": "median", "n_startup_trials": 1})
+    path = write_search(
+        tmp_path / "s.yaml",
+        "s",
+        variants=("baseline", "g1_headwise_sigmoid"),
+        seeds=(0, 1),
+        params={**LR, "optim.warmup_steps": {"int": [0, 4]}, "optim.beta2": {"choice": [0.95, 0.999]}},
+        pruner={"type": "median", "n_startup_trials": 1},
+    )
     spec = load_grid(path, ["search.n_trials=3", "search.params.optim.lr={log_uniform: [1.0e-3, 2.0e-3]}"])
     search = spec.search
-    assert [(p.key, p.kind) for p in search.params] == [("optim.lr", "log_uniform"), ("optim.warmup_steps", "int"),
-                                                        ("optim.beta2", "choice")]
+    assert [(p.key, p.kind) for p in search.params] == [
+        ("optim.lr", "log_uniform"),
+        ("optim.warmup_steps", "int"),
+        ("optim.beta2", "choice"),
+    ]
     assert (search.params[0].low, search.params[0].high, search.n_trials) == (1e-3, 2e-3, 3)
     assert search.per == ("variant",) and search.objective.metric == "final_val_loss"
     plans = study_plans(spec)
@@ -75,8 +105,16 @@ def test_search_block_parses_into_studies_with_replicates(tmp_path):
 
 MALFORMED = [
     ("params: {optim.lrr: {log_uniform: [1.0e-3, 1.0e-2]}}", "search.params.optim.lrr", "did you mean 'optim.lr'"),
-    ("params: {optim.lr: {loguniform: [1.0e-3, 1.0e-2]}}", "search.params.optim.lr.loguniform", "did you mean 'log_uniform'"),
-    ("params: {optim.lr: {log_uniform: [0.0, 1.0e-2]}}", "search.params.optim.lr.log_uniform.0", "log_uniform needs low > 0"),
+    (
+        "params: {optim.lr: {loguniform: [1.0e-3, 1.0e-2]}}",
+        "search.params.optim.lr.loguniform",
+        "did you mean 'log_uniform'",
+    ),
+    (
+        "params: {optim.lr: {log_uniform: [0.0, 1.0e-2]}}",
+        "search.params.optim.lr.log_uniform.0",
+        "log_uniform needs low > 0",
+    ),
     ("params: {optim.lr: {int: [1, 3]}}", "search.params.optim.lr.int", "not an integer field"),
     ("params: {optim.warmup_steps: {int: [-5, 3]}}", "search.params.optim.warmup_steps", "does not build"),
     ("params: {seed: {int: [0, 3]}}", "search.params.seed", "overlaps the axis 'seed'"),
@@ -114,6 +152,7 @@ def test_malformed_search_exits_2_and_creates_nothing(tmp_path, capsys):
 
 
 # --- real searches -------------------------------------------------------------------------------------
+
 
 def _wait_for(predicate, timeout: float, proc) -> None:
     deadline = time.time() + timeout
@@ -183,9 +222,12 @@ def test_search_per_variant_end_to_end_then_resubmit_does_nothing(served_store, 
     grid = write_search(tmp_path / "e2e.yaml", "e2e", variants=("baseline", "g1_elementwise_sigmoid"), n_trials=2)
     spec = load_grid(grid)
     outcome = run_search(spec, store, uri)
-    assert sorted((s, n) for s, n, *_ in outcome.told) == [("e2e/baseline", 0), ("e2e/baseline", 1),
-                                                          ("e2e/g1_elementwise_sigmoid", 0),
-                                                          ("e2e/g1_elementwise_sigmoid", 1)]
+    assert sorted((s, n) for s, n, *_ in outcome.told) == [
+        ("e2e/baseline", 0),
+        ("e2e/baseline", 1),
+        ("e2e/g1_elementwise_sigmoid", 0),
+        ("e2e/g1_elementwise_sigmoid", 1),
+    ]
     client, runs = child_runs(uri, "e2e")
     assert len(runs) == 4
     runs_by = {(r.data.tags["optuna.study"], int(r.data.tags["optuna.trial_number"])): r for r in runs}
@@ -241,15 +283,18 @@ def test_hopeless_trial_is_pruned_from_its_validation_losses(served_store, local
     """A threshold pruner no loss passes prunes at the first evaluation the driver reads: the Ray task is
     cancelled, the run ends `killed` with gatelab.pruned, and Optuna holds the losses MLflow logged."""
     store, uri = served_store
-    grid = write_search(tmp_path / "prune.yaml", "prune", n_trials=1, max_steps=400,
-                        pruner={"type": "threshold", "upper": 0.0})
+    grid = write_search(
+        tmp_path / "prune.yaml", "prune", n_trials=1, max_steps=400, pruner={"type": "threshold", "upper": 0.0}
+    )
     outcome = run_search(load_grid(grid), store, uri)
     assert [(s, n, state) for s, n, state, *_ in outcome.told] == [("prune/baseline", 0, "PRUNED")]
     trial = load_studies(store, "prune")["prune/baseline"].trials[0]
     assert trial.state == TrialState.PRUNED and trial.intermediate_values
     client, [run] = child_runs(uri, "prune")
     assert run.data.tags["gatelab.pruned"] == "true" and run.data.tags["gatelab.status"] == "killed"
-    assert run.info.status == "KILLED" and int(run.data.tags["gatelab.pruned_at_step"]) == max(trial.intermediate_values)
+    assert run.info.status == "KILLED" and int(run.data.tags["gatelab.pruned_at_step"]) == max(
+        trial.intermediate_values
+    )
     logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
     assert all(logged[step] == pytest.approx(value, rel=1e-12) for step, value in trial.intermediate_values.items())
     assert max(m.step for m in client.get_metric_history(run.info.run_id, "train_loss")) < 400

@@ -1,4 +1,5 @@
 """Spike detector on synthetic curves, and the LR schedule's shape (docs/paper.md §8)."""
+
 import math
 import random
 

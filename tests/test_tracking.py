@@ -3,6 +3,7 @@
 One server is started per module (start-up takes seconds); the fixture checks on teardown that its whole
 process group is gone.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -372,7 +373,10 @@ def test_ui_serves_in_the_foreground_until_ctrl_c(tmp_path):
     code = "import sys; from tracking import Store, ui; sys.exit(ui(Store(sys.argv[1]), int(sys.argv[2])))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(home), str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -426,8 +430,15 @@ def test_server_that_never_answers_times_out(tmp_path):
 def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
     from gatelab.tracking.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
 
-    assert record_failure(server_uri, "ledger-failures", None, "k7", "baseline [k7]", {"variant": "baseline"},
-                          "out_of_memory: CUDA out of memory")
+    assert record_failure(
+        server_uri,
+        "ledger-failures",
+        None,
+        "k7",
+        "baseline [k7]",
+        {"variant": "baseline"},
+        "out_of_memory: CUDA out of memory",
+    )
     record = trial_records(server_uri, "ledger-failures")["k7"]
     assert (record.status, record.error, record.attempt) == ("failed", "out_of_memory: CUDA out of memory", 1)
     tracker, existing = open_trial_run(server_uri, "ledger-failures", None, "k7", "baseline [k7]", {})

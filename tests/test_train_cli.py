@@ -1,5 +1,6 @@
 """`gatelab train` against a real MLflow server: SIGKILL mid-run, rerun, and the result equals an
 uninterrupted run with a metric history that has no gap and no duplicated step."""
+
 import os
 import signal
 import subprocess
@@ -23,9 +24,15 @@ SETS = ["--set", "schedule.max_steps=240", "--set", "schedule.log_every=1", "--s
 
 
 def gatelab(*args: str, home: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """One trial end to end on the tiny preset, with the in-memory tracker."""
+
 import math
 
 import numpy as np
@@ -12,10 +13,12 @@ from gatelab.trainer.tracker import InMemoryTracker
 
 
 def tiny(**changes) -> TrialConfig:
-    base = dict(variant="g1_elementwise_sigmoid",
-                schedule=ScheduleConfig(max_steps=40, batch_size=8, log_every=1),
-                eval=EvalConfig(every=10, batches=2, long_context_factors=(1, 2)),
-                checkpoint=CheckpointConfig(every=10, keep_last=2))
+    base = dict(
+        variant="g1_elementwise_sigmoid",
+        schedule=ScheduleConfig(max_steps=40, batch_size=8, log_every=1),
+        eval=EvalConfig(every=10, batches=2, long_context_factors=(1, 2)),
+        checkpoint=CheckpointConfig(every=10, keep_last=2),
+    )
     return TrialConfig(**{**base, **changes})
 
 
@@ -39,8 +42,16 @@ def test_loss_falls_on_the_embedded_corpus(finished):
 
 def test_summary_metrics_params_tags_and_artifacts(finished):
     result, tracker, home = finished
-    for key in ("final_val_loss", "final_val_ppl", "spike_count", "max_spike_ratio", "f_attn", "m_act",
-                "gate_mean", "sink_eps"):
+    for key in (
+        "final_val_loss",
+        "final_val_ppl",
+        "spike_count",
+        "max_spike_ratio",
+        "f_attn",
+        "m_act",
+        "gate_mean",
+        "sink_eps",
+    ):
         assert key in result.summary and key in tracker.metrics, key
     assert result.summary["final_val_ppl"] == pytest.approx(math.exp(result.summary["final_val_loss"]))
     assert 0 < result.summary["gate_mean"] < 1
@@ -49,8 +60,15 @@ def test_summary_metrics_params_tags_and_artifacts(finished):
     assert tracker.tags["gate_position"] == "g1" and tracker.tags["variant"] == "g1_elementwise_sigmoid"
     assert tracker.tags["paper_ref"] == "Table 1 row 5" and tracker.tags["gatelab.status"] == "finished"
     names = sorted(p.name for p, _ in tracker.artifacts)
-    assert names == ["config.yaml", "environment.json", "f_attn_per_layer.png", "gate_histogram.png",
-                     "long_context.png", "loss_curve.png", "probes.json"]
+    assert names == [
+        "config.yaml",
+        "environment.json",
+        "f_attn_per_layer.png",
+        "gate_histogram.png",
+        "long_context.png",
+        "loss_curve.png",
+        "probes.json",
+    ]
     checkpoints = sorted(p.name for p in (home / "trial" / "checkpoints").iterdir())
     assert checkpoints == ["step-00000030.ckpt", "step-00000040.ckpt"]  # last K=2 kept
     steps = [s for s, _ in tracker.metrics["train_loss"]]
@@ -93,9 +111,11 @@ def test_user_text_file_and_nanogpt_bin_both_train(tmp_path):
     tokens.tofile(tmp_path / "tokens.bin")
     for source in (str(text), str(tmp_path / "tokens.bin")):
         tracker = InMemoryTracker()
-        config = tiny(data=DataConfig(source=source, val_percent=10),
-                      schedule=ScheduleConfig(max_steps=12, batch_size=4, log_every=1),
-                      eval=EvalConfig(every=6, batches=1, long_context_factors=(1,)))
+        config = tiny(
+            data=DataConfig(source=source, val_percent=10),
+            schedule=ScheduleConfig(max_steps=12, batch_size=4, log_every=1),
+            eval=EvalConfig(every=6, batches=1, long_context_factors=(1,)),
+        )
         result = run_trial(config, tracker, tmp_path / f"trial-{source.split('/')[-1]}", tmp_path / "cache")
         assert result.status == "finished"
         losses = [v for _, v in tracker.metrics["train_loss"]]

@@ -5,17 +5,18 @@ By default the venv is new and takes the tested set (constraints.txt). `.ci/run`
 GATELAB_WHEEL_VENV at a venv that already holds the lowest torch and numpy the ranges admit, with
 GATELAB_WHEEL_CONSTRAINTS=.ci/lowest.txt: the wheel must install beside that torch without replacing it.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-import tomllib
 import venv
 from pathlib import Path
 
 import pytest
+import tomllib
 
 pytestmark = [pytest.mark.slow]
 
@@ -26,8 +27,11 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 
 
 def _torch_version(python: Path) -> str | None:
-    found = subprocess.run([str(python), "-c", "from importlib import metadata; print(metadata.version('torch'))"],
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        [str(python), "-c", "from importlib import metadata; print(metadata.version('torch'))"],
+        capture_output=True,
+        text=True,
+    )
     return found.stdout.strip() if found.returncode == 0 else None
 
 
@@ -35,26 +39,41 @@ def _torch_version(python: Path) -> str | None:
 def installed(tmp_path_factory) -> dict:
     """The venv's python and gatelab script, an empty working directory, and torch before/after the install."""
     work = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(work / "dist")],
-                   check=True, cwd=work)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(work / "dist")],
+        check=True,
+        cwd=work,
+    )
     (wheel,) = (work / "dist").glob("gatelab-*.whl")
     env_dir = Path(PREPARED_VENV) if PREPARED_VENV else work / "venv"
     if not PREPARED_VENV:
         venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     torch_before = _torch_version(python)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), str(wheel)], check=True,
-                   cwd=work)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), str(wheel)], check=True, cwd=work
+    )
     empty = work / "empty"
     empty.mkdir()
-    return {"python": python, "gatelab": env_dir / "bin" / "gatelab", "cwd": empty,
-            "torch_before": torch_before, "torch_after": _torch_version(python)}
+    return {
+        "python": python,
+        "gatelab": env_dir / "bin" / "gatelab",
+        "cwd": empty,
+        "torch_before": torch_before,
+        "torch_after": _torch_version(python),
+    }
 
 
 def run(installed: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("GATELAB_HOME", "PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(installed["gatelab"]), *args], capture_output=True, text=True, cwd=installed["cwd"],
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [str(installed["gatelab"]), *args],
+        capture_output=True,
+        text=True,
+        cwd=installed["cwd"],
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_torch_already_there_is_kept(installed):
@@ -66,11 +85,16 @@ def test_torch_already_there_is_kept(installed):
 
 
 def test_no_generic_top_level_module_is_installed(installed):
-    code = ("import importlib.util, json, sysconfig; "
-            "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in ('grid', 'trainer', 'tracking')}"
-            " | {'site': sysconfig.get_paths()['purelib']}))")
-    found = json.loads(subprocess.run([str(installed["python"]), "-c", code], capture_output=True, text=True,
-                                      cwd=installed["cwd"], check=True).stdout)
+    code = (
+        "import importlib.util, json, sysconfig; "
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in ('grid', 'trainer', 'tracking')}"
+        " | {'site': sysconfig.get_paths()['purelib']}))"
+    )
+    found = json.loads(
+        subprocess.run(
+            [str(installed["python"]), "-c", code], capture_output=True, text=True, cwd=installed["cwd"], check=True
+        ).stdout
+    )
     site = Path(found.pop("site"))
     assert found == {"grid": False, "trainer": False, "tracking": False}
     assert not [name for name in ("grid", "trainer", "tracking") if (site / name).exists()]
@@ -82,8 +106,7 @@ def test_version_and_help(installed):
     assert version.returncode == 0 and version.stdout.strip() == f"gatelab {VERSION}"
     helped = run(installed, "--help")
     assert helped.returncode == 0
-    for command in ("variants", "bench", "train", "submit", "resume", "status", "ui", "stop-server", "init",
-                    "report"):
+    for command in ("variants", "bench", "train", "submit", "resume", "status", "ui", "stop-server", "init", "report"):
         assert f"    {command}" in helped.stdout, command
 
 
@@ -102,12 +125,30 @@ def test_smoke_grid_dry_run_by_name(installed):
 
 
 def test_short_train_of_the_tiny_trial(installed):
-    trained = run(installed, "train", "tiny_trial", "--set", "schedule.max_steps=20", "--set", "eval.every=10",
-                  "--set", "eval.long_context_factors=[1, 2]")
+    trained = run(
+        installed,
+        "train",
+        "tiny_trial",
+        "--set",
+        "schedule.max_steps=20",
+        "--set",
+        "eval.every=10",
+        "--set",
+        "eval.long_context_factors=[1, 2]",
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "finished" in trained.stdout and "final_val_ppl=" in trained.stdout
-    again = run(installed, "train", "tiny_trial", "--set", "schedule.max_steps=20", "--set", "eval.every=10",
-                "--set", "eval.long_context_factors=[1, 2]")
+    again = run(
+        installed,
+        "train",
+        "tiny_trial",
+        "--set",
+        "schedule.max_steps=20",
+        "--set",
+        "eval.every=10",
+        "--set",
+        "eval.long_context_factors=[1, 2]",
+    )
     assert again.returncode == 0 and "is already finished" in again.stdout
     run(installed, "stop-server")
 

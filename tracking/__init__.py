@@ -7,6 +7,7 @@ Rule for URIs and artifacts: gatelab processes log through the store's local `ml
 (`Store.tracking_uri`) is the server's backend; a client may read run metadata through it directly, but
 artifact transfers need the server.
 """
+
 from gatelab.tracking.mlflow_tracker import (
     PARENT_RUN_TAG,
     STATUS_TAG,

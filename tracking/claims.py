@@ -5,6 +5,7 @@ it. `check_orderings` evaluates them on the report's rows (a-d: at each variant'
 (e: the top LRs of a sweep) and says, for each, whether it held and how strongly. An ordering whose
 variants or figures the grid lacks is "not measured", never guessed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,14 +52,17 @@ def _paper(name: str) -> PaperFigures:
 
 
 def _missing(label: str, statement: str, paper: str, what: str) -> OrderingCheck:
-    return OrderingCheck(label=label, statement=statement, paper=paper, measured=what, verdict="not measured",
-                         strength="–")
+    return OrderingCheck(
+        label=label, statement=statement, paper=paper, measured=what, verdict="not measured", strength="–"
+    )
 
 
 def check_ppl(rows: dict[str, VariantRow]) -> OrderingCheck:
     statement = "G1 validation PPL below the baseline's"
-    paper = (f"{_paper(G1).ppl:.3f} vs {_paper(BASELINE).ppl:.3f} "
-             f"({get_variant(G1).paper_ref}; {get_variant(BASELINE).paper_ref})")
+    paper = (
+        f"{_paper(G1).ppl:.3f} vs {_paper(BASELINE).ppl:.3f} "
+        f"({get_variant(G1).paper_ref}; {get_variant(BASELINE).paper_ref})"
+    )
     base, g1 = rows.get(BASELINE), rows.get(G1)
     if base is None or g1 is None or base.ppl is None or g1.ppl is None or g1.comparison is None:
         return _missing("(a)", statement, paper, f"needs finished {BASELINE} and {G1} trials")
@@ -66,9 +70,14 @@ def check_ppl(rows: dict[str, VariantRow]) -> OrderingCheck:
     lower = g1.ppl.mean < base.ppl.mean
     verdict = ("held" if cmp.verdict == "better" else "held (not significant)") if lower else "did not hold"
     diff = cmp.mean_diff if cmp.mean_diff is not None else g1.ppl.mean - base.ppl.mean
-    return OrderingCheck(label="(a)", statement=statement, paper=paper,
-                         measured=f"{g1.ppl.mean:.3f} vs {base.ppl.mean:.3f}", verdict=verdict,
-                         strength=f"ΔPPL {diff:+.3f} ({diff / base.ppl.mean:+.1%}); {cmp.describe()}")
+    return OrderingCheck(
+        label="(a)",
+        statement=statement,
+        paper=paper,
+        measured=f"{g1.ppl.mean:.3f} vs {base.ppl.mean:.3f}",
+        verdict=verdict,
+        strength=f"ΔPPL {diff:+.3f} ({diff / base.ppl.mean:+.1%}); {cmp.describe()}",
+    )
 
 
 def check_sink(rows: dict[str, VariantRow]) -> OrderingCheck:
@@ -81,14 +90,22 @@ def check_sink(rows: dict[str, VariantRow]) -> OrderingCheck:
         return _missing("(b)", statement, paper, f"needs F-Attn of {BASELINE} and {G1}")
     ratio = base / g1 if g1 > 0 else float("inf")
     verdict = "held" if ratio >= SEVERAL_TIMES else "did not hold"
-    return OrderingCheck(label="(b)", statement=statement, paper=paper, measured=f"{base:.3f} vs {g1:.3f}",
-                         verdict=verdict, strength=f"ratio {ratio:.2f}x (held at >= {SEVERAL_TIMES:g}x)")
+    return OrderingCheck(
+        label="(b)",
+        statement=statement,
+        paper=paper,
+        measured=f"{base:.3f} vs {g1:.3f}",
+        verdict=verdict,
+        strength=f"ratio {ratio:.2f}x (held at >= {SEVERAL_TIMES:g}x)",
+    )
 
 
 def check_sparsity(rows: dict[str, VariantRow]) -> OrderingCheck:
     statement = "NS-sigmoid and input-independent F-Attn above G1's"
-    paper = (f"{_paper(NS_SIGMOID).f_attn:.3f} and {_paper(INPUT_INDEPENDENT).f_attn:.3f} "
-             f"vs {_paper(G1).f_attn:.3f} (Table 4)")
+    paper = (
+        f"{_paper(NS_SIGMOID).f_attn:.3f} and {_paper(INPUT_INDEPENDENT).f_attn:.3f} "
+        f"vs {_paper(G1).f_attn:.3f} (Table 4)"
+    )
     g1 = mean_of(rows[G1].f_attn) if G1 in rows else None
     others = {name: mean_of(rows[name].f_attn) for name in (NS_SIGMOID, INPUT_INDEPENDENT) if name in rows}
     others = {name: value for name, value in others.items() if value is not None}
@@ -96,15 +113,24 @@ def check_sparsity(rows: dict[str, VariantRow]) -> OrderingCheck:
         return _missing("(c)", statement, paper, f"needs F-Attn of {G1} and {NS_SIGMOID} / {INPUT_INDEPENDENT}")
     above = [name for name, value in others.items() if value > g1]
     clear = [name for name, value in others.items() if value >= CLEARLY_ABOVE * g1]
-    verdict = ("held" if len(clear) == 2 else f"direction only (< {CLEARLY_ABOVE:g}x)" if len(above) == 2
-               else "partly held" if above else "did not hold")
+    verdict = (
+        "held"
+        if len(clear) == 2
+        else f"direction only (< {CLEARLY_ABOVE:g}x)"
+        if len(above) == 2
+        else "partly held"
+        if above
+        else "did not hold"
+    )
     if len(others) < 2:
         verdict = f"{verdict} (only {', '.join(others)} measured)"
     measured = " and ".join(f"{value:.3f}" for value in others.values()) + f" vs {g1:.3f}"
-    strength = ", ".join(f"{name} {value / g1:.2f}x G1" if g1 > 0 else f"{name} {value:.3f}"
-                         for name, value in others.items())
-    return OrderingCheck(label="(c)", statement=statement, paper=paper, measured=measured, verdict=verdict,
-                         strength=strength)
+    strength = ", ".join(
+        f"{name} {value / g1:.2f}x G1" if g1 > 0 else f"{name} {value:.3f}" for name, value in others.items()
+    )
+    return OrderingCheck(
+        label="(c)", statement=statement, paper=paper, measured=measured, verdict=verdict, strength=strength
+    )
 
 
 def check_gate(rows: dict[str, VariantRow]) -> OrderingCheck:
@@ -115,8 +141,14 @@ def check_gate(rows: dict[str, VariantRow]) -> OrderingCheck:
         return _missing("(d)", statement, paper, f"needs the gate scores of {G1}")
     verdict = "held" if gate < LOW_GATE else "did not hold"
     versus = f"{gate / published:.1f}x the paper's; " if published else ""
-    return OrderingCheck(label="(d)", statement=statement, paper=paper, measured=f"{gate:.3f}", verdict=verdict,
-                         strength=f"{versus}held below {LOW_GATE:g} (the sigmoid's 0.5 at initialisation halved)")
+    return OrderingCheck(
+        label="(d)",
+        statement=statement,
+        paper=paper,
+        measured=f"{gate:.3f}",
+        verdict=verdict,
+        strength=f"{versus}held below {LOW_GATE:g} (the sigmoid's 0.5 at initialisation halved)",
+    )
 
 
 def check_spikes(outcomes: list[TrialOutcome]) -> OrderingCheck:
@@ -137,13 +169,26 @@ def check_spikes(outcomes: list[TrialOutcome]) -> OrderingCheck:
     (b_spikes, b_div, b_n), (g_spikes, g_div, g_n) = events[BASELINE], events[G1]
     # A divergence outweighs any number of spikes: it is the instability the spikes announce.
     verdict = "held" if (b_div, b_spikes) > (g_div, g_spikes) else "did not hold"
-    measured = (f"LR {', '.join(f'{lr:g}' for lr in top)}: baseline {b_spikes} spikes, {b_div} diverged "
-                f"({b_n} trials); G1 {g_spikes} spikes, {g_div} diverged ({g_n} trials)")
-    return OrderingCheck(label="(e)", statement=statement, paper=paper, measured=measured, verdict=verdict,
-                         strength=f"spikes {b_spikes} vs {g_spikes}, divergences {b_div} vs {g_div}")
+    measured = (
+        f"LR {', '.join(f'{lr:g}' for lr in top)}: baseline {b_spikes} spikes, {b_div} diverged "
+        f"({b_n} trials); G1 {g_spikes} spikes, {g_div} diverged ({g_n} trials)"
+    )
+    return OrderingCheck(
+        label="(e)",
+        statement=statement,
+        paper=paper,
+        measured=measured,
+        verdict=verdict,
+        strength=f"spikes {b_spikes} vs {g_spikes}, divergences {b_div} vs {g_div}",
+    )
 
 
 def check_orderings(rows: list[VariantRow], outcomes: list[TrialOutcome]) -> list[OrderingCheck]:
     by_name = _rows(rows)
-    return [check_ppl(by_name), check_sink(by_name), check_sparsity(by_name), check_gate(by_name),
-            check_spikes(outcomes)]
+    return [
+        check_ppl(by_name),
+        check_sink(by_name),
+        check_sparsity(by_name),
+        check_gate(by_name),
+        check_spikes(outcomes),
+    ]

@@ -4,6 +4,7 @@ Everything a driver or a worker needs to decide what to do lives in run tags: `g
 `gatelab.grid`, `trial_key`, `gatelab.status`, `gatelab.attempt`. A process may die at any moment; the next
 one reads these tags and knows which trials are finished, which to resume and which to start.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -48,9 +49,16 @@ class TrialRecord:
 
 def _record(run) -> TrialRecord:
     tags = run.data.tags
-    return TrialRecord(run.info.run_id, tags.get(STATUS_TAG, "running"), dict(run.data.metrics),
-                       dict(run.data.params), run.info.start_time, run.info.end_time,
-                       int(tags.get(ATTEMPT_TAG, "1")), tags.get(ERROR_TAG))
+    return TrialRecord(
+        run.info.run_id,
+        tags.get(STATUS_TAG, "running"),
+        dict(run.data.metrics),
+        dict(run.data.params),
+        run.info.start_time,
+        run.info.end_time,
+        int(tags.get(ATTEMPT_TAG, "1")),
+        tags.get(ERROR_TAG),
+    )
 
 
 @contextmanager
@@ -75,13 +83,17 @@ def ensure_parent_run(uri: str, experiment: str, grid_name: str, tags: dict[str,
     client = MlflowClient(tracking_uri=uri)
     with file_lock(Path(lock_dir) / f"grid-{grid_name}.lock"):
         experiment_id = get_or_create_experiment(client, experiment)
-        found = client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'grid' and "
-                                   f"tags.`{GRID_TAG}` = '{grid_name}'", max_results=1)
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = 'grid' and tags.`{GRID_TAG}` = '{grid_name}'",
+            max_results=1,
+        )
         if found:
             run_id = found[0].info.run_id
         else:
-            run_id = client.create_run(experiment_id, run_name=f"grid {grid_name}",
-                                       tags={KIND_TAG: "grid", GRID_TAG: grid_name}).info.run_id
+            run_id = client.create_run(
+                experiment_id, run_name=f"grid {grid_name}", tags={KIND_TAG: "grid", GRID_TAG: grid_name}
+            ).info.run_id
     for key, value in tags.items():  # mutable facts (file hash, git SHA) follow the latest submit
         client.set_tag(run_id, key, value)
     client.update_run(run_id, status="RUNNING")  # a resumed grid is running again
@@ -108,9 +120,13 @@ def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
     records: dict[str, TrialRecord] = {}
     page_token = None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial'",
-                                  order_by=["attributes.start_time ASC"], max_results=1000,
-                                  page_token=page_token)
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = 'trial'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1000,
+            page_token=page_token,
+        )
         for run in page:
             key = run.data.tags.get(KEY_TAG)
             if key:
@@ -120,8 +136,9 @@ def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
             return records
 
 
-def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str,
-                   tags: dict[str, str]) -> tuple[MlflowTracker | None, TrialRecord | None]:
+def open_trial_run(
+    uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str, tags: dict[str, str]
+) -> tuple[MlflowTracker | None, TrialRecord | None]:
     """The trial's tracker: its existing run reopened (resume) or a new run (a child of parent_run_id when
     given); (None, record) when the trial is already done. Call it only while holding the trial's lock (or
     from the single process that owns it), so two processes never create two runs for one key."""
@@ -139,8 +156,9 @@ def open_trial_run(uri: str, experiment: str, parent_run_id: str | None, key: st
     return tracker, existing
 
 
-def record_failure(uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str,
-                   tags: dict[str, str], error: str) -> bool:
+def record_failure(
+    uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str, tags: dict[str, str], error: str
+) -> bool:
     """Mark a trial failed whose worker could not say so itself (killed for memory, or lost with its retry budget
     spent): its newest run, or a new child run when the worker died before opening one, gets status `failed`
     and ERROR_TAG. Call it only while holding the trial's lock. False (nothing written) if it is done."""
@@ -149,8 +167,11 @@ def record_failure(uri: str, experiment: str, parent_run_id: str | None, key: st
     existing = _newest_trial_run(client, experiment_id, key)
     if existing is not None and existing.status in DONE_STATUSES:
         return False
-    tracker = (MlflowTracker.resume(uri, existing.run_id) if existing is not None else
-               _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags))
+    tracker = (
+        MlflowTracker.resume(uri, existing.run_id)
+        if existing is not None
+        else _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags)
+    )
     try:
         tracker.set_tags({ERROR_TAG: error[:500]})
         tracker.set_status("failed")
@@ -159,11 +180,23 @@ def record_failure(uri: str, experiment: str, parent_run_id: str | None, key: st
     return True
 
 
-def _new_trial_run(uri: str, experiment: str, experiment_id: str, parent_run_id: str | None, key: str,
-                   run_name: str, tags: dict[str, str]) -> MlflowTracker:
-    return MlflowTracker.create(uri, experiment, run_name=run_name, parent_run_id=parent_run_id,
-                                experiment_id=experiment_id,
-                                tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags})
+def _new_trial_run(
+    uri: str,
+    experiment: str,
+    experiment_id: str,
+    parent_run_id: str | None,
+    key: str,
+    run_name: str,
+    tags: dict[str, str],
+) -> MlflowTracker:
+    return MlflowTracker.create(
+        uri,
+        experiment,
+        run_name=run_name,
+        parent_run_id=parent_run_id,
+        experiment_id=experiment_id,
+        tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags},
+    )
 
 
 def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | None:
@@ -173,7 +206,10 @@ def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | 
 
 
 def _newest_trial_run(client: MlflowClient, experiment_id: str, key: str) -> TrialRecord | None:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial' and "
-                              f"tags.`{KEY_TAG}` = '{key}'", order_by=["attributes.start_time DESC"],
-                              max_results=1)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{KIND_TAG}` = 'trial' and tags.`{KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return _record(runs[0]) if runs else None

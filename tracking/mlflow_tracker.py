@@ -8,6 +8,7 @@ metrics and 100 params+tags per batch). The metrics of one `log_metrics` call al
 (unless it alone exceeds 1000), and batches are sent in order, so after a crash the stored history is a prefix
 of what was logged: `last_steps()` never names a step whose metrics are half stored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -118,9 +119,7 @@ class MlflowTracker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         if asynchronous:
-            self._thread = threading.Thread(
-                target=self._run_sender, name=f"mlflow-tracker-{run_id[:8]}", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run_sender, name=f"mlflow-tracker-{run_id[:8]}", daemon=True)
             self._thread.start()
 
     @classmethod

@@ -16,6 +16,7 @@ Choices a reader should know (also printed in the report):
   PPL (NaN or capped) is left out of means and pairs.
 - A variant is "better" only with a paired t-test over >= 2 seeds and p < 0.05 (docs/design.md, Evidence).
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,8 +40,21 @@ from mlflow.tracking import MlflowClient
 from gatelab.tracking.claims import OrderingCheck, check_orderings
 from gatelab.tracking.ledger import GRID_TAG, KIND_TAG, trial_records
 from gatelab.tracking.report_figures import make_figures
-from gatelab.tracking.stats import ALPHA, DONE_STATUSES, MeanStd, ReportInput, TrialOutcome, TrialSpec, VariantRow, \
-    VariantSpec, build_rows, final_loss, long_factor, mean_of, row_name
+from gatelab.tracking.stats import (
+    ALPHA,
+    DONE_STATUSES,
+    MeanStd,
+    ReportInput,
+    TrialOutcome,
+    TrialSpec,
+    VariantRow,
+    VariantSpec,
+    build_rows,
+    final_loss,
+    long_factor,
+    mean_of,
+    row_name,
+)
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
@@ -89,13 +103,23 @@ def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[Tria
                 continue
             history, hist = {}, None
             if record.status in DONE_STATUSES:
-                history = {key: sorted((m.step, m.value) for m in client.get_metric_history(record.run_id, key))
-                           for key in HISTORIES}
+                history = {
+                    key: sorted((m.step, m.value) for m in client.get_metric_history(record.run_id, key))
+                    for key in HISTORIES
+                }
                 variant = inp.variants.get(trial.variant)
                 if artifacts and record.status == "finished" and variant is not None and variant.gated:
                     hist = _gate_hist(client, record.run_id, Path(tmp) / trial.key)
-            outcomes.append(TrialOutcome(trial=trial, status=record.status, run_id=record.run_id,
-                                         metrics=record.metrics, history=history, gate_hist=hist))
+            outcomes.append(
+                TrialOutcome(
+                    trial=trial,
+                    status=record.status,
+                    run_id=record.run_id,
+                    metrics=record.metrics,
+                    history=history,
+                    gate_hist=hist,
+                )
+            )
     return outcomes
 
 
@@ -114,8 +138,11 @@ def find_parent_run(client: MlflowClient, inp: ReportInput) -> str | None:
     experiment = client.get_experiment_by_name(inp.experiment)
     if experiment is None:
         return None
-    runs = client.search_runs([experiment.experiment_id], max_results=1,
-                              filter_string=f"tags.`{KIND_TAG}` = 'grid' and tags.`{GRID_TAG}` = '{inp.grid}'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        max_results=1,
+        filter_string=f"tags.`{KIND_TAG}` = 'grid' and tags.`{GRID_TAG}` = '{inp.grid}'",
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -130,6 +157,7 @@ def stable_metrics(rows: list[VariantRow]) -> dict[str, float]:
 
 
 # --- the table -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Column:
@@ -168,77 +196,143 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
         cols.append(Column("Condition", lambda r: r.condition, (("condition", lambda r: r.condition),)))
     cols += [
         Column("Paper ref", lambda r: r.variant.paper_ref, (("paper_ref", lambda r: r.variant.paper_ref),)),
-        Column(f"+Params (ours, {inp.preset})", lambda r: _params(r.variant.extra_params),
-               ((f"extra_params_ours_{inp.preset}", lambda r: r.variant.extra_params),)),
-        Column(f"+Params (paper, {PAPER_MODEL})", lambda r: _num(r.variant.paper_added_params_m, "g") + "M"
-               if r.variant.paper_added_params_m is not None else "–",
-               (("extra_params_paper_m", lambda r: r.variant.paper_added_params_m),))]
+        Column(
+            f"+Params (ours, {inp.preset})",
+            lambda r: _params(r.variant.extra_params),
+            ((f"extra_params_ours_{inp.preset}", lambda r: r.variant.extra_params),),
+        ),
+        Column(
+            f"+Params (paper, {PAPER_MODEL})",
+            lambda r: (
+                _num(r.variant.paper_added_params_m, "g") + "M" if r.variant.paper_added_params_m is not None else "–"
+            ),
+            (("extra_params_paper_m", lambda r: r.variant.paper_added_params_m),),
+        ),
+    ]
     if sweep:
         cols.append(Column("LR (ours, best)", lambda r: _num(r.lr, "g"), (("lr_ours_best", lambda r: r.lr),)))
     cols += [
-        Column("Seeds (ours)", lambda r: f"{len(r.trials) - r.n_diverged}"
-               + (f" (+{r.n_diverged} diverged)" if r.n_diverged else ""),
-               (("seeds_finished", lambda r: len(r.trials) - r.n_diverged), ("seeds_diverged", lambda r: r.n_diverged))),
-        Column("PPL (ours)", lambda r: _ms(r.ppl), (("ppl_ours_mean", lambda r: mean_of(r.ppl)),
-                                                    ("ppl_ours_std", lambda r: r.ppl.std if r.ppl else None))),
+        Column(
+            "Seeds (ours)",
+            lambda r: f"{len(r.trials) - r.n_diverged}" + (f" (+{r.n_diverged} diverged)" if r.n_diverged else ""),
+            (("seeds_finished", lambda r: len(r.trials) - r.n_diverged), ("seeds_diverged", lambda r: r.n_diverged)),
+        ),
+        Column(
+            "PPL (ours)",
+            lambda r: _ms(r.ppl),
+            (("ppl_ours_mean", lambda r: mean_of(r.ppl)), ("ppl_ours_std", lambda r: r.ppl.std if r.ppl else None)),
+        ),
         Column(f"PPL ({paper})", lambda r: _num(r.variant.paper_ppl), (("ppl_paper", lambda r: r.variant.paper_ppl),)),
-        Column("ΔPPL vs baseline (ours, paired by seed)",
-               lambda r: "(baseline)" if cmp(r) is None else _num(cmp(r).mean_diff, "+.3f"),
-               (("delta_ppl_ours", lambda r: cmp(r).mean_diff if cmp(r) else None),)),
-        Column("Test (ours)", lambda r: "" if cmp(r) is None else cmp(r).describe(),
-               (("test", lambda r: cmp(r).test if cmp(r) else ""), ("n_pairs", lambda r: cmp(r).n_pairs if cmp(r) else None),
+        Column(
+            "ΔPPL vs baseline (ours, paired by seed)",
+            lambda r: "(baseline)" if cmp(r) is None else _num(cmp(r).mean_diff, "+.3f"),
+            (("delta_ppl_ours", lambda r: cmp(r).mean_diff if cmp(r) else None),),
+        ),
+        Column(
+            "Test (ours)",
+            lambda r: "" if cmp(r) is None else cmp(r).describe(),
+            (
+                ("test", lambda r: cmp(r).test if cmp(r) else ""),
+                ("n_pairs", lambda r: cmp(r).n_pairs if cmp(r) else None),
                 ("t_statistic", lambda r: cmp(r).statistic if cmp(r) else None),
-                ("p_value", lambda r: cmp(r).p_value if cmp(r) else None))),
-        Column(f"Verdict (ours, p<{ALPHA:g})", lambda r: "" if cmp(r) is None else cmp(r).verdict,
-               (("verdict", lambda r: cmp(r).verdict if cmp(r) else ""),)),
-        Column("Spikes (ours, mean)", lambda r: _num(mean_of(r.spikes), ".1f"),
-               (("spikes_ours_mean", lambda r: mean_of(r.spikes)),))]
+                ("p_value", lambda r: cmp(r).p_value if cmp(r) else None),
+            ),
+        ),
+        Column(
+            f"Verdict (ours, p<{ALPHA:g})",
+            lambda r: "" if cmp(r) is None else cmp(r).verdict,
+            (("verdict", lambda r: cmp(r).verdict if cmp(r) else ""),),
+        ),
+        Column(
+            "Spikes (ours, mean)",
+            lambda r: _num(mean_of(r.spikes), ".1f"),
+            (("spikes_ours_mean", lambda r: mean_of(r.spikes)),),
+        ),
+    ]
     if sweep:
-        cols.append(Column("Max stable LR (ours)", lambda r: _num(r.max_stable_lr, "g") if r.max_stable_lr else "none",
-                           (("max_stable_lr_ours", lambda r: r.max_stable_lr),)))
-    for name, attr, paper_attr, spec, paper_spec in (("F-Attn", "f_attn", "paper_f_attn", ".3f", ".3f"),
-                                                     ("M-Act", "m_act", "paper_m_act", ".1f", "g"),
-                                                     ("Gate mean", "gate_mean", "paper_gate_mean", ".3f", ".3f")):
-        cols += [Column(f"{name} (ours)", lambda r, a=attr, s=spec: _num(mean_of(getattr(r, a)), s),
-                        ((f"{attr}_ours", lambda r, a=attr: mean_of(getattr(r, a))),)),
-                 Column(f"{name} ({paper}, Table 4)",
-                        lambda r, a=paper_attr, s=paper_spec: _num(getattr(r.variant, a), s),
-                        ((f"{attr}_paper", lambda r, a=paper_attr: getattr(r.variant, a)),))]
+        cols.append(
+            Column(
+                "Max stable LR (ours)",
+                lambda r: _num(r.max_stable_lr, "g") if r.max_stable_lr else "none",
+                (("max_stable_lr_ours", lambda r: r.max_stable_lr),),
+            )
+        )
+    for name, attr, paper_attr, spec, paper_spec in (
+        ("F-Attn", "f_attn", "paper_f_attn", ".3f", ".3f"),
+        ("M-Act", "m_act", "paper_m_act", ".1f", "g"),
+        ("Gate mean", "gate_mean", "paper_gate_mean", ".3f", ".3f"),
+    ):
+        cols += [
+            Column(
+                f"{name} (ours)",
+                lambda r, a=attr, s=spec: _num(mean_of(getattr(r, a)), s),
+                ((f"{attr}_ours", lambda r, a=attr: mean_of(getattr(r, a))),),
+            ),
+            Column(
+                f"{name} ({paper}, Table 4)",
+                lambda r, a=paper_attr, s=paper_spec: _num(getattr(r.variant, a), s),
+                ((f"{attr}_paper", lambda r, a=paper_attr: getattr(r.variant, a)),),
+            ),
+        ]
     if factor:
         for rope, title in (("rope", "RoPE"), ("yarn", "YaRN")):
-            cols.append(Column(f"PPL x{factor}/x1 {title} (ours)",
-                               lambda r, k=rope: _num(mean_of(r.long_ratio.get(k))),
-                               ((f"long_ppl_ratio_x{factor}_{rope}_ours", lambda r, k=rope: mean_of(r.long_ratio.get(k))),)))
+            cols.append(
+                Column(
+                    f"PPL x{factor}/x1 {title} (ours)",
+                    lambda r, k=rope: _num(mean_of(r.long_ratio.get(k))),
+                    ((f"long_ppl_ratio_x{factor}_{rope}_ours", lambda r, k=rope: mean_of(r.long_ratio.get(k))),),
+                )
+            )
     return cols
 
 
 # --- the document ----------------------------------------------------------------------------------------
 
-def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], pictures: list,
-           cols: list[Column], sweep: bool, artifacts: bool, orderings: Sequence[OrderingCheck] = ()) -> list[tuple]:
+
+def blocks(
+    inp: ReportInput,
+    rows: list[VariantRow],
+    outcomes: list[TrialOutcome],
+    pictures: list,
+    cols: list[Column],
+    sweep: bool,
+    artifacts: bool,
+    orderings: Sequence[OrderingCheck] = (),
+) -> list[tuple]:
     """The report as ('h1'|'h2'|'p', text), ('table', headers, rows) and ('img', path, caption) blocks."""
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     out: list[tuple] = [
         ("h1", f"gatelab report: grid {inp.grid}"),
-        ("p", f"MLflow experiment {inp.experiment!r}; {len(outcomes)} trials: "
-              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-              + f". Built {time.strftime('%Y-%m-%d %H:%M')} from the trials that have finished or diverged."),
-        ("p", f"Columns marked (ours) are measured in this grid at preset {inp.preset}; columns marked (paper) are "
-              f"published for the {PAPER_MODEL} at 400B tokens (Tables 1, 3, 4). Compare directions, not absolute "
-              f"values. ΔPPL pairs each seed with the baseline's; a variant is 'better' or 'worse' only with a "
-              f"paired t-test over >= 2 seeds and p < {ALPHA:g}. Diverged seeds are left out of PPL means."),
+        (
+            "p",
+            f"MLflow experiment {inp.experiment!r}; {len(outcomes)} trials: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            + f". Built {time.strftime('%Y-%m-%d %H:%M')} from the trials that have finished or diverged.",
+        ),
+        (
+            "p",
+            f"Columns marked (ours) are measured in this grid at preset {inp.preset}; columns marked (paper) are "
+            f"published for the {PAPER_MODEL} at 400B tokens (Tables 1, 3, 4). Compare directions, not absolute "
+            f"values. ΔPPL pairs each seed with the baseline's; a variant is 'better' or 'worse' only with a "
+            f"paired t-test over >= 2 seeds and p < {ALPHA:g}. Diverged seeds are left out of PPL means.",
+        ),
         ("h2", "Results"),
-        ("table", [c.header for c in cols], [[c.text(r) for c in cols] for r in rows])]
+        ("table", [c.header for c in cols], [[c.text(r) for c in cols] for r in rows]),
+    ]
     if sweep:
         lrs = sorted({t.lr for t in inp.trials})
         table = []
         for row in rows:
             cells = [row_name(row)]
             for lr in lrs:
-                at = [o for o in outcomes if (o.trial.variant, o.trial.condition, o.trial.lr)
-                      == (row.variant.name, row.condition, lr) and o.status in DONE_STATUSES]
+                at = [
+                    o
+                    for o in outcomes
+                    if (o.trial.variant, o.trial.condition, o.trial.lr) == (row.variant.name, row.condition, lr)
+                    and o.status in DONE_STATUSES
+                ]
                 if any(o.status == "diverged" for o in at):
                     cells.append("diverged")
                 else:
@@ -247,26 +341,42 @@ def blocks(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome
                     cells.append(f"{sum(losses) / len(losses):.3f} / {sum(spikes) / len(spikes):.1f}" if at else "–")
             cells.append(_num(row.max_stable_lr, "g") if row.max_stable_lr else "none")
             table.append(cells)
-        out += [("h2", "Learning-rate stability"),
-                ("p", f"Each cell: final val loss (ours) / spike count (ours), mean over seeds. The max stable LR is "
-                      f"the largest LR that neither diverged nor ended more than {inp.margin:.0%} above the "
-                      "variant's best final loss (logged on the grid's parent run as max_stable_lr.<variant>)."),
-                ("table", ["Variant", *(f"LR {lr:g}" for lr in lrs), "Max stable LR (ours)"], table)]
+        out += [
+            ("h2", "Learning-rate stability"),
+            (
+                "p",
+                f"Each cell: final val loss (ours) / spike count (ours), mean over seeds. The max stable LR is "
+                f"the largest LR that neither diverged nor ended more than {inp.margin:.0%} above the "
+                "variant's best final loss (logged on the grid's parent run as max_stable_lr.<variant>).",
+            ),
+            ("table", ["Variant", *(f"LR {lr:g}" for lr in lrs), "Max stable LR (ours)"], table),
+        ]
     if any(check.verdict != "not measured" for check in orderings):
-        out += [("h2", "The paper's orderings"),
-                ("p", "Each headline ordering of the paper, checked on this grid (rows a-d at each variant's best "
-                      "LR; e at the two largest LRs of the sweep). 'held' in (a) needs a paired t-test with p < "
-                      f"{ALPHA:g}; otherwise the direction is reported as 'held (not significant)'."),
-                ("table", ORDERING_HEADER, [ordering_cells(check) for check in orderings])]
+        out += [
+            ("h2", "The paper's orderings"),
+            (
+                "p",
+                "Each headline ordering of the paper, checked on this grid (rows a-d at each variant's best "
+                "LR; e at the two largest LRs of the sweep). 'held' in (a) needs a paired t-test with p < "
+                f"{ALPHA:g}; otherwise the direction is reported as 'held (not significant)'.",
+            ),
+            ("table", ORDERING_HEADER, [ordering_cells(check) for check in orderings]),
+        ]
     out.append(("h2", "Figures"))
     out += [("img", path, caption) for path, caption in pictures]
     if not artifacts:
         out.append(("p", "Gate-score histograms need probes.json artifacts, which only the tracking server serves."))
     unfinished = [o for o in outcomes if o.status not in DONE_STATUSES]
     out.append(("h2", f"Unfinished trials ({len(unfinished)})"))
-    out.append(("table", ["Key", "Variant", "Status", "Trial"],
-                [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished])
-               if unfinished else ("p", "None: every trial has finished or diverged."))
+    out.append(
+        (
+            "table",
+            ["Key", "Variant", "Status", "Trial"],
+            [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished],
+        )
+        if unfinished
+        else ("p", "None: every trial has finished or diverged.")
+    )
     return out
 
 
@@ -295,10 +405,12 @@ def _md(items: list[tuple]) -> str:
 
 def _html(items: list[tuple], title: str) -> str:
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-             "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px} th{background:#f0f0f0} img{max-width:100%}"
-             "</style></head><body>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px} th{background:#f0f0f0} img{max-width:100%}"
+        "</style></head><body>"
+    ]
     for item in items:
         if item[0] in ("h1", "h2", "p"):
             parts.append(f"<{item[0]}>{esc(item[1])}</{item[0]}>")
@@ -308,8 +420,10 @@ def _html(items: list[tuple], title: str) -> str:
             parts.append("</table>")
         elif item[0] == "img":  # embedded, so the page stands alone (also in the MLflow artifact viewer)
             data = base64.b64encode(item[1].read_bytes()).decode()
-            parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{esc(item[2])}'>"
-                         f"<figcaption>{esc(item[2])}</figcaption></figure>")
+            parts.append(
+                f"<figure><img src='data:image/png;base64,{data}' alt='{esc(item[2])}'>"
+                f"<figcaption>{esc(item[2])}</figcaption></figure>"
+            )
     return "\n".join(parts + ["</body></html>"])
 
 
@@ -357,16 +471,18 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
     orderings = check_orderings(rows, outcomes)
     if fmt == "csv":  # the tables only
         raw = [(name, get) for c in cols for name, get in c.raw]
-        unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in outcomes
-                      if o.status not in DONE_STATUSES]
-        documents = [_csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
-                     _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished),
-                     _csv(out_dir / "orderings.csv", ORDERING_HEADER, [ordering_cells(c) for c in orderings])]
+        unfinished = [
+            [o.trial.key, o.trial.variant, o.status, o.trial.label] for o in outcomes if o.status not in DONE_STATUSES
+        ]
+        documents = [
+            _csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
+            _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished),
+            _csv(out_dir / "orderings.csv", ORDERING_HEADER, [ordering_cells(c) for c in orderings]),
+        ]
         pictures = []
     else:
         pictures = make_figures(inp, rows, outcomes, out_dir)
-        items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")),
-                       orderings)
+        items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")), orderings)
         path = out_dir / f"report.{fmt}"
         path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
         documents = [path]
@@ -383,9 +499,15 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         if stable:
             now = int(time.time() * 1000)
             client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in stable.items()])
-    return Report(rows=tuple(rows), outcomes=tuple(outcomes), files=tuple(files),
-                  parent_run_id=parent if publish else None, max_stable=stable, artifacts_logged=artifacts_logged,
-                  orderings=tuple(orderings))
+    return Report(
+        rows=tuple(rows),
+        outcomes=tuple(outcomes),
+        files=tuple(files),
+        parent_run_id=parent if publish else None,
+        max_stable=stable,
+        artifacts_logged=artifacts_logged,
+        orderings=tuple(orderings),
+    )
 
 
 def _serves_artifacts(client: MlflowClient, run_id: str, uri: str) -> bool:

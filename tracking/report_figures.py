@@ -9,6 +9,7 @@
 
 No torch (reports run where training did not): everything comes from MLflow metrics and probes.json.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from gatelab.tracking.stats import DONE_STATUSES, LONG_METRIC, ReportInput, TrialOutcome, VariantRow, final_loss, \
-    row_name  # noqa: E402
+from gatelab.tracking.stats import (
+    DONE_STATUSES,
+    LONG_METRIC,
+    ReportInput,
+    TrialOutcome,
+    VariantRow,
+    final_loss,
+    row_name,
+)  # noqa: E402
 
 HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
 
@@ -73,8 +81,10 @@ def loss_curves(curves: dict[str, list[dict]], path: Path) -> Path | None:
         ax.set_ylabel("loss", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    fig.suptitle("Validation loss (markers) and train loss (thin) per variant; red v = loss spike, "
-                 "dotted = diverged", fontsize=10)
+    fig.suptitle(
+        "Validation loss (markers) and train loss (thin) per variant; red v = loss spike, dotted = diverged",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -90,14 +100,19 @@ def f_attn_per_layer(per_layer: dict[str, list[float]], gated: set[str], baselin
     if baseline in shown:
         ax.plot(range(len(shown[baseline])), shown[baseline], "s-", ms=5, lw=2.5, color="black", label=baseline)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="layer", ylabel="attention on the first token", ylim=(0, 1),
-           title="F-Attn per layer, mean over seeds (paper Fig. 2: baseline 0.467 vs G1 0.048 on average)")
+    ax.set(
+        xlabel="layer",
+        ylabel="attention on the first token",
+        ylim=(0, 1),
+        title="F-Attn per layer, mean over seeds (paper Fig. 2: baseline 0.467 vs G1 0.048 on average)",
+    )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
-def gate_histograms(hists: dict[str, list[int]], means: dict[str, tuple[float | None, float | None]],
-                    path: Path) -> Path | None:
+def gate_histograms(
+    hists: dict[str, list[int]], means: dict[str, tuple[float | None, float | None]], path: Path
+) -> Path | None:
     """`hists`: variant -> summed gate-score counts (20 bins + under/overflow); `means`: (ours, paper)."""
     hists = {name: counts for name, counts in hists.items() if counts and sum(counts) > 0}
     if not hists:
@@ -120,37 +135,48 @@ def gate_histograms(hists: dict[str, list[int]], means: dict[str, tuple[float | 
     return _save(fig, path)
 
 
-def lr_sweep(points: dict[str, list[tuple[float, str, float, float]]], stable: dict[str, float | None],
-             path: Path) -> Path | None:
+def lr_sweep(
+    points: dict[str, list[tuple[float, str, float, float]]], stable: dict[str, float | None], path: Path
+) -> Path | None:
     """`points`: variant -> (lr, status, final_loss, spike_count) per trial; `stable`: max stable LR."""
     points = {name: rows for name, rows in points.items() if rows}
     if not points:
         return None
     fig, (loss_ax, spike_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
-    finite = [loss for rows in points.values() for _, status, loss, _ in rows
-              if status == "finished" and math.isfinite(loss)]
+    finite = [
+        loss for rows in points.values() for _, status, loss, _ in rows if status == "finished" and math.isfinite(loss)
+    ]
     top = max(finite) * 1.05 if finite else 1.0
     for index, (color, (name, rows)) in enumerate(zip(_colors(len(points)), points.items())):
         by_lr: dict[float, list] = {}
         for lr, status, loss, spikes in rows:
             by_lr.setdefault(lr, []).append((status, loss, spikes))
         lrs = sorted(by_lr)
-        ok = [(lr, statistics.fmean(l for s, l, _ in by_lr[lr] if s == "finished" and math.isfinite(l)))
-              for lr in lrs if any(s == "finished" and math.isfinite(l) for s, l, _ in by_lr[lr])]
+        ok = [
+            (lr, statistics.fmean(loss for s, loss, _ in by_lr[lr] if s == "finished" and math.isfinite(loss)))
+            for lr in lrs
+            if any(s == "finished" and math.isfinite(loss) for s, loss, _ in by_lr[lr])
+        ]
         if ok:
             loss_ax.plot(*zip(*ok), "o-", color=color, label=name)
         bad = [lr for lr in lrs if any(s == "diverged" for s, _, _ in by_lr[lr])]
         if bad:  # nudged apart so variants that diverged at the same LR stay visible
             nudge = 1 + 0.015 * (index - len(points) / 2)
             loss_ax.plot([lr * nudge for lr in bad], [top] * len(bad), "x", color=color, ms=9, mew=2)
-        spike_ax.plot(lrs, [statistics.fmean(sp for _, _, sp in by_lr[lr]) for lr in lrs], "o-", color=color,
-                      label=name)
+        spike_ax.plot(
+            lrs, [statistics.fmean(sp for _, _, sp in by_lr[lr]) for lr in lrs], "o-", color=color, label=name
+        )
         if stable.get(name) is not None:
             loss_ax.axvline(stable[name], color=color, ls=":", lw=1)
-    loss_ax.set(xscale="log", xlabel="peak learning rate", ylabel="final val loss",
-                title="Final loss vs LR (x = diverged, dotted = max stable LR)")
-    spike_ax.set(xscale="log", xlabel="peak learning rate", ylabel="loss spikes (mean over seeds)",
-                 title="Spike count vs LR")
+    loss_ax.set(
+        xscale="log",
+        xlabel="peak learning rate",
+        ylabel="final val loss",
+        title="Final loss vs LR (x = diverged, dotted = max stable LR)",
+    )
+    spike_ax.set(
+        xscale="log", xlabel="peak learning rate", ylabel="loss spikes (mean over seeds)", title="Spike count vs LR"
+    )
     spike_ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -166,8 +192,13 @@ def long_context(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Pa
         for color, (name, by_rope) in zip(_colors(len(curves)), curves.items()):
             if by_rope.get(rope):
                 ax.plot(*zip(*by_rope[rope]), "o-", color=color, label=name)
-        ax.set(xscale="log", yscale="log", xlabel="evaluation length (tokens)", ylabel="val PPL (mean over seeds)",
-               title=f"Long-context PPL, {'plain RoPE' if rope == 'rope' else 'YaRN'}")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="evaluation length (tokens)",
+            ylabel="val PPL (mean over seeds)",
+            title=f"Long-context PPL, {'plain RoPE' if rope == 'rope' else 'YaRN'}",
+        )
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
@@ -180,8 +211,10 @@ def mean_curve(series: Sequence[Sequence[float]]) -> list[float]:
 
 # --- from MLflow results to the figures ---------------------------------------------------------------
 
-def make_figures(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome],
-                 out_dir: Path) -> list[tuple[Path, str]]:
+
+def make_figures(
+    inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], out_dir: Path
+) -> list[tuple[Path, str]]:
     """The report's PNGs (those with data), each with a caption."""
     made: list[tuple[Path | None, str]] = []
     curves: dict[str, list[dict]] = {}
@@ -189,15 +222,27 @@ def make_figures(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialO
         if outcome.status not in DONE_STATUSES:
             continue
         t = outcome.trial
-        label = f"s{t.seed}" + (f" lr={t.lr:g}" if len({x.lr for x in inp.trials}) > 1 else "") + \
-            (f" {t.condition}" if t.condition else "")
+        label = (
+            f"s{t.seed}"
+            + (f" lr={t.lr:g}" if len({x.lr for x in inp.trials}) > 1 else "")
+            + (f" {t.condition}" if t.condition else "")
+        )
         diverged = outcome.metrics.get("diverged_at_step") if outcome.status == "diverged" else None
-        curves.setdefault(t.variant, []).append({
-            "label": label, "train": outcome.history.get("train_loss", []),
-            "val": outcome.history.get("val_loss", []), "spikes": outcome.history.get("spike_ratio", []),
-            "diverged_at": diverged})
-    made.append((loss_curves(curves, out_dir / "loss_curves.png"),
-                 "Loss curves per variant with loss spikes marked (paper Fig. 1, right)"))
+        curves.setdefault(t.variant, []).append(
+            {
+                "label": label,
+                "train": outcome.history.get("train_loss", []),
+                "val": outcome.history.get("val_loss", []),
+                "spikes": outcome.history.get("spike_ratio", []),
+                "diverged_at": diverged,
+            }
+        )
+    made.append(
+        (
+            loss_curves(curves, out_dir / "loss_curves.png"),
+            "Loss curves per variant with loss spikes marked (paper Fig. 1, right)",
+        )
+    )
     per_layer, hists, means, long = {}, {}, {}, {}
     for row in rows:
         finished = [o for o in row.trials if o.status == "finished"]
@@ -211,10 +256,18 @@ def make_figures(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialO
         long[name] = {rope: _long_points(finished, rope) for rope in ("rope", "yarn")}
     gated = {row_name(r) for r in rows if r.variant.gated}
     base = next((row_name(r) for r in rows if r.variant.name == inp.baseline), inp.baseline)
-    made.append((f_attn_per_layer(per_layer, gated, base, out_dir / "f_attn_per_layer.png"),
-                 "First-token attention per layer, baseline vs gated variants (paper Fig. 2)"))
-    made.append((gate_histograms(hists, means, out_dir / "gate_histograms.png"),
-                 "Gate-score histograms of the gated variants (paper Fig. 3)"))
+    made.append(
+        (
+            f_attn_per_layer(per_layer, gated, base, out_dir / "f_attn_per_layer.png"),
+            "First-token attention per layer, baseline vs gated variants (paper Fig. 2)",
+        )
+    )
+    made.append(
+        (
+            gate_histograms(hists, means, out_dir / "gate_histograms.png"),
+            "Gate-score histograms of the gated variants (paper Fig. 3)",
+        )
+    )
     if len({t.lr for t in inp.trials}) > 1:
         points: dict[str, list] = {row_name(r): [] for r in rows}
         for o in outcomes:
@@ -222,10 +275,15 @@ def make_figures(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialO
             if o.status in DONE_STATUSES and name in points:
                 points[name].append((o.trial.lr, o.status, final_loss(o), float(o.metrics.get("spike_count", 0.0))))
         stable = {row_name(r): r.max_stable_lr for r in rows}
-        made.append((lr_sweep(points, stable, out_dir / "lr_sweep.png"),
-                     "Final loss and spike count against the learning rate"))
-    made.append((long_context(long, out_dir / "long_context.png"),
-                 "Long-context validation PPL against evaluation length, plain RoPE and YaRN (Table 5)"))
+        made.append(
+            (lr_sweep(points, stable, out_dir / "lr_sweep.png"), "Final loss and spike count against the learning rate")
+        )
+    made.append(
+        (
+            long_context(long, out_dir / "long_context.png"),
+            "Long-context validation PPL against evaluation length, plain RoPE and YaRN (Table 5)",
+        )
+    )
     return [(path, caption) for path, caption in made if path is not None]
 
 

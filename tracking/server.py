@@ -12,6 +12,7 @@ survives Ctrl-C of a client and so stopping it also ends the uvicorn worker it s
 MLflow's job runner (huey consumers, for GenAI jobs) is disabled: gatelab does not use it, it adds ~10 s to
 start-up, and on SIGTERM the consumers were seen to outlive the server.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,13 +60,21 @@ class ServerInfo:
 def server_command(store: Store, port: int) -> list[str]:
     """The `mlflow server` command line for `store` on 127.0.0.1:`port`."""
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", store.tracking_uri,
-        "--artifacts-destination", str(store.artifacts_dir),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store.tracking_uri,
+        "--artifacts-destination",
+        str(store.artifacts_dir),
         "--serve-artifacts",
-        "--workers", "1",
-        "--host", HOST,
-        "--port", str(port),
+        "--workers",
+        "1",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
     ]
 
 
@@ -185,8 +194,11 @@ def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> Server
             log_offset = log.tell()
             proc = subprocess.Popen(
                 server_command(store, chosen),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=store.home, env={**os.environ, **_SERVER_ENV},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=store.home,
+                env={**os.environ, **_SERVER_ENV},
                 start_new_session=True,  # own process group: killpg ends uvicorn too; Ctrl-C of a client does not
             )
         _CHILDREN[proc.pid] = proc

@@ -6,6 +6,7 @@ writes the files.
 docs/design.md (Evidence): a variant is "better" in a report only over several seeds, with the test and p-value
 printed. So a comparison always says which test it used, on how many seed pairs, and why there is none.
 """
+
 from __future__ import annotations
 
 import math
@@ -169,24 +170,31 @@ def mean_std(values: Iterable[float]) -> MeanStd | None:
 def paired_comparison(variant: Mapping[int, float], baseline: Mapping[int, float]) -> PairedComparison:
     """Compare per-seed values (lower is better), pairing equal seeds; a paired t-test
     (scipy.stats.ttest_rel) needs >= 2 pairs. Non-finite values are left out of the pairs."""
-    seeds = sorted(s for s in set(variant) & set(baseline)
-                   if math.isfinite(variant[s]) and math.isfinite(baseline[s]))
+    seeds = sorted(s for s in set(variant) & set(baseline) if math.isfinite(variant[s]) and math.isfinite(baseline[s]))
     if not seeds:
-        why = "no seeds in common with the baseline" if not set(variant) & set(baseline) \
+        why = (
+            "no seeds in common with the baseline"
+            if not set(variant) & set(baseline)
             else "no finite pairs with the baseline"
+        )
         return PairedComparison(n_pairs=0, mean_diff=None, test=why, statistic=None, p_value=None)
     diffs = [variant[s] - baseline[s] for s in seeds]
     mean_diff = statistics.fmean(diffs)
     if len(seeds) == 1:
-        return PairedComparison(n_pairs=1, mean_diff=mean_diff, test="n=1, no test", statistic=None,
-                                p_value=None)
+        return PairedComparison(n_pairs=1, mean_diff=mean_diff, test="n=1, no test", statistic=None, p_value=None)
     if max(diffs) == min(diffs):  # t is undefined (0/0 or +-inf) when every pair differs by the same amount
         statistic = 0.0 if diffs[0] == 0 else math.copysign(math.inf, diffs[0])
-        return PairedComparison(n_pairs=len(seeds), mean_diff=mean_diff, test="paired t-test",
-                                statistic=statistic, p_value=None)
+        return PairedComparison(
+            n_pairs=len(seeds), mean_diff=mean_diff, test="paired t-test", statistic=statistic, p_value=None
+        )
     result = scipy_stats.ttest_rel([variant[s] for s in seeds], [baseline[s] for s in seeds])
-    return PairedComparison(n_pairs=len(seeds), mean_diff=mean_diff, test="paired t-test",
-                            statistic=float(result.statistic), p_value=float(result.pvalue))
+    return PairedComparison(
+        n_pairs=len(seeds),
+        mean_diff=mean_diff,
+        test="paired t-test",
+        statistic=float(result.statistic),
+        p_value=float(result.pvalue),
+    )
 
 
 def max_stable_lr(results: Iterable[tuple[float, str, float]], margin: float = STABLE_MARGIN) -> float | None:
@@ -203,13 +211,15 @@ def max_stable_lr(results: Iterable[tuple[float, str, float]], margin: float = S
     for lr, status, loss in results:
         if status in DONE_STATUSES:
             by_lr.setdefault(float(lr), []).append((status, float(loss)))
-    finite = [loss for runs in by_lr.values() for status, loss in runs
-              if status == "finished" and math.isfinite(loss)]
+    finite = [loss for runs in by_lr.values() for status, loss in runs if status == "finished" and math.isfinite(loss)]
     if not finite:
         return None
     ceiling = min(finite) * (1 + margin) if min(finite) >= 0 else min(finite) * (1 - margin)
-    stable = [lr for lr, runs in by_lr.items()
-              if all(status == "finished" and math.isfinite(loss) and loss <= ceiling for status, loss in runs)]
+    stable = [
+        lr
+        for lr, runs in by_lr.items()
+        if all(status == "finished" and math.isfinite(loss) and loss <= ceiling for status, loss in runs)
+    ]
     return max(stable, default=None)
 
 
@@ -228,6 +238,7 @@ def best_lr(results: Iterable[tuple[float, str, float]]) -> float | None:
 
 
 # --- rows of the report table -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, kw_only=True)
 class VariantRow:
@@ -291,8 +302,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
         chosen[key] = (lr, [o for o in done if not sweep or o.trial.lr == lr], stable)
 
     def seed_ppl(trials: list[TrialOutcome]) -> dict[int, float]:
-        return {o.trial.seed: float(o.metrics.get("final_val_ppl", math.nan)) for o in trials
-                if o.status == "finished"}
+        return {o.trial.seed: float(o.metrics.get("final_val_ppl", math.nan)) for o in trials if o.status == "finished"}
 
     rows = []
     for (name, condition), (lr, trials, stable) in chosen.items():
@@ -301,20 +311,32 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
         baseline = chosen.get((inp.baseline, condition))
         comparison = None
         if name != inp.baseline:
-            comparison = paired_comparison(seed_ppl(trials), seed_ppl(baseline[1])) if baseline else \
-                PairedComparison(n_pairs=0, mean_diff=None, test="no baseline in the grid", statistic=None,
-                                 p_value=None)
-        rows.append(VariantRow(
-            variant=variant, condition=condition, lr=lr, trials=tuple(trials),
-            n_diverged=sum(o.status == "diverged" for o in trials),
-            ppl=mean_std(seed_ppl(trials).values()), comparison=comparison,
-            spikes=mean_std(o.metrics.get("spike_count", math.nan) for o in trials),
-            max_stable_lr=stable,
-            f_attn=mean_std(o.metrics.get("f_attn", math.nan) for o in finished),
-            m_act=mean_std(o.metrics.get("m_act", math.nan) for o in finished),
-            gate_mean=mean_std(o.metrics.get("gate_mean", math.nan) for o in finished),
-            long_ratio={rope: mean_std(_ratio(o, factor, rope) for o in finished) for rope in ("rope", "yarn")}
-            if factor else {}))
+            comparison = (
+                paired_comparison(seed_ppl(trials), seed_ppl(baseline[1]))
+                if baseline
+                else PairedComparison(
+                    n_pairs=0, mean_diff=None, test="no baseline in the grid", statistic=None, p_value=None
+                )
+            )
+        rows.append(
+            VariantRow(
+                variant=variant,
+                condition=condition,
+                lr=lr,
+                trials=tuple(trials),
+                n_diverged=sum(o.status == "diverged" for o in trials),
+                ppl=mean_std(seed_ppl(trials).values()),
+                comparison=comparison,
+                spikes=mean_std(o.metrics.get("spike_count", math.nan) for o in trials),
+                max_stable_lr=stable,
+                f_attn=mean_std(o.metrics.get("f_attn", math.nan) for o in finished),
+                m_act=mean_std(o.metrics.get("m_act", math.nan) for o in finished),
+                gate_mean=mean_std(o.metrics.get("gate_mean", math.nan) for o in finished),
+                long_ratio={rope: mean_std(_ratio(o, factor, rope) for o in finished) for rope in ("rope", "yarn")}
+                if factor
+                else {},
+            )
+        )
     return rows
 
 

@@ -15,6 +15,7 @@ An experiment is therefore the same whether it was created through the server or
 `mlflow.db`, but artifact bytes only move through the server (HTTP tracking URI). Metadata (params, tags,
 metrics, status) may be read directly from SQLite by a single process.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Order of operations follows the authors' reference code (docs/paper.md §1): pro
 after their projection; the paper does not say whether before or after QK-norm/RoPE, we gate the raw
 projection) -> QK-norm -> RoPE -> causal SDPA -> G1 gate / SDPA control -> o_proj -> G5 gate.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ from gatelab.trainer.presets import ModelConfig
 from gatelab.trainer.rope import apply_rotary
 
 
-def eager_causal_attention(q_BHTd: torch.Tensor, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def eager_causal_attention(
+    q_BHTd: torch.Tensor, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention in fp32 that also returns the probabilities (B, H, T, T) for the probes."""
     groups = q_BHTd.shape[1] // k_BHTd.shape[1]
     k_BHTd = k_BHTd.repeat_interleave(groups, dim=1)  # query head h reads kv head h // groups, as SDPA
@@ -45,8 +47,13 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(Hq * d, D, bias=False)
         self.q_norm = nn.RMSNorm(d, eps=cfg.norm_eps) if cfg.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(d, eps=cfg.norm_eps) if cfg.qk_norm else nn.Identity()
-        gated_shape = {Position.G1: (Hq, d), Position.G2: (Hkv, d), Position.G3: (Hkv, d),
-                       Position.G4: (Hq, d), Position.G5: (1, D)}
+        gated_shape = {
+            Position.G1: (Hq, d),
+            Position.G2: (Hkv, d),
+            Position.G3: (Hkv, d),
+            Position.G4: (Hq, d),
+            Position.G5: (1, D),
+        }
         self.gates = nn.ModuleDict()
         for spec in variant.gates:
             if spec.position.value in self.gates:
@@ -63,15 +70,19 @@ class Attention(nn.Module):
         record = (lambda score: recorder.gate(layer, position.value, score)) if recorder else None
         return gate(y_BTHd, x_BTD, record)
 
-    def forward(self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                recorder=None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x_BTD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, recorder=None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, D = x_BTD.shape
-        q_BTHd = self._gate(Position.G4, self.q_proj(x_BTD).view(B, T, self.n_q_heads, self.head_dim),
-                            x_BTD, recorder, layer)
-        k_BTHd = self._gate(Position.G3, self.k_proj(x_BTD).view(B, T, self.n_kv_heads, self.head_dim),
-                            x_BTD, recorder, layer)
-        v_BTHd = self._gate(Position.G2, self.v_proj(x_BTD).view(B, T, self.n_kv_heads, self.head_dim),
-                            x_BTD, recorder, layer)
+        q_BTHd = self._gate(
+            Position.G4, self.q_proj(x_BTD).view(B, T, self.n_q_heads, self.head_dim), x_BTD, recorder, layer
+        )
+        k_BTHd = self._gate(
+            Position.G3, self.k_proj(x_BTD).view(B, T, self.n_kv_heads, self.head_dim), x_BTD, recorder, layer
+        )
+        v_BTHd = self._gate(
+            Position.G2, self.v_proj(x_BTD).view(B, T, self.n_kv_heads, self.head_dim), x_BTD, recorder, layer
+        )
         q_BTHd = apply_rotary(self.q_norm(q_BTHd), cos, sin)
         k_BTHd = apply_rotary(self.k_norm(k_BTHd), cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q_BTHd, k_BTHd, v_BTHd))  # (B, H, T, d)

@@ -7,6 +7,7 @@ laptop preset: G1 elementwise <= 1 + its extra FLOP share + 0.02, G1 headwise <=
 2% wall-time latency for the gate; docs/paper.md §8). On CUDA the steps run in bf16 autocast, as trials
 do; `compiled` times every model's torch.compile'd loss instead (compiled once, in the warm-up rounds).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -17,8 +18,8 @@ import torch
 
 from gatelab.trainer.catalog import Variant, load_catalog
 from gatelab.trainer.gate_spec import SpecError
-from gatelab.trainer.model import GatedLM
 from gatelab.trainer.mfu import synchronize
+from gatelab.trainer.model import GatedLM
 from gatelab.trainer.model_cost import forward_flops_per_token
 from gatelab.trainer.presets import ModelConfig
 
@@ -44,8 +45,15 @@ def _step(model: GatedLM, loss_fn, tokens_BT: torch.Tensor) -> None:
     loss.backward()
 
 
-def bench_gates(base: ModelConfig, batch_size: int = 8, rounds: int = 15, warmup: int = 3,
-                names: list[str] | None = None, seed: int = 0, compiled: bool = False) -> list[GateTiming]:
+def bench_gates(
+    base: ModelConfig,
+    batch_size: int = 8,
+    rounds: int = 15,
+    warmup: int = 3,
+    names: list[str] | None = None,
+    seed: int = 0,
+    compiled: bool = False,
+) -> list[GateTiming]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     catalog = load_catalog()
     chosen: dict[str, Variant] = {n: catalog[n] for n in (names or catalog)}
@@ -73,8 +81,15 @@ def bench_gates(base: ModelConfig, batch_size: int = 8, rounds: int = 15, warmup
     results = []
     for name in models:
         flops = forward_flops_per_token(base, chosen[name], base.max_seq_len).total
-        results.append(GateTiming(name, statistics.median(times[name]) * 1e3, statistics.median(pair_ratios[name]),
-                                  flops / baseline_flops - 1, compiled))
+        results.append(
+            GateTiming(
+                name,
+                statistics.median(times[name]) * 1e3,
+                statistics.median(pair_ratios[name]),
+                flops / baseline_flops - 1,
+                compiled,
+            )
+        )
     return results
 
 

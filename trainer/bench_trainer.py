@@ -11,6 +11,7 @@ ratio is compiled over eager tokens/s (gatelab's own bookkeeping costs ~1% of a 
 Both loops' tokens/s also come as MFU: the model's FLOPs (trainer/mfu.py) over the peak measured in this run.
 On CUDA both loops train in bf16 autocast, as trials do.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -30,13 +31,18 @@ from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
 
-def bench_config(preset: str, steps: int, variant: str = "baseline", compiled: bool = False,
-                 batch_size: int = 8) -> TrialConfig:
-    return TrialConfig(name="bench", variant=variant, model=replace(TrialConfig().model, preset=preset),
-                       compile=compiled,
-                       schedule=ScheduleConfig(max_steps=steps, batch_size=batch_size, log_every=1),
-                       eval=EvalConfig(every=10 * steps, batches=1, long_context_factors=(1,)),
-                       checkpoint=CheckpointConfig(every=10 * steps))
+def bench_config(
+    preset: str, steps: int, variant: str = "baseline", compiled: bool = False, batch_size: int = 8
+) -> TrialConfig:
+    return TrialConfig(
+        name="bench",
+        variant=variant,
+        model=replace(TrialConfig().model, preset=preset),
+        compile=compiled,
+        schedule=ScheduleConfig(max_steps=steps, batch_size=batch_size, log_every=1),
+        eval=EvalConfig(every=10 * steps, batches=1, long_context_factors=(1,)),
+        checkpoint=CheckpointConfig(every=10 * steps),
+    )
 
 
 class HandLoop:
@@ -46,8 +52,7 @@ class HandLoop:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         module = GatedLMModule(replace(config, compile=False)).to(self.device)  # its init and optimizer recipe
         per_step = config.schedule.batch_size
-        sampler = ResumableSampler(len(train_windows), config.seed, config.schedule.max_steps * per_step,
-                                   lambda: 0)
+        sampler = ResumableSampler(len(train_windows), config.seed, config.schedule.max_steps * per_step, lambda: 0)
         self.batches = iter(DataLoader(train_windows, batch_size=per_step, sampler=sampler, drop_last=True))
         setup = module.configure_optimizers()
         self.optimizer, self.schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
@@ -89,8 +94,14 @@ class _Lockstep(pl.Callback):
         self._last_end = time.perf_counter()
 
 
-def bench_trainer(preset: str = "laptop", steps: int = 60, warmup: int = 10, variant: str = "baseline",
-                  compiled: bool = False, batch_size: int = 8) -> dict:
+def bench_trainer(
+    preset: str = "laptop",
+    steps: int = 60,
+    warmup: int = 10,
+    variant: str = "baseline",
+    compiled: bool = False,
+    batch_size: int = 8,
+) -> dict:
     config = bench_config(preset, steps, variant, compiled, batch_size)
     lockstep = _Lockstep(config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,11 +113,19 @@ def bench_trainer(preset: str = "laptop", steps: int = 60, warmup: int = 10, var
     gatelab_tokens_per_s = tokens / statistics.median(g for g, _ in pairs)
     hand_tokens_per_s = tokens / statistics.median(h for _, h in pairs)
     # Steps that ran an evaluation or a checkpoint are excluded by the config (both happen only at the end).
-    return {"preset": preset, "variant": variant, "compiled": compiled, "steps": len(pairs), "batch_size": batch_size,
-            "tokens_per_step": tokens,
-            "gatelab_tokens_per_s": gatelab_tokens_per_s, "hand_tokens_per_s": hand_tokens_per_s,
-            "ratio": statistics.median(h / g for g, h in pairs),
-            "ratio_quartiles": statistics.quantiles([h / g for g, h in pairs], n=4),
-            "flops_per_token": flops_per_token, "peak": peak,
-            "gatelab_mfu": utilisation(flops_per_token, gatelab_tokens_per_s, peak),
-            "hand_mfu": utilisation(flops_per_token, hand_tokens_per_s, peak)}
+    return {
+        "preset": preset,
+        "variant": variant,
+        "compiled": compiled,
+        "steps": len(pairs),
+        "batch_size": batch_size,
+        "tokens_per_step": tokens,
+        "gatelab_tokens_per_s": gatelab_tokens_per_s,
+        "hand_tokens_per_s": hand_tokens_per_s,
+        "ratio": statistics.median(h / g for g, h in pairs),
+        "ratio_quartiles": statistics.quantiles([h / g for g, h in pairs], n=4),
+        "flops_per_token": flops_per_token,
+        "peak": peak,
+        "gatelab_mfu": utilisation(flops_per_token, gatelab_tokens_per_s, peak),
+        "hand_mfu": utilisation(flops_per_token, hand_tokens_per_s, peak),
+    }

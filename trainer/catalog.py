@@ -4,6 +4,7 @@ A variant is data (docs/design.md): zero or more GateSpecs, an optional paramete
 of the SDPA output (the controls of Table 3), and an optional change of model shape (the
 parameter-matched baselines of Table 1 rows 2-4).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -40,17 +41,19 @@ class ShapeChange:
 
     def apply(self, model: ModelConfig, variant_name: str) -> ModelConfig:
         if self.add_experts and not model.is_moe:
-            raise SpecError(f"variant {variant_name!r} adds experts, which needs an MoE preset "
-                            "(model.n_experts > 0)")
+            raise SpecError(f"variant {variant_name!r} adds experts, which needs an MoE preset (model.n_experts > 0)")
         q_heads = round(model.n_q_heads * self.q_heads_scale)
         kv_heads = round(model.n_kv_heads * self.kv_heads_scale)
         if q_heads % kv_heads:
-            raise SpecError(f"variant {variant_name!r} gives n_q_heads={q_heads}, not a multiple of "
-                            f"n_kv_heads={kv_heads}")
+            raise SpecError(
+                f"variant {variant_name!r} gives n_q_heads={q_heads}, not a multiple of n_kv_heads={kv_heads}"
+            )
         return model.with_overrides(
-            n_q_heads=q_heads, n_kv_heads=kv_heads,
+            n_q_heads=q_heads,
+            n_kv_heads=kv_heads,
             n_experts=model.n_experts + self.add_experts,
-            top_k=model.top_k + self.add_experts if self.add_experts else model.top_k)
+            top_k=model.top_k + self.add_experts if self.add_experts else model.top_k,
+        )
 
     @property
     def is_identity(self) -> bool:
@@ -106,14 +109,13 @@ class Variant:
         out: dict[str, str] = {"sdpa_transform": self.sdpa_transform.value}
         if not self.gates:
             out["gate_position"] = "none"
-        for key in (self.gates[0].axes if self.gates else {}):
+        for key in self.gates[0].axes if self.gates else {}:
             values = [gate.axes[key] for gate in self.gates]
             # Several gates (e.g. G1+G2): one value when they agree, else joined in gate order.
             out[f"gate_{key}"] = values[0] if len(set(values)) == 1 else "+".join(values)
         sc = self.shape_change
         if not sc.is_identity:
-            out["shape_change"] = (f"q*{sc.q_heads_scale:g},kv*{sc.kv_heads_scale:g},"
-                                   f"experts+{sc.add_experts}")
+            out["shape_change"] = f"q*{sc.q_heads_scale:g},kv*{sc.kv_heads_scale:g},experts+{sc.add_experts}"
         return out
 
 
@@ -126,11 +128,14 @@ def _variant_from_dict(row: dict) -> Variant:
         raise SpecError(f"variant {row.get('name')!r} has unknown key(s) {unknown}")
     try:
         return Variant(
-            name=row["name"], paper_ref=row["paper_ref"], description=row["description"],
+            name=row["name"],
+            paper_ref=row["paper_ref"],
+            description=row["description"],
             gates=tuple(GateSpec.from_dict(g) for g in row.get("gates", ())),
             sdpa_transform=SdpaTransform(row.get("sdpa_transform", "none")),
             shape_change=ShapeChange(**row.get("shape_change", {})),
-            paper=PaperFigures(**row.get("paper", {})))
+            paper=PaperFigures(**row.get("paper", {})),
+        )
     except (TypeError, KeyError, ValueError) as err:
         raise SpecError(f"variant {row.get('name')!r}: {err}") from None
 
@@ -151,8 +156,10 @@ def _load_catalog(path: Path) -> dict[str, Variant]:
         raise SpecError(f"catalog {str(path)!r}: invalid YAML ({str(err).splitlines()[0]})") from None
     rows = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
-        raise SpecError(f"catalog {str(path)!r}: expected a mapping with a non-empty list `variants:` "
-                        "(the schema of ablations/variants.yaml)")
+        raise SpecError(
+            f"catalog {str(path)!r}: expected a mapping with a non-empty list `variants:` "
+            "(the schema of ablations/variants.yaml)"
+        )
     catalog: dict[str, Variant] = {}
     for row in rows:
         if not isinstance(row, dict):

@@ -4,6 +4,7 @@ A process may die at any instant (docs/design.md, "State lives in MLflow and on 
 written to a temporary file in the same directory and renamed: a reader sees the old file or the new one, never
 half.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Pure Python (no torch), so `grid/` can load, validate, expand and hash it. Defau
 recipe at small scale (docs/paper.md §8): AdamW with its default betas/eps, linear warmup then cosine decay to a
 minimum LR, gradient clipping.
 """
+
 from __future__ import annotations
 
 import math
@@ -175,18 +176,26 @@ class TrialConfig:
         except ValueError as err:
             key = "variant" if "variant" in str(err) else "model"
             raise ValueError(f"{key}: {err}") from None
-        checks = {"schedule.max_steps": self.schedule.max_steps, "schedule.batch_size": self.schedule.batch_size,
-                  "schedule.grad_accum": self.schedule.grad_accum, "schedule.log_every": self.schedule.log_every,
-                  "eval.every": self.eval.every, "eval.batches": self.eval.batches,
-                  "checkpoint.every": self.checkpoint.every, "checkpoint.keep_last": self.checkpoint.keep_last}
+        checks = {
+            "schedule.max_steps": self.schedule.max_steps,
+            "schedule.batch_size": self.schedule.batch_size,
+            "schedule.grad_accum": self.schedule.grad_accum,
+            "schedule.log_every": self.schedule.log_every,
+            "eval.every": self.eval.every,
+            "eval.batches": self.eval.batches,
+            "checkpoint.every": self.checkpoint.every,
+            "checkpoint.keep_last": self.checkpoint.keep_last,
+        }
         for key, value in checks.items():
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{key}={value!r}: expected a positive integer")
         if not self.optim.lr > 0:
             raise ValueError(f"optim.lr={self.optim.lr!r}: expected a positive number")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: expected one of {[p for p in PRECISIONS if p]} "
-                             "or null (bf16-mixed on CUDA, 32-true on CPU)")
+            raise ValueError(
+                f"precision={self.precision!r}: expected one of {[p for p in PRECISIONS if p]} "
+                "or null (bf16-mixed on CUDA, 32-true on CPU)"
+            )
         if self.optim.warmup_steps < 0:
             raise ValueError(f"optim.warmup_steps={self.optim.warmup_steps}: expected >= 0")
         self.model_config()  # preset name, overrides and the variant's shape change must all be valid
@@ -226,8 +235,13 @@ def to_dict(config) -> dict:
     out = {}
     for f in fields(config):
         value = getattr(config, f.name)
-        out[f.name] = to_dict(value) if hasattr(value, "__dataclass_fields__") else \
-            list(value) if isinstance(value, tuple) else value
+        out[f.name] = (
+            to_dict(value)
+            if hasattr(value, "__dataclass_fields__")
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+        )
     return out
 
 
@@ -235,5 +249,11 @@ def run_tags(config: TrialConfig) -> dict[str, str]:
     """Tags of a trial's run: variant, paper reference, seed, LR, preset and every gate axis, so the MLflow UI
     can filter, group and compare runs by them."""
     variant = config.variant_definition()
-    return {"variant": variant.name, "paper_ref": variant.paper_ref, "seed": str(config.seed),
-            "lr": f"{config.optim.lr:g}", "preset": config.model.preset, **variant.axes}
+    return {
+        "variant": variant.name,
+        "paper_ref": variant.paper_ref,
+        "seed": str(config.seed),
+        "lr": f"{config.optim.lr:g}",
+        "preset": config.model.preset,
+        **variant.axes,
+    }

@@ -7,6 +7,7 @@ Layout on disk: text is tokenized once into a flat token array `<cache_dir>/<key
 file's tokens followed by EOS), its document offsets `<key>.docs.npy` and `<key>.meta.json` (written last, so
 its presence marks a complete cache). Everything is memory-mapped; a dataset holds only offsets.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -119,8 +120,13 @@ class Segments:
     def subset(self, index: np.ndarray) -> Segments:
         """The segments selected by a boolean mask or index array, in their original order."""
         names = np.array(self.names, dtype=object)[index]
-        return Segments(files=self.files, file_S=self.file_S[index], start_S=self.start_S[index],
-                        end_S=self.end_S[index], names=tuple(names))
+        return Segments(
+            files=self.files,
+            file_S=self.file_S[index],
+            start_S=self.start_S[index],
+            end_S=self.end_S[index],
+            names=tuple(names),
+        )
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -158,8 +164,10 @@ def list_source(cfg: DataConfig) -> Listing:
     elif os.path.isfile(src):
         root, paths = Path(src).parent, [Path(src)]
     else:
-        raise DataError(f"data.source {cfg.source!r}: no such file or directory "
-                        "(expected 'stdlib', a text/.bin/.npy file, a directory or a glob pattern)")
+        raise DataError(
+            f"data.source {cfg.source!r}: no such file or directory "
+            "(expected 'stdlib', a text/.bin/.npy file, a directory or a glob pattern)"
+        )
     rels = [p.relative_to(root).as_posix() for p in paths]
     is_tok = [r.endswith(TOKEN_SUFFIXES) for r in rels]
     pair = _train_val_pair(rels) if cfg.format != "text" else None
@@ -171,8 +179,10 @@ def list_source(cfg: DataConfig) -> Listing:
             raise DataError(f"data.source {cfg.source!r}: no .bin/.npy token files (data.format='tokens')")
         return _listing("tokens", root, kept, False, cfg)
     if cfg.format == "auto" and any(is_tok):
-        raise DataError(f"data.source {cfg.source!r}: mixes .bin/.npy token files with other files; "
-                        "set data.format to 'text' or 'tokens', or narrow the source with a glob")
+        raise DataError(
+            f"data.source {cfg.source!r}: mixes .bin/.npy token files with other files; "
+            "set data.format to 'text' or 'tokens', or narrow the source with a glob"
+        )
     return _listing("text", root, paths, False, cfg)
 
 
@@ -188,18 +198,27 @@ def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = N
     if listing.kind == "text":
         tokens, names, starts, ends, bos, eos, max_id = _text_corpus(cfg, listing, Path(cache_dir), token_key)
         if vocab_size is not None and max_id >= vocab_size:
-            raise DataError(f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, "
-                            f"the model has {vocab_size}")
-        segments = Segments(files=(tokens,), file_S=np.zeros(len(names), dtype=np.int64), start_S=starts,
-                            end_S=ends, names=names)
+            raise DataError(
+                f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, the model has {vocab_size}"
+            )
+        segments = Segments(
+            files=(tokens,), file_S=np.zeros(len(names), dtype=np.int64), start_S=starts, end_S=ends, names=names
+        )
         return Tokenized(fingerprint=fingerprint, segments=segments, pair=False, bos_id=bos, eos_id=eos)
     files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
     lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
     if listing.pair and lengths.min() < 2:
-        raise DataError(f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
-                        f"{lengths.min()} tokens, expected at least 2")
-    segments = Segments(files=files, file_S=np.arange(len(files), dtype=np.int64),
-                        start_S=np.zeros_like(lengths), end_S=lengths, names=listing.rel_paths)
+        raise DataError(
+            f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
+            f"{lengths.min()} tokens, expected at least 2"
+        )
+    segments = Segments(
+        files=files,
+        file_S=np.arange(len(files), dtype=np.int64),
+        start_S=np.zeros_like(lengths),
+        end_S=lengths,
+        names=listing.rel_paths,
+    )
     return Tokenized(fingerprint=fingerprint, segments=segments, pair=listing.pair, bos_id=None, eos_id=None)
 
 
@@ -239,8 +258,9 @@ def _listing(kind: str, root: Path, paths: list[Path], pair: bool, cfg: DataConf
     sizes = tuple(p.stat().st_size for p in paths)
     if not sum(sizes):
         raise DataError(f"data.source {cfg.source!r}: all {len(paths)} file(s) are empty (expected {kind} data)")
-    return Listing(kind=kind, root=root, rel_paths=tuple(p.relative_to(root).as_posix() for p in paths),
-                   sizes=sizes, pair=pair)
+    return Listing(
+        kind=kind, root=root, rel_paths=tuple(p.relative_to(root).as_posix() for p in paths), sizes=sizes, pair=pair
+    )
 
 
 def _keys(cfg: DataConfig, listing: Listing) -> tuple[str, str]:
@@ -252,9 +272,13 @@ def _keys(cfg: DataConfig, listing: Listing) -> tuple[str, str]:
         # and hashing 31 MB on every warm load would cost more than the whole cached load.
         for entry, rel, size in zip(files, listing.rel_paths, listing.sizes):
             entry.append(_sample_digest(listing.root / rel, size))
-    tokens = {"version": FORMAT_VERSION, "kind": listing.kind, "files": files,
-              "tokenizer": _file_sha256(cfg.tokenizer) if cfg.tokenizer else "bytes",
-              "token_dtype": cfg.token_dtype if listing.kind == "tokens" else None}
+    tokens = {
+        "version": FORMAT_VERSION,
+        "kind": listing.kind,
+        "files": files,
+        "tokenizer": _file_sha256(cfg.tokenizer) if cfg.tokenizer else "bytes",
+        "token_dtype": cfg.token_dtype if listing.kind == "tokens" else None,
+    }
     split = {"val_percent": None if listing.pair else cfg.val_percent}
     return _hash(tokens), _hash({"tokens": tokens, "split": split})
 
@@ -290,8 +314,15 @@ def _text_corpus(cfg: DataConfig, listing: Listing, cache_dir: Path, key: str):
     docs_D1 = np.load(docs_path)
     keep = docs_D1[1:] > docs_D1[:-1]  # empty files (e.g. bare __init__.py) hold no tokens, not even EOS
     names = tuple(r for r, k in zip(listing.rel_paths, keep) if k)
-    return (TokenFile(path=str(tokens_path.resolve()), raw_dtype=None), names, docs_D1[:-1][keep],
-            docs_D1[1:][keep], meta["bos"], meta["eos"], meta["max_id"])
+    return (
+        TokenFile(path=str(tokens_path.resolve()), raw_dtype=None),
+        names,
+        docs_D1[:-1][keep],
+        docs_D1[1:][keep],
+        meta["bos"],
+        meta["eos"],
+        meta["max_id"],
+    )
 
 
 def _read_cache(tokens_path: Path, docs_path: Path, meta_path: Path, n_docs: int) -> dict | None:
@@ -326,13 +357,12 @@ def _tokenize(listing: Listing, tokenizer) -> tuple[np.ndarray, np.ndarray, dict
     flat = np.empty(int(docs_D1[-1]), dtype=dtype)
     for part, start, end in zip(parts, docs_D1[:-1], docs_D1[1:]):
         if end > start:
-            flat[start:end - 1] = part
+            flat[start : end - 1] = part
             flat[end - 1] = eos
     if not len(flat):
         raise DataError(f"data source {listing.root}: the tokenizer produced no tokens (expected text)")
     max_id = max(int(flat.max()), bos)
-    return flat, docs_D1, {"bos": bos, "eos": eos, "max_id": max_id, "n_tokens": len(flat),
-                           "version": FORMAT_VERSION}
+    return flat, docs_D1, {"bos": bos, "eos": eos, "max_id": max_id, "n_tokens": len(flat), "version": FORMAT_VERSION}
 
 
 def _load_tokenizer(path: str):
@@ -340,16 +370,20 @@ def _load_tokenizer(path: str):
     try:
         tokenizers = importlib.import_module("tokenizers")
     except ImportError:
-        raise DataError(f"data.tokenizer {path!r} needs the 'tokenizers' package: pip install tokenizers "
-                        "(or unset data.tokenizer for byte-level tokens)") from None
+        raise DataError(
+            f"data.tokenizer {path!r} needs the 'tokenizers' package: pip install tokenizers "
+            "(or unset data.tokenizer for byte-level tokens)"
+        ) from None
     if not os.path.isfile(path):
         raise DataError(f"data.tokenizer {path!r}: no such file (expected a HF tokenizer.json)")
     tok = tokenizers.Tokenizer.from_file(str(path))
     bos = next((i for i in map(tok.token_to_id, _TOKENIZER_BOS) if i is not None), None)
     eos = next((i for i in map(tok.token_to_id, _TOKENIZER_EOS) if i is not None), None)
     if bos is None or eos is None:
-        raise DataError(f"data.tokenizer {path!r}: no BOS/EOS special token found "
-                        f"(expected one of {_TOKENIZER_BOS} and one of {_TOKENIZER_EOS})")
+        raise DataError(
+            f"data.tokenizer {path!r}: no BOS/EOS special token found "
+            f"(expected one of {_TOKENIZER_BOS} and one of {_TOKENIZER_EOS})"
+        )
     return tok, bos, eos
 
 
@@ -361,21 +395,27 @@ def _token_file(path: Path, dtype: str, vocab_size: int | None) -> TokenFile:
         except ValueError as e:
             raise DataError(f"data.source {str(path)!r}: not a readable .npy token array ({e})") from None
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
-            raise DataError(f"data.source {str(path)!r}: expected a 1-D integer token array, "
-                            f"got shape {arr.shape} dtype {arr.dtype}")
+            raise DataError(
+                f"data.source {str(path)!r}: expected a 1-D integer token array, "
+                f"got shape {arr.shape} dtype {arr.dtype}"
+            )
         tf = TokenFile(path=str(path.resolve()), raw_dtype=None)
     else:
         itemsize = np.dtype(dtype).itemsize
         if path.stat().st_size % itemsize:
-            raise DataError(f"data.source {str(path)!r}: size {path.stat().st_size} is not a multiple of "
-                            f"{itemsize} bytes (expected raw {dtype} tokens; set data.token_dtype)")
+            raise DataError(
+                f"data.source {str(path)!r}: size {path.stat().st_size} is not a multiple of "
+                f"{itemsize} bytes (expected raw {dtype} tokens; set data.token_dtype)"
+            )
         tf = TokenFile(path=str(path.resolve()), raw_dtype=dtype)
         arr = tf.open()
     if vocab_size is not None and len(arr):
         lo, hi = _id_range(arr)
         if lo < 0 or hi >= vocab_size:
-            raise DataError(f"data.source {str(path)!r}: token ids span [{lo}, {hi}], expected 0 <= id < "
-                            f"vocab_size={vocab_size} (wrong vocab_size or data.token_dtype?)")
+            raise DataError(
+                f"data.source {str(path)!r}: token ids span [{lo}, {hi}], expected 0 <= id < "
+                f"vocab_size={vocab_size} (wrong vocab_size or data.token_dtype?)"
+            )
     return tf
 
 
@@ -383,10 +423,10 @@ def _id_range(arr: np.ndarray) -> tuple[int, int]:
     """Min and max id: exact up to _FULL_CHECK_TOKENS, else over 64 evenly spaced 1M-token chunks (reading a
     multi-GB file in full before training would cost minutes; a wrong dtype or vocab shows up everywhere)."""
     if len(arr) <= _FULL_CHECK_TOKENS:
-        chunks = [arr[i:i + _CHECK_CHUNK * 16] for i in range(0, len(arr), _CHECK_CHUNK * 16)]
+        chunks = [arr[i : i + _CHECK_CHUNK * 16] for i in range(0, len(arr), _CHECK_CHUNK * 16)]
     else:
         starts = np.linspace(0, len(arr) - _CHECK_CHUNK, 64).astype(np.int64)
-        chunks = [arr[s:s + _CHECK_CHUNK] for s in starts]
+        chunks = [arr[s : s + _CHECK_CHUNK] for s in starts]
     return min(int(c.min()) for c in chunks), max(int(c.max()) for c in chunks)
 
 

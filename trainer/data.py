@@ -8,6 +8,7 @@ document is padded (targets = IGNORE_INDEX) rather than packed with the next one
 under 1% of the positions (files average ~17 KB vs. seq_len <= a few K) and keeps every position's context
 within one document, which the attention-sink and long-context probes rely on.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,9 @@ class TokenWindows(Dataset):
     segment order alone, so it does not depend on the number of DataLoader workers.
     """
 
-    def __init__(self, segments: Segments, seq_len: int, *, bos_id: int | None, pad_id: int,
-                 full_only: bool = False) -> None:
+    def __init__(
+        self, segments: Segments, seq_len: int, *, bos_id: int | None, pad_id: int, full_only: bool = False
+    ) -> None:
         if seq_len < 2:
             raise ValueError(f"seq_len={seq_len}: expected at least 2")
         self.segments = segments
@@ -70,11 +72,11 @@ class TokenWindows(Dataset):
         stop = min(start + self.seq_len + 1 - len(prefix), int(seg.end_S[s]))
         content = self._arrays[int(seg.file_S[s])][start:stop]
         seq_T1 = np.full(self.seq_len + 1, self.pad_id, dtype=np.int64)
-        seq_T1[:len(prefix)] = prefix
-        seq_T1[len(prefix):len(prefix) + len(content)] = content
+        seq_T1[: len(prefix)] = prefix
+        seq_T1[len(prefix) : len(prefix) + len(content)] = content
         n_real = len(prefix) + len(content)
         target_T = seq_T1[1:].copy()
-        target_T[n_real - 1:] = IGNORE_INDEX  # padding (the short last window of a segment)
+        target_T[n_real - 1 :] = IGNORE_INDEX  # padding (the short last window of a segment)
         return torch.from_numpy(seq_T1[:-1].copy()), torch.from_numpy(target_T)
 
     def __getstate__(self) -> dict:
@@ -123,8 +125,10 @@ class CorpusSplits:
         diluted by documents shorter than the window."""
         ds = _windows(self.corpus, self.corpus.val, seq_len, full_only)
         if not len(ds):
-            raise DataError(f"validation split of data {self.fingerprint}: no "
-                            f"{'full ' if full_only else ''}window of {seq_len} tokens")
+            raise DataError(
+                f"validation split of data {self.fingerprint}: no "
+                f"{'full ' if full_only else ''}window of {seq_len} tokens"
+            )
         return ds
 
 
@@ -145,8 +149,9 @@ def token_counts(cfg: DataConfig, cache_dir: Path) -> tuple[int, int]:
     return corpus.train.n_tokens, corpus.val.n_tokens
 
 
-def build_datasets(cfg: DataConfig, seq_len: int, cache_dir: Path, vocab_size: int, *,
-                   reuse: bool = False) -> CorpusSplits:
+def build_datasets(
+    cfg: DataConfig, seq_len: int, cache_dir: Path, vocab_size: int, *, reuse: bool = False
+) -> CorpusSplits:
     """Load (or build and cache) the corpus and cut both splits into seq_len windows; raises DataError for a
     missing, empty or out-of-vocabulary dataset, before any training starts. `reuse`: return this process's
     earlier result for the same arguments instead of listing and loading again (~0.1 s on the stdlib
@@ -159,8 +164,15 @@ def build_datasets(cfg: DataConfig, seq_len: int, cache_dir: Path, vocab_size: i
     for name, ds in (("train", train), ("validation", val)):
         if not len(ds):
             raise DataError(f"data.source {cfg.source!r}: the {name} split yields no window of {seq_len} tokens")
-    return CorpusSplits(train=train, val=val, fingerprint=corpus.fingerprint, vocab_size=vocab_size,
-                        train_tokens=corpus.train.n_tokens, val_tokens=corpus.val.n_tokens, corpus=corpus)
+    return CorpusSplits(
+        train=train,
+        val=val,
+        fingerprint=corpus.fingerprint,
+        vocab_size=vocab_size,
+        train_tokens=corpus.train.n_tokens,
+        val_tokens=corpus.val.n_tokens,
+        corpus=corpus,
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -192,14 +204,15 @@ def _split(segments: Segments, val_percent: float, min_tokens: int) -> tuple[Seg
     total = int(len_S.sum())
     n_val = max(math.ceil(total * val_percent / 100), min_tokens)
     if total - n_val < min_tokens:
-        raise DataError(f"data source {segments.names[0]!r}: {total} tokens are too few to split off "
-                        f"{n_val} for validation")
+        raise DataError(
+            f"data source {segments.names[0]!r}: {total} tokens are too few to split off {n_val} for validation"
+        )
     seen_S1 = np.concatenate([[0], np.cumsum(len_S)])
     k = int(np.searchsorted(seen_S1, total - n_val, side="right")) - 1  # the segment the cut falls in
     cut = int(segments.start_S[k] + total - n_val - seen_S1[k])
     idx_S = np.arange(len(len_S))
     cut_inside = cut > segments.start_S[k]  # else the cut falls on a segment boundary
-    train = segments.subset(idx_S[:k + 1] if cut_inside else idx_S[:k])
+    train = segments.subset(idx_S[: k + 1] if cut_inside else idx_S[:k])
     val = segments.subset(idx_S[k:])
     if cut_inside:
         train.end_S[-1] = cut  # subset() copied the arrays, so this edits only this split

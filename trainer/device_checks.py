@@ -5,6 +5,7 @@ The tests call them (tests/test_bf16_and_cuda.py: on the CPU in bf16-mixed, and 
 does scripts/gpu_check.py on a GPU machine that may have no pytest. Each raises AssertionError on a failure
 and returns what it measured.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,10 +25,25 @@ from gatelab.trainer.tracker import InMemoryTracker
 
 # One variant per gate family: position (G1-G5), granularity, sharing, combine, activation, input, the
 # controls (Table 3) and the parameter-matched shapes (Table 1 rows 2-4, an MoE one included).
-FAMILIES = ("baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid", "g1_shared_sigmoid",
-            "g2_elementwise_sigmoid", "g3_elementwise_sigmoid", "g4_elementwise_sigmoid", "g5_elementwise_sigmoid",
-            "g1_additive_silu", "g1_elementwise_silu", "g1_elementwise_ns_sigmoid", "g1_input_independent",
-            "g1_rmsnorm", "g1_sdpa_silu", "g1_g2_headwise_sigmoid", "more_kv_heads", "more_experts")
+FAMILIES = (
+    "baseline",
+    "g1_elementwise_sigmoid",
+    "g1_headwise_sigmoid",
+    "g1_shared_sigmoid",
+    "g2_elementwise_sigmoid",
+    "g3_elementwise_sigmoid",
+    "g4_elementwise_sigmoid",
+    "g5_elementwise_sigmoid",
+    "g1_additive_silu",
+    "g1_elementwise_silu",
+    "g1_elementwise_ns_sigmoid",
+    "g1_input_independent",
+    "g1_rmsnorm",
+    "g1_sdpa_silu",
+    "g1_g2_headwise_sigmoid",
+    "more_kv_heads",
+    "more_experts",
+)
 # bf16 keeps 8 bits of mantissa; the fused and eager kernels round differently. How differently is measured, not
 # guessed: the eager path may differ from the fused one by at most this many times what bf16 itself moves the
 # fused path's logits away from fp32 (about one bf16 step at the logits' scale).
@@ -45,11 +61,15 @@ def tiny_preset_for(variant: str) -> str:
 def short_trial(variant: str, **changes) -> TrialConfig:
     """Eight bf16-mixed steps of a tiny model, evaluated and checkpointed every four; eager (a compile per
     family would cost more than the check; cuda_defaults_resume checks the compiled path)."""
-    base = dict(variant=variant, precision="bf16-mixed", compile=False,
-                model=ModelChoice(preset=tiny_preset_for(variant)),
-                schedule=ScheduleConfig(max_steps=8, batch_size=4, log_every=1),
-                eval=EvalConfig(every=4, batches=1, long_context_factors=(1,)),
-                checkpoint=CheckpointConfig(every=4, keep_last=2))
+    base = dict(
+        variant=variant,
+        precision="bf16-mixed",
+        compile=False,
+        model=ModelChoice(preset=tiny_preset_for(variant)),
+        schedule=ScheduleConfig(max_steps=8, batch_size=4, log_every=1),
+        eval=EvalConfig(every=4, batches=1, long_context_factors=(1,)),
+        checkpoint=CheckpointConfig(every=4, keep_last=2),
+    )
     return TrialConfig(**{**base, **changes})
 
 
@@ -89,7 +109,8 @@ def eager_matches_fused(variant: str, device: str) -> dict:
     difference = (eager - fused).abs().max().item()
     assert difference <= BF16_ROUNDING_MULTIPLE * rounding, (
         f"eager and fused logits differ by {difference:.3g}, more than {BF16_ROUNDING_MULTIPLE}x bf16's own "
-        f"rounding ({rounding:.3g})")
+        f"rounding ({rounding:.3g})"
+    )
     torch.testing.assert_close(eager, again, rtol=0, atol=0)
     report = recorder.report()
     assert len(report.f_attn_per_layer) == model.cfg.n_layers and 0 <= report.f_attn <= 1
@@ -116,19 +137,26 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
     final, final_expected = resumed.summary["final_val_loss"], expected.summary["final_val_loss"]
     assert abs(final - final_expected) <= tolerance * abs(final_expected), (final, final_expected)
     losses = [value for _, value in reference.metrics["train_loss"]]
-    probes = {key: expected.summary[key] for key in ("f_attn", "m_act", "sink_eps", "gate_mean")
-              if key in expected.summary}
+    probes = {
+        key: expected.summary[key] for key in ("f_attn", "m_act", "sink_eps", "gate_mean") if key in expected.summary
+    }
     assert all(math.isfinite(value) for value in probes.values()), probes
-    return {"resumed_from": resumed_from, "worst_relative_difference": worst, "final_val_loss": final,
-            "first_loss": losses[0], "last_loss": losses[-1], "probes": probes,
-            "checkpoints": sorted(p.name for p in (work / "full" / "checkpoints").glob("*.ckpt")),
-            "compiled": tracker.tags["compiled"] == "true", "precision": tracker.tags["precision"]}
+    return {
+        "resumed_from": resumed_from,
+        "worst_relative_difference": worst,
+        "final_val_loss": final,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "probes": probes,
+        "checkpoints": sorted(p.name for p in (work / "full" / "checkpoints").glob("*.ckpt")),
+        "compiled": tracker.tags["compiled"] == "true",
+        "precision": tracker.tags["precision"],
+    }
 
 
 def cuda_defaults_resume(work: Path) -> dict:
     """On CUDA a trial with no precision or compile set trains compiled in bf16-mixed and resumes."""
     assert torch.cuda.is_available(), "needs a CUDA device"
-    result = resume_matches(replace(short_trial("g1_elementwise_sigmoid"), precision=None, compile=None), work,
-                            "cuda")
+    result = resume_matches(replace(short_trial("g1_elementwise_sigmoid"), precision=None, compile=None), work, "cuda")
     assert result["precision"] == "bf16-mixed" and result["compiled"] is True, result
     return result

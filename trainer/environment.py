@@ -1,4 +1,5 @@
 """What a trial ran on: git SHA, package versions, device (docs/design.md, conventions)."""
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,11 @@ def _process_environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     cuda = torch.cuda.is_available()
-    return {"git_sha": git_sha(), "python": platform.python_version(), "platform": platform.platform(),
-            "packages": versions,
-            "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({torch.get_num_threads()} threads)",
-            "cuda": torch.version.cuda if cuda else None}
+    return {
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "cuda": torch.version.cuda if cuda else None,
+    }

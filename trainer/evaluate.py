@@ -3,6 +3,7 @@
 Evaluation uses the first `batches` validation windows in file order: the same tokens at every evaluation
 and for every variant, so curves and variants compare like for like.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,10 @@ def fixed_batches(dataset, batch_size: int, n_batches: int) -> list[tuple[torch.
     """The first n_batches * batch_size windows (fewer if the split is small), as (inputs, targets)."""
     count = min(len(dataset), batch_size * n_batches)
     items = [dataset[i] for i in range(count)]
-    return [(torch.stack([x for x, _ in items[i:i + batch_size]]),
-             torch.stack([y for _, y in items[i:i + batch_size]])) for i in range(0, count, batch_size)]
+    return [
+        (torch.stack([x for x, _ in items[i : i + batch_size]]), torch.stack([y for _, y in items[i : i + batch_size]]))
+        for i in range(0, count, batch_size)
+    ]
 
 
 @torch.no_grad()
@@ -48,8 +51,9 @@ def probe(model: GatedLM, batches) -> ProbeReport:
     return run_probes(model, [inputs.to(device) for inputs, _ in batches])
 
 
-def long_context(model: GatedLM, splits: CorpusSplits, train_len: int, factors, batches: int,
-                 max_tokens: int) -> dict[str, float]:
+def long_context(
+    model: GatedLM, splits: CorpusSplits, train_len: int, factors, batches: int, max_tokens: int
+) -> dict[str, float]:
     """Validation PPL at factor x the training length, with plain RoPE and with YaRN at that factor.
 
     Uses only full windows (full_only) so longer lengths are not diluted by short documents; lengths whose

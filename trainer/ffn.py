@@ -1,4 +1,5 @@
 """Feed-forward blocks: SwiGLU, and a fine-grained top-k softmax Mixture-of-Experts (Table 7; docs/paper.md §8)."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ This module is pure Python (no torch) so that `grid/` can validate variants on m
 Every variant of the paper's Tables 1, 3 and 4 is one GateSpec (or a list of them, e.g. G1+G2) plus,
 for the controls that are not gates, an SDPA-output transform (see `Variant` in `trainer.catalog`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -91,8 +92,12 @@ class GateSpec:
     def __post_init__(self) -> None:
         for f in fields(self):
             enum_type = {
-                "position": Position, "granularity": Granularity, "sharing": Sharing,
-                "combine": Combine, "activation": Activation, "input": GateInput,
+                "position": Position,
+                "granularity": Granularity,
+                "sharing": Sharing,
+                "combine": Combine,
+                "activation": Activation,
+                "input": GateInput,
             }[f.name]
             value = getattr(self, f.name)
             if not isinstance(value, enum_type):
@@ -107,30 +112,39 @@ class GateSpec:
         if self.granularity is Granularity.HEADWISE and self.position not in _HEADWISE_POSITIONS:
             raise SpecError(
                 f"gate.granularity=headwise with gate.position={self.position.value}: the paper defines "
-                "headwise gates only at g1 and g2 (Table 1 rows 10-11)")
+                "headwise gates only at g1 and g2 (Table 1 rows 10-11)"
+            )
         if self.sharing is Sharing.HEAD_SHARED:
             if self.position not in _SHARED_POSITIONS:
                 raise SpecError(
                     f"gate.sharing=head_shared with gate.position={self.position.value}: head-shared gates "
-                    "are defined only at g1 and g2 (Table 1 rows 12-13)")
+                    "are defined only at g1 and g2 (Table 1 rows 12-13)"
+                )
             if self.granularity is Granularity.HEADWISE:
-                raise SpecError("gate.sharing=head_shared with gate.granularity=headwise: a head-shared "
-                                "score is an n x d_k average over heads, so it must be elementwise (§3.2.1)")
+                raise SpecError(
+                    "gate.sharing=head_shared with gate.granularity=headwise: a head-shared "
+                    "score is an n x d_k average over heads, so it must be elementwise (§3.2.1)"
+                )
             if self.input is GateInput.INDEPENDENT:
-                raise SpecError("gate.sharing=head_shared with gate.input=independent: averaging an "
-                                "input-independent parameter over heads is not a variant the paper defines")
+                raise SpecError(
+                    "gate.sharing=head_shared with gate.input=independent: averaging an "
+                    "input-independent parameter over heads is not a variant the paper defines"
+                )
         if self.combine is Combine.ADDITIVE and self.activation not in _ADDITIVE_ACTIVATIONS:
             raise SpecError(
                 f"gate.combine=additive with gate.activation={self.activation.value}: additive gates are "
-                "defined with silu (Table 1 row 14) or identity (Table 3 row 7)")
+                "defined with silu (Table 1 row 14) or identity (Table 3 row 7)"
+            )
         if self.combine is Combine.MULTIPLICATIVE and self.activation not in _MULTIPLICATIVE_ACTIVATIONS:
             raise SpecError(
                 f"gate.combine=multiplicative with gate.activation={self.activation.value}: a multiplicative "
-                "gate needs sigmoid, ns_sigmoid or silu")
+                "gate needs sigmoid, ns_sigmoid or silu"
+            )
         if self.input is GateInput.INDEPENDENT and self.position is not Position.G1:
             raise SpecError(
                 f"gate.input=independent with gate.position={self.position.value}: the input-independent "
-                "gate is defined on the SDPA output only (§4.2)")
+                "gate is defined on the SDPA output only (§4.2)"
+            )
 
     @property
     def axes(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 The gate sees only the tensor it gates, viewed as (B, T, H, w), and the block's pre-norm hidden state X
 (footnote 1), so it is independent of the attention kernel.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ the paper's LR schedule (warmup then cosine to a floor, docs/paper.md §8), a cl
 pre-clip gradient norm, and a sampler whose position is a pure function of the global step, so a
 resumed run reads exactly the batches the uninterrupted run would have read.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,9 @@ class GatedLMModule(pl.LightningModule):
 
     def pop_step_metrics(self) -> dict[str, float]:
         """Mean loss (and MoE parts) over the micro-batches of the optimizer step just taken."""
-        means = torch.stack([torch.stack(self._step_losses).mean(),
-                             *(torch.stack(v).mean() for v in self._step_parts.values())])
+        means = torch.stack(
+            [torch.stack(self._step_losses).mean(), *(torch.stack(v).mean() for v in self._step_parts.values())]
+        )
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Every rank sees the same global loss, so spikes and divergence are decided alike everywhere.
             torch.distributed.all_reduce(means)
@@ -83,15 +85,22 @@ class GatedLMModule(pl.LightningModule):
                 (decay if is_matrix else no_decay).append(param)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _ScheduleFn(
-            opt.warmup_steps, self.config.schedule.max_steps, opt.min_lr_ratio))
+            lr=opt.lr,
+            betas=(opt.beta1, opt.beta2),
+            eps=opt.eps,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _ScheduleFn(opt.warmup_steps, self.config.schedule.max_steps, opt.min_lr_ratio)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain types only, so the checkpoint loads with weights_only=True.
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                             "numpy": np.random.get_state()[1].tolist()}
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": list(random.getstate()[1]),
+            "numpy": np.random.get_state()[1].tolist(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         rng = checkpoint["rng"]
@@ -144,10 +153,17 @@ class TrialDataModule(pl.LightningDataModule):
         # consumes the same samples whatever R is — a trial's result (and key) does not depend on R.
         ranks = self.trainer.world_size if self.trainer is not None else 1
         if sched.batch_size % ranks:
-            raise ValueError(f"schedule.batch_size={sched.batch_size} is the global batch and must be divisible "
-                             f"by the {ranks} data-parallel workers")
+            raise ValueError(
+                f"schedule.batch_size={sched.batch_size} is the global batch and must be divisible "
+                f"by the {ranks} data-parallel workers"
+            )
         per_step = sched.batch_size * sched.grad_accum
-        sampler = ResumableSampler(len(self.splits.train), self.config.seed, sched.max_steps * per_step,
-                                   lambda: self.module.trainer.global_step * per_step)
-        return DataLoader(self.splits.train, batch_size=sched.batch_size // ranks, sampler=sampler, num_workers=0,
-                          drop_last=True)
+        sampler = ResumableSampler(
+            len(self.splits.train),
+            self.config.seed,
+            sched.max_steps * per_step,
+            lambda: self.module.trainer.global_step * per_step,
+        )
+        return DataLoader(
+            self.splits.train, batch_size=sched.batch_size // ranks, sampler=sampler, num_workers=0, drop_last=True
+        )

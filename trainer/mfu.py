@@ -6,6 +6,7 @@ for forward plus backward; recomputation or padding is not counted, as in the us
 Chowdhery et al. 2022, App. B). The peak is one large matmul timed here: bf16 on CUDA (the precision trials
 train in), fp32 on the CPU; on CUDA the datasheet's dense bf16 figure is given beside it.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,16 @@ from gatelab.trainer.presets import ModelConfig
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s, by a name fragment of
 # torch.cuda.get_device_name(); SXM parts (the PCIe/NVL variants are lower: the measured peak is the one to use).
-DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0,
-                         "RTX 4090": 165.0, "B200": 2250.0}
+DATASHEET_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "RTX 4090": 165.0,
+    "B200": 2250.0,
+}
 
 
 def synchronize() -> None:
@@ -46,7 +55,7 @@ def measured_matmul_peak(device: str | torch.device, dtype: torch.dtype, size: i
         synchronize()
         if attempt:  # the first is the warm-up (allocation, kernel choice)
             best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
 def machine_peak() -> dict:
@@ -54,14 +63,25 @@ def machine_peak() -> dict:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         datasheet = next((tflops for fragment, tflops in DATASHEET_BF16_TFLOPS.items() if fragment in name), None)
-        return {"device": name, "dtype": "bf16", "measured_flops": measured_matmul_peak("cuda", torch.bfloat16, 8192),
-                "datasheet_flops": datasheet * 1e12 if datasheet else None}
-    return {"device": f"cpu ({torch.get_num_threads()} threads)", "dtype": "fp32",
-            "measured_flops": measured_matmul_peak("cpu", torch.float32, 2048), "datasheet_flops": None}
+        return {
+            "device": name,
+            "dtype": "bf16",
+            "measured_flops": measured_matmul_peak("cuda", torch.bfloat16, 8192),
+            "datasheet_flops": datasheet * 1e12 if datasheet else None,
+        }
+    return {
+        "device": f"cpu ({torch.get_num_threads()} threads)",
+        "dtype": "fp32",
+        "measured_flops": measured_matmul_peak("cpu", torch.float32, 2048),
+        "datasheet_flops": None,
+    }
 
 
 def utilisation(flops_per_token: float, tokens_per_s: float, peak: dict) -> dict:
     """Achieved FLOP/s and its fraction of the measured (and, where known, the datasheet) peak."""
     achieved = flops_per_token * tokens_per_s
-    return {"achieved_flops": achieved, "mfu_measured": achieved / peak["measured_flops"],
-            "mfu_datasheet": achieved / peak["datasheet_flops"] if peak["datasheet_flops"] else None}
+    return {
+        "achieved_flops": achieved,
+        "mfu_measured": achieved / peak["measured_flops"],
+        "mfu_datasheet": achieved / peak["datasheet_flops"] if peak["datasheet_flops"] else None,
+    }

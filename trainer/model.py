@@ -3,6 +3,7 @@
 Each block: x + attn(norm(x)); then x + ffn(norm(x)). The attention's gates read the same pre-norm
 hidden state that feeds q/k/v (paper footnote 1).
 """
+
 from __future__ import annotations
 
 import math
@@ -97,6 +98,9 @@ class GatedLM(nn.Module):
         ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), targets_BT.flatten())
         total = ce
         if out.aux_losses:
-            total = total + self.cfg.lb_loss_coef * out.aux_losses["lb_loss"] \
+            total = (
+                total
+                + self.cfg.lb_loss_coef * out.aux_losses["lb_loss"]
                 + self.cfg.z_loss_coef * out.aux_losses["z_loss"]
+            )
         return total, {"ce_loss": ce.detach(), **{k: v.detach() for k, v in out.aux_losses.items()}}

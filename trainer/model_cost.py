@@ -4,6 +4,7 @@ variants --model paper-moe-15a2b` works without building a 15B-parameter model.
 The counts must equal the built model's (a test compares them on the tiny presets) and reproduce the
 paper's Table 1 "Added Param" column at the 15A2B preset (e.g. G1 elementwise = d_model*q*d_k*24 = 201M).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +16,13 @@ from gatelab.trainer.presets import ModelConfig
 
 def _gated_shape(cfg: ModelConfig, position: Position) -> tuple[int, int]:
     """(heads, width) of the tensor a gate at `position` multiplies (Table 1 'Score shape')."""
-    return {Position.G1: (cfg.n_q_heads, cfg.head_dim), Position.G2: (cfg.n_kv_heads, cfg.head_dim),
-            Position.G3: (cfg.n_kv_heads, cfg.head_dim), Position.G4: (cfg.n_q_heads, cfg.head_dim),
-            Position.G5: (1, cfg.d_model)}[position]
+    return {
+        Position.G1: (cfg.n_q_heads, cfg.head_dim),
+        Position.G2: (cfg.n_kv_heads, cfg.head_dim),
+        Position.G3: (cfg.n_kv_heads, cfg.head_dim),
+        Position.G4: (cfg.n_q_heads, cfg.head_dim),
+        Position.G5: (1, cfg.d_model),
+    }[position]
 
 
 def gate_params(cfg: ModelConfig, spec: GateSpec) -> int:

@@ -1,5 +1,6 @@
 """PNG figures of one trial (matplotlib, headless): loss with spikes, F-Attn per layer (paper Fig. 2),
 gate-score histogram (Fig. 3), long-context PPL (Table 5 at small scale)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,8 +41,12 @@ def f_attn_per_layer(report: ProbeReport, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     layers = range(len(report.f_attn_per_layer))
     ax.bar(layers, report.f_attn_per_layer)
-    ax.set(xlabel="layer", ylabel="attention on first token", ylim=(0, 1),
-           title=f"{title}: F-Attn mean {report.f_attn:.3f}")
+    ax.set(
+        xlabel="layer",
+        ylabel="attention on first token",
+        ylim=(0, 1),
+        title=f"{title}: F-Attn mean {report.f_attn:.3f}",
+    )
     return _save(fig, path)
 
 
@@ -50,8 +55,12 @@ def gate_histogram(report: ProbeReport, title: str, path: Path) -> Path:
     counts = report.gate_hist_counts[:HIST_BINS]
     total = max(sum(report.gate_hist_counts), 1)
     ax.bar([(i + 0.5) / HIST_BINS for i in range(HIST_BINS)], [c / total for c in counts], width=1 / HIST_BINS)
-    ax.set(xlabel="gate score", ylabel="fraction", xlim=(0, 1),
-           title=f"{title}: mean {report.gate_mean:.3f}, <0.1: {report.gate_frac_below_0_1:.2f}")
+    ax.set(
+        xlabel="gate score",
+        ylabel="fraction",
+        xlim=(0, 1),
+        title=f"{title}: mean {report.gate_mean:.3f}, <0.1: {report.gate_frac_below_0_1:.2f}",
+    )
     return _save(fig, path)
 
 
@@ -59,8 +68,11 @@ def long_context_curve(metrics: dict[str, float], train_len: int, title: str, pa
     fig, ax = plt.subplots(figsize=(6, 3.5))
     lengths = set()
     for rope in ("rope", "yarn"):
-        points = sorted((int(k.split("_x")[1].split("_")[0]), v) for k, v in metrics.items()
-                        if k.startswith("long_ppl_x") and k.endswith(rope))
+        points = sorted(
+            (int(k.split("_x")[1].split("_")[0]), v)
+            for k, v in metrics.items()
+            if k.startswith("long_ppl_x") and k.endswith(rope)
+        )
         if points:
             ax.plot([f * train_len for f, _ in points], [v for _, v in points], "o-", label=rope)
             lengths.update(f * train_len for f, _ in points)

@@ -1,4 +1,5 @@
 """Model sizes as named presets (paper Table 7 for the paper-sized ones). Pure Python: no torch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -52,8 +53,10 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be a positive integer, got {getattr(self, name)}")
         if self.n_q_heads % self.n_kv_heads:
-            raise ValueError(f"model.n_q_heads={self.n_q_heads} must be a multiple of "
-                             f"model.n_kv_heads={self.n_kv_heads} (grouped-query attention)")
+            raise ValueError(
+                f"model.n_q_heads={self.n_q_heads} must be a multiple of "
+                f"model.n_kv_heads={self.n_kv_heads} (grouped-query attention)"
+            )
         if self.n_experts and not 0 < self.top_k <= self.n_experts:
             raise ValueError(f"model.top_k={self.top_k} must be in 1..model.n_experts={self.n_experts}")
 
@@ -71,25 +74,69 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # tests: 2 layers, width 32 (docs/design.md, Testing)
-    "tiny": ModelConfig(d_model=32, n_layers=2, n_q_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=64,
-                        max_seq_len=64),
-    "tiny-moe": ModelConfig(d_model=32, n_layers=2, n_q_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=32,
-                            n_experts=4, top_k=2, tie_embeddings=False, max_seq_len=64),
+    "tiny": ModelConfig(d_model=32, n_layers=2, n_q_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=64, max_seq_len=64),
+    "tiny-moe": ModelConfig(
+        d_model=32,
+        n_layers=2,
+        n_q_heads=4,
+        n_kv_heads=2,
+        head_dim=8,
+        ffn_dim=32,
+        n_experts=4,
+        top_k=2,
+        tie_embeddings=False,
+        max_seq_len=64,
+    ),
     # CPU: big enough for a first-token sink to form in the baseline, small enough for minutes per run
-    "laptop": ModelConfig(d_model=128, n_layers=4, n_q_heads=8, n_kv_heads=2, head_dim=16, ffn_dim=384,
-                          max_seq_len=256),
+    "laptop": ModelConfig(
+        d_model=128, n_layers=4, n_q_heads=8, n_kv_heads=2, head_dim=16, ffn_dim=384, max_seq_len=256
+    ),
     # ~124M parameters like GPT-2 small (SwiGLU 2048 ~ GELU 3072), one GPU; GPT-2's padded vocab so
     # nanoGPT-style .bin token files fit
-    "small": ModelConfig(d_model=768, n_layers=12, n_q_heads=12, n_kv_heads=12, head_dim=64, ffn_dim=2048,
-                         vocab_size=GPT2_VOCAB, max_seq_len=1024),
+    "small": ModelConfig(
+        d_model=768,
+        n_layers=12,
+        n_q_heads=12,
+        n_kv_heads=12,
+        head_dim=64,
+        ffn_dim=2048,
+        vocab_size=GPT2_VOCAB,
+        max_seq_len=1024,
+    ),
     # paper Table 7
-    "paper-1.7b": ModelConfig(d_model=2048, n_layers=28, n_q_heads=16, n_kv_heads=8, head_dim=128,
-                              ffn_dim=6144, vocab_size=QWEN_VOCAB, max_seq_len=4096),
-    "paper-1.7b-48l": ModelConfig(d_model=1536, n_layers=48, n_q_heads=16, n_kv_heads=8, head_dim=128,
-                                  ffn_dim=4608, vocab_size=QWEN_VOCAB, max_seq_len=4096),
-    "paper-moe-15a2b": ModelConfig(d_model=2048, n_layers=24, n_q_heads=32, n_kv_heads=4, head_dim=128,
-                                   ffn_dim=768, n_experts=128, top_k=8, tie_embeddings=False,
-                                   vocab_size=QWEN_VOCAB, max_seq_len=4096),
+    "paper-1.7b": ModelConfig(
+        d_model=2048,
+        n_layers=28,
+        n_q_heads=16,
+        n_kv_heads=8,
+        head_dim=128,
+        ffn_dim=6144,
+        vocab_size=QWEN_VOCAB,
+        max_seq_len=4096,
+    ),
+    "paper-1.7b-48l": ModelConfig(
+        d_model=1536,
+        n_layers=48,
+        n_q_heads=16,
+        n_kv_heads=8,
+        head_dim=128,
+        ffn_dim=4608,
+        vocab_size=QWEN_VOCAB,
+        max_seq_len=4096,
+    ),
+    "paper-moe-15a2b": ModelConfig(
+        d_model=2048,
+        n_layers=24,
+        n_q_heads=32,
+        n_kv_heads=4,
+        head_dim=128,
+        ffn_dim=768,
+        n_experts=128,
+        top_k=8,
+        tie_embeddings=False,
+        vocab_size=QWEN_VOCAB,
+        max_seq_len=4096,
+    ),
 }
 
 

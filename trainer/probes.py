@@ -11,6 +11,7 @@ Choices the paper leaves open (docs/paper.md §6), stated here:
   on [0, 1] in 20 bins with under/overflow counts (SiLU and identity scores are unbounded).
 - Output sparsity: fraction of the (gated) SDPA output with |y| < 1e-2 and < 1e-3 (Fig. 5).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -63,11 +64,15 @@ class ProbeReport:
         return sum(self.m_act_per_layer) / len(self.m_act_per_layer)
 
     def to_metrics(self) -> dict[str, float]:
-        out = {"f_attn": self.f_attn, "sink_eps": self.sink_eps, "m_act": self.m_act,
-               "sdpa_sparsity_1e2": self.sdpa_sparsity_1e2, "sdpa_sparsity_1e3": self.sdpa_sparsity_1e3,
-               "sdpa_abs_mean": self.sdpa_abs_mean}
-        for layer, (f, s, m) in enumerate(zip(self.f_attn_per_layer, self.sink_eps_per_layer,
-                                              self.m_act_per_layer)):
+        out = {
+            "f_attn": self.f_attn,
+            "sink_eps": self.sink_eps,
+            "m_act": self.m_act,
+            "sdpa_sparsity_1e2": self.sdpa_sparsity_1e2,
+            "sdpa_sparsity_1e3": self.sdpa_sparsity_1e3,
+            "sdpa_abs_mean": self.sdpa_abs_mean,
+        }
+        for layer, (f, s, m) in enumerate(zip(self.f_attn_per_layer, self.sink_eps_per_layer, self.m_act_per_layer)):
             out.update({f"f_attn_layer_{layer}": f, f"sink_eps_layer_{layer}": s, f"m_act_layer_{layer}": m})
         if self.gate_mean is not None:
             out["gate_mean"] = self.gate_mean
@@ -127,16 +132,17 @@ class ProbeRecorder:
         layers = sorted(self.first_token_count)
         total_gate = sum(self.gate_count.values())
         return ProbeReport(
-            f_attn_per_layer=[self.first_token_sum[l] / self.first_token_count[l] for l in layers],
-            sink_eps_per_layer=[self.sink_hits[l] / self.sink_count[l] for l in layers],
-            m_act_per_layer=[self.hidden_max[l] for l in layers],
+            f_attn_per_layer=[self.first_token_sum[layer] / self.first_token_count[layer] for layer in layers],
+            sink_eps_per_layer=[self.sink_hits[layer] / self.sink_count[layer] for layer in layers],
+            m_act_per_layer=[self.hidden_max[layer] for layer in layers],
             sdpa_sparsity_1e2=self.sdpa_small[1e-2] / self.sdpa_count,
             sdpa_sparsity_1e3=self.sdpa_small[1e-3] / self.sdpa_count,
             sdpa_abs_mean=self.sdpa_abs_sum / self.sdpa_count,
             gate_mean=sum(self.gate_sum.values()) / total_gate if total_gate else None,
             gate_frac_below_0_1=self.gate_low / total_gate if total_gate else None,
             gate_mean_by_position={p: self.gate_sum[p] / self.gate_count[p] for p in sorted(self.gate_count)},
-            gate_hist_counts=self.gate_hist.tolist() if total_gate else [])
+            gate_hist_counts=self.gate_hist.tolist() if total_gate else [],
+        )
 
 
 @torch.no_grad()

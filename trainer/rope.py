@@ -5,6 +5,7 @@ interpolated (theta/s) and extrapolated (theta) frequencies with a linear ramp b
 dims of beta_fast=32 and beta_slow=1 rotations, and attention temperature 0.1*ln(s)+1 multiplied into
 cos/sin (so the logits scale by its square). With s = 1 it is exactly plain RoPE.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ def _correction_dim(num_rotations: float, dim: int, base: float, original_len: i
     return (dim * math.log(original_len / (num_rotations * 2 * math.pi))) / (2 * math.log(base))
 
 
-def yarn_inv_freq(dim: int, base: float, factor: float, original_len: int,
-                  beta_fast: float = 32.0, beta_slow: float = 1.0) -> tuple[torch.Tensor, float]:
+def yarn_inv_freq(
+    dim: int, base: float, factor: float, original_len: int, beta_fast: float = 32.0, beta_slow: float = 1.0
+) -> tuple[torch.Tensor, float]:
     """Inverse frequencies (dim/2,) and the attention temperature for YaRN factor `factor`."""
     pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     extrapolation = 1.0 / pos_freqs
@@ -44,16 +46,19 @@ class Rotary(nn.Module):
         self.head_dim, self.base, self.original_len = head_dim, base, original_len
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def cos_sin(self, seq_len: int, factor: float, device: torch.device,
-                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def cos_sin(
+        self, seq_len: int, factor: float, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (T, 1, head_dim): broadcast over (B, T, H, head_dim)."""
         key = (seq_len, factor, device, dtype)
         if key not in self._cache:
             inv_freq, temperature = yarn_inv_freq(self.head_dim, self.base, factor, self.original_len)
             angles_TF = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
             angles_TD = torch.cat([angles_TF, angles_TF], dim=-1)
-            self._cache[key] = ((angles_TD.cos() * temperature)[:, None, :].to(device, dtype),
-                                (angles_TD.sin() * temperature)[:, None, :].to(device, dtype))
+            self._cache[key] = (
+                (angles_TD.cos() * temperature)[:, None, :].to(device, dtype),
+                (angles_TD.sin() * temperature)[:, None, :].to(device, dtype),
+            )
         return self._cache[key]
 
 

@@ -3,6 +3,7 @@
 The caller passes a Tracker (MLflow in production, in-memory in tests) and a trial directory; nothing
 here knows about Ray, MLflow or Optuna.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,13 @@ import lightning.pytorch as pl
 import torch
 import yaml
 
+from gatelab.trainer import plots
 from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
 from gatelab.trainer.config import TrialConfig, run_tags, to_dict
 from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
 from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
 from gatelab.trainer.lightning_module import GatedLMModule, TrialDataModule
-from gatelab.trainer import plots
 from gatelab.trainer.tracker import Tracker
 from gatelab.trainer.trial_callback import TrialReporter
 
@@ -73,9 +74,15 @@ def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path
     how = {"compiled": str(config.compiled_on(cuda)).lower(), "precision": config.precision_on(cuda)}
     for key in ("compile", "precision"):
         params.pop(key)
-    params.update({"data.fingerprint": splits.fingerprint, "data.train_tokens": splits.train_tokens,
-                   "data.val_tokens": splits.val_tokens, "seq_len": config.seq_len,
-                   "tokens_per_step": config.tokens_per_step})
+    params.update(
+        {
+            "data.fingerprint": splits.fingerprint,
+            "data.train_tokens": splits.train_tokens,
+            "data.val_tokens": splits.val_tokens,
+            "seq_len": config.seq_len,
+            "tokens_per_step": config.tokens_per_step,
+        }
+    )
     tracker.log_params(params)
     tracker.set_tags({**run_tags(config), **how})
     tracker.set_status("running")
@@ -93,8 +100,11 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
     plot_dir = trial_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     title = f"{config.variant} seed {config.seed} lr {config.optim.lr:g}"
-    figures = [plots.loss_curve(reporter.train_curve, reporter.val_curve, reporter.spikes.spikes, title,
-                                plot_dir / "loss_curve.png")]
+    figures = [
+        plots.loss_curve(
+            reporter.train_curve, reporter.val_curve, reporter.spikes.spikes, title, plot_dir / "loss_curve.png"
+        )
+    ]
     if not diverged:
         val_loss = mean_loss(module.model, reporter.val_batches)
         summary.update({"final_val_loss": val_loss, "final_val_ppl": perplexity(val_loss)})
@@ -103,8 +113,14 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
         if report.gate_mean is not None:
             summary["gate_mean"] = report.gate_mean
         ev = config.eval
-        longctx = long_context(module.model, splits, config.seq_len, ev.long_context_factors,
-                               ev.long_context_batches, ev.long_context_max_tokens)
+        longctx = long_context(
+            module.model,
+            splits,
+            config.seq_len,
+            ev.long_context_factors,
+            ev.long_context_batches,
+            ev.long_context_max_tokens,
+        )
         reporter.record({**report.to_metrics(), **longctx}, step)
         (trial_dir / "probes.json").write_text(json.dumps(report.to_dict(), indent=1))
         figures.append(plots.f_attn_per_layer(report, title, plot_dir / "f_attn_per_layer.png"))
@@ -115,8 +131,13 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
         tracker.log_artifact(trial_dir / "probes.json")
     else:
         val_loss = reporter.val_curve[-1][1] if reporter.val_curve else float("nan")
-        summary.update({"final_val_loss": val_loss, "final_val_ppl": perplexity(val_loss)
-                        if math.isfinite(val_loss) else float("nan"), "diverged_at_step": float(step)})
+        summary.update(
+            {
+                "final_val_loss": val_loss,
+                "final_val_ppl": perplexity(val_loss) if math.isfinite(val_loss) else float("nan"),
+                "diverged_at_step": float(step),
+            }
+        )
     reporter.record(summary, step)
     for figure in figures:
         tracker.log_artifact(figure, "plots")
@@ -132,9 +153,16 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir: Path,
-              progress: bool = False, callbacks: tuple = (), launch: Launch | None = None,
-              reuse_data: bool = False) -> TrialResult:
+def run_trial(
+    config: TrialConfig,
+    tracker: Tracker,
+    trial_dir: Path,
+    cache_dir: Path,
+    progress: bool = False,
+    callbacks: tuple = (),
+    launch: Launch | None = None,
+    reuse_data: bool = False,
+) -> TrialResult:
     """Train (or resume) one trial. Data errors raise before anything is logged or trained.
     `callbacks`: extra Lightning callbacks, run after gatelab's own each step.
     `launch`: a distributed strategy (one call per rank); None trains in this process on one device.
@@ -155,19 +183,35 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
     reporter = TrialReporter(config, tracker, splits.val, checkpoint_dir, tracker.last_steps())
     placement = {"accelerator": "gpu" if cuda else "cpu", "devices": 1, "plugins": [AtomicCheckpointIO()]}
     if launch is not None:
-        placement = {"accelerator": "auto", "devices": "auto", "strategy": launch.strategy,
-                     "plugins": [*launch.plugins, AtomicCheckpointIO()]}
+        placement = {
+            "accelerator": "auto",
+            "devices": "auto",
+            "strategy": launch.strategy,
+            "plugins": [*launch.plugins, AtomicCheckpointIO()],
+        }
     trainer = pl.Trainer(
-        **placement, precision=config.precision_on(cuda),
-        max_steps=config.schedule.max_steps, accumulate_grad_batches=config.schedule.grad_accum,
-        gradient_clip_val=config.optim.grad_clip or None, logger=False, enable_checkpointing=False,
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, callbacks=[reporter, *callbacks])
+        **placement,
+        precision=config.precision_on(cuda),
+        max_steps=config.schedule.max_steps,
+        accumulate_grad_batches=config.schedule.grad_accum,
+        gradient_clip_val=config.optim.grad_clip or None,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[reporter, *callbacks],
+    )
     if launch is not None and launch.prepare is not None:
         trainer = launch.prepare(trainer)
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=TrialDataModule(config, splits, module),
-                ckpt_path=newest_checkpoint(checkpoint_dir), weights_only=True)
+    trainer.fit(
+        module,
+        datamodule=TrialDataModule(config, splits, module),
+        ckpt_path=newest_checkpoint(checkpoint_dir),
+        weights_only=True,
+    )
     fit_ended = time.perf_counter()
     diverged = reporter.diverged_at is not None
     step = trainer.global_step
@@ -177,6 +221,10 @@ def run_trial(config: TrialConfig, tracker: Tracker, trial_dir: Path, cache_dir:
     status = "diverged" if diverged else "finished"
     tracker.flush()
     tracker.set_status(status)
-    timings = {"setup_s": fit_started - started, "fit_s": fit_ended - fit_started,
-               "checkpoint_s": reporter.checkpoint_seconds, "finish_s": time.perf_counter() - fit_ended}
+    timings = {
+        "setup_s": fit_started - started,
+        "fit_s": fit_ended - fit_started,
+        "checkpoint_s": reporter.checkpoint_seconds,
+        "finish_s": time.perf_counter() - fit_ended,
+    }
     return TrialResult(status=status, summary=summary, timings=timings)

@@ -3,6 +3,7 @@
 From a checkout (an editable install) that is the repository's `ablations/`; from a wheel, the copy in
 site-packages. Pure Python: no torch.
 """
+
 from __future__ import annotations
 
 from importlib.util import find_spec
@@ -17,8 +18,9 @@ def _ablations_dir() -> Path:
     for entry in (spec.submodule_search_locations or []) if spec else []:
         if (Path(entry) / "variants.yaml").is_file():
             return Path(entry)
-    raise ImportError("gatelab.ablations (the variant catalog and example grids) is not installed with gatelab; "
-                      "reinstall gatelab")
+    raise ImportError(
+        "gatelab.ablations (the variant catalog and example grids) is not installed with gatelab; reinstall gatelab"
+    )
 
 
 ABLATIONS_DIR = _ablations_dir()

@@ -10,6 +10,7 @@ Consecutive high steps form one event with its first step, peak ratio, and the s
 back under `recover_factor` times the pre-spike median. Losses inside a spike stay out of the window, so
 a long spike cannot raise its own bar.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -32,8 +33,14 @@ class Spike:
 class SpikeDetector:
     """Feed it (step, loss) in order; `spikes` accumulates events. Its state is plain data for checkpoints."""
 
-    def __init__(self, window: int = 50, factor: float = 1.3, recover_factor: float = 1.05, z: float = 6.0,
-                 single_step_factor: float = 2.0) -> None:
+    def __init__(
+        self,
+        window: int = 50,
+        factor: float = 1.3,
+        recover_factor: float = 1.05,
+        z: float = 6.0,
+        single_step_factor: float = 2.0,
+    ) -> None:
         self.window, self.factor, self.recover_factor = window, factor, recover_factor
         self.z, self.single_step_factor = z, single_step_factor
         self.history: deque[float] = deque(maxlen=window)
@@ -87,15 +94,20 @@ class SpikeDetector:
 
     def summary(self) -> dict[str, float]:
         recovered = [s.recovered_after for s in self.spikes if s.recovered_after is not None]
-        return {"spike_count": float(len(self.spikes)),
-                "max_spike_ratio": max((s.ratio for s in self.spikes), default=0.0),
-                "max_steps_to_recover": float(max(recovered, default=0)),
-                "unrecovered_spikes": float(sum(s.recovered_after is None for s in self.spikes))}
+        return {
+            "spike_count": float(len(self.spikes)),
+            "max_spike_ratio": max((s.ratio for s in self.spikes), default=0.0),
+            "max_steps_to_recover": float(max(recovered, default=0)),
+            "unrecovered_spikes": float(sum(s.recovered_after is None for s in self.spikes)),
+        }
 
     def state_dict(self) -> dict:
-        return {"history": list(self.history), "spikes": [vars(s).copy() for s in self.spikes],
-                "open_index": self.spikes.index(self._open) if self._open is not None else -1,
-                "pending": vars(self._pending).copy() if self._pending is not None else None}
+        return {
+            "history": list(self.history),
+            "spikes": [vars(s).copy() for s in self.spikes],
+            "open_index": self.spikes.index(self._open) if self._open is not None else -1,
+            "pending": vars(self._pending).copy() if self._pending is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.history = deque(state["history"], maxlen=self.window)

@@ -2,6 +2,7 @@
 
 The trainer never imports mlflow: it receives a Tracker. `InMemoryTracker` serves tests and `gatelab bench`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ Order per step: train metrics -> evaluation (and probes) -> flush the tracker ->
 logged up to a checkpoint's step is stored before the checkpoint exists, and a resumed run recomputes
 (exactly) and skips only what was already logged after it: the history has no gap and no duplicate.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,15 +22,17 @@ from gatelab.trainer.tracker import Tracker
 
 
 class TrialReporter(pl.Callback):
-    def __init__(self, config: TrialConfig, tracker: Tracker, val_dataset, checkpoint_dir: Path,
-                 already_logged: dict[str, int]) -> None:
+    def __init__(
+        self, config: TrialConfig, tracker: Tracker, val_dataset, checkpoint_dir: Path, already_logged: dict[str, int]
+    ) -> None:
         self.config, self.tracker, self.checkpoint_dir = config, tracker, Path(checkpoint_dir)
         self.already_logged = dict(already_logged)
         stab = config.stability
-        self.spikes = SpikeDetector(stab.spike_window, stab.spike_factor, stab.recover_factor, stab.spike_z,
-                                    stab.spike_single_step_factor)
+        self.spikes = SpikeDetector(
+            stab.spike_window, stab.spike_factor, stab.recover_factor, stab.spike_z, stab.spike_single_step_factor
+        )
         self.val_batches = fixed_batches(val_dataset, config.schedule.batch_size, config.eval.batches)
-        self.probe_batches = self.val_batches[:config.eval.probe_batches]
+        self.probe_batches = self.val_batches[: config.eval.probe_batches]
         self.train_curve: list[tuple[int, float]] = []
         self.val_curve: list[tuple[int, float]] = []
         self.eval_count = 0
@@ -81,10 +84,14 @@ class TrialReporter(pl.Callback):
             last_time, last_step = self._timer
             elapsed = now - last_time - self._paused
             tokens_per_step = self.config.tokens_per_step  # global: DDP ranks split the batch
-            metrics.update({"lr": trainer.optimizers[0].param_groups[0]["lr"],
-                            "grad_norm": module.last_grad_norm,
-                            "tokens_seen": float(step * tokens_per_step),
-                            "step": float(step)})  # read by `gatelab status` / submit's progress
+            metrics.update(
+                {
+                    "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                    "grad_norm": module.last_grad_norm,
+                    "tokens_seen": float(step * tokens_per_step),
+                    "step": float(step),
+                }
+            )  # read by `gatelab status` / submit's progress
             if step > last_step and elapsed > 0:
                 metrics["tokens_per_s"] = (step - last_step) * tokens_per_step / elapsed
             if spike:
@@ -105,8 +112,12 @@ class TrialReporter(pl.Callback):
         self._paused += time.perf_counter() - started
 
     def state_dict(self) -> dict:
-        return {"spikes": self.spikes.state_dict(), "train_curve": [list(p) for p in self.train_curve],
-                "val_curve": [list(p) for p in self.val_curve], "eval_count": self.eval_count}
+        return {
+            "spikes": self.spikes.state_dict(),
+            "train_curve": [list(p) for p in self.train_curve],
+            "val_curve": [list(p) for p in self.val_curve],
+            "eval_count": self.eval_count,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.spikes.load_state_dict(state["spikes"])
