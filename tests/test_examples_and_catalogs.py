@@ -177,3 +177,26 @@ def test_examples_module_lists_grids_and_trial_configs():
     kinds = {p.stem: examples.example_kind(p) for p in examples.shipped_examples()}
     assert kinds["smoke"].startswith("grid") and kinds["tiny_trial"].startswith("trial config")
     assert "variants" not in kinds
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([{"position": "g1"}, {"position": "g1"}], "variant 'bad_gate' has two gates at g1"),
+        ([{"position": "g1"}], "variant 'bad_gate': sdpa_transform and a g1 gate both act on the SDPA output"),
+    ],
+    ids=["two-gates-at-one-position", "sdpa-transform-and-g1-gate"],
+)
+def test_every_variant_rule_is_checked_when_the_catalog_loads(tmp_path, capsys, extra, message):
+    # These two rules were once checked only when a worker built the torch model, long after the grid passed.
+    data = yaml.safe_load(CATALOG_PATH.read_text())
+    g1 = next(row for row in data["variants"] if row["name"] == "g1_elementwise_sigmoid")["gates"][0]
+    row = {"name": "bad_gate", "paper_ref": "mine", "description": "invalid", "gates": [{**g1, **e} for e in extra]}
+    if "sdpa" in message:
+        row["sdpa_transform"] = "rmsnorm"
+    data["variants"].append(row)
+    (tmp_path / "my_variants.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    grid = _grid(tmp_path, "my_variants.yaml", "[baseline]")
+    assert main(["submit", str(grid), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "grid.yaml:2: base.catalog:" in err and message in err

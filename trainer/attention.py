@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatelab.trainer.catalog import SdpaTransform, Variant
-from gatelab.trainer.gate_spec import Position, SpecError
+from gatelab.trainer.catalog import Variant
+from gatelab.trainer.gate_spec import Position
 from gatelab.trainer.gates import Gate, SdpaOutputTransform
 from gatelab.trainer.presets import ModelConfig
 from gatelab.trainer.rope import apply_rotary
@@ -55,12 +55,8 @@ class Attention(nn.Module):
             Position.G5: (1, D),
         }
         self.gates = nn.ModuleDict()
-        for spec in variant.gates:
-            if spec.position.value in self.gates:
-                raise SpecError(f"variant {variant.name!r} has two gates at {spec.position.value}")
+        for spec in variant.gates:  # at most one per position: Variant checks its rules when it is loaded
             self.gates[spec.position.value] = Gate(spec, D, *gated_shape[spec.position])
-        if variant.sdpa_transform is not SdpaTransform.NONE and Position.G1.value in self.gates:
-            raise SpecError(f"variant {variant.name!r}: sdpa_transform and a g1 gate both act on the SDPA output")
         self.sdpa_transform = SdpaOutputTransform(variant.sdpa_transform, Hq, d, cfg.norm_eps)
 
     def _gate(self, position: Position, y_BTHd, x_BTD, recorder, layer: int):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from gatelab.trainer.gate_spec import GateSpec, SpecError
+from gatelab.trainer.gate_spec import GateSpec, Position, SpecError
 from gatelab.trainer.presets import ModelConfig
 from gatelab.trainer.shipped_data import CATALOG_PATH
 
@@ -94,6 +94,16 @@ class Variant:
     """Model-shape change of a parameter-matched baseline."""
     paper: PaperFigures = field(default_factory=PaperFigures)
     """Published figures to print beside measured ones."""
+
+    def __post_init__(self) -> None:
+        # Every rule about a variant is checked here, when it is loaded (torch-free), not when a worker builds
+        # the model: one gate per position; an SDPA-output control replaces the G1 gate, it does not stack on it.
+        positions = [spec.position for spec in self.gates]
+        twice = sorted({p.value for p in positions if positions.count(p) > 1})
+        if twice:
+            raise SpecError(f"variant {self.name!r} has two gates at {', '.join(twice)}")
+        if self.sdpa_transform is not SdpaTransform.NONE and Position.G1 in positions:
+            raise SpecError(f"variant {self.name!r}: sdpa_transform and a g1 gate both act on the SDPA output")
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
         """The preset as this variant trains it."""
