@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from gatelab.grid.dispatch import NO_OOM_RETRIES
 from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
-from gatelab.grid.submit import NO_OOM_RETRIES, submit
+from gatelab.grid.submit import submit
 from gatelab.tracking import Store, ensure_server, stop_server
 from gatelab.trainer.shipped_data import ABLATIONS_DIR
 

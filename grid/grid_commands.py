@@ -28,7 +28,7 @@ def _records(spec, store: Store) -> dict:
         # schema set-up on a fresh store fails ("no such column").
         server = running_server(store)
         uri = server.uri if server else store.tracking_uri
-    from gatelab.grid.submit import experiment_name
+    from gatelab.grid.dispatch import experiment_name
 
     for attempt in range(5):
         try:

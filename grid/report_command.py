@@ -30,7 +30,7 @@ def condition(trial: Trial) -> str:
 
 def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     """The grid and the catalog as tracking.report needs them."""
-    from gatelab.grid.submit import experiment_name
+    from gatelab.grid.dispatch import experiment_name
     from gatelab.tracking.report import ReportInput, TrialSpec, VariantSpec
 
     catalog = load_catalog(spec.base.catalog)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from optuna.trial import Trial, TrialState
 
+from gatelab.grid.dispatch import experiment_name, parent_tags, start_ray, trial_job, trial_tags, trial_task
 from gatelab.grid.expand import fingerprints, label, with_values
 from gatelab.grid.identity import trial_key
 from gatelab.grid.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
@@ -49,15 +50,13 @@ from gatelab.grid.search_study import (
     study_counts,
 )
 from gatelab.grid.spec import GridSpec
-from gatelab.grid.submit import _ray_init, experiment_name
-from gatelab.grid.worker import TrialJob, record_unreported_failure, run_grid_trial
+from gatelab.grid.worker import TrialJob, record_unreported_failure
 from gatelab.tracking.history import metric_history
 from gatelab.tracking.ledger import DONE_STATUSES, ensure_parent_run, file_lock, trial_records, trial_records_for_key
 from gatelab.tracking.mlflow_tracker import MlflowTracker
 from gatelab.tracking.store import Store
 from gatelab.trainer.config import TrialConfig
 from gatelab.trainer.corpus import data_fingerprint
-from gatelab.trainer.provenance import git_sha
 
 POLL_S = 1.0  # how often running trials' validation losses are read (and ray.wait's timeout)
 PROGRESS_EVERY_S = 5.0
@@ -132,12 +131,7 @@ class _Driver:
         self.experiment = experiment_name(spec)
         self.parent, self.studies, self.cap = parent_run_id, studies, cap
         self.plans = {plan.name: plan for plan in plans}
-        self.task = ray.remote(run_grid_trial).options(
-            num_cpus=spec.resources.cpus,
-            num_gpus=spec.resources.gpus,
-            max_retries=spec.ray.max_retries,
-            retry_exceptions=False,
-        )
+        self.task = trial_task(spec)
         self.prints = dict(fingerprints(spec, spec.resolved))
         self.active: dict[int, _Active] = {}  # by Optuna's storage-wide trial id (numbers repeat across studies)
         self.slots: dict[str, _Slot] = {}
@@ -183,23 +177,20 @@ class _Driver:
             if run.key in self.slots:
                 self.slots[run.key].trial_ids.add(trial._trial_id)
                 continue
-            tags = {
-                "gatelab.grid": self.spec.name,
-                "gatelab.search": "optuna",
-                "optuna.study": study_name,
-                "optuna.trial_number": str(trial.number),
-                **{f"override.{k}": str(v) for k, v in run.overrides.items()},
-            }
-            job = TrialJob(
+            tags = trial_tags(
+                self.spec,
+                run.overrides,
+                **{"gatelab.search": "optuna", "optuna.study": study_name, "optuna.trial_number": str(trial.number)},
+            )
+            job = trial_job(
+                self.spec,
+                self.store,
+                self.uri,
+                self.parent,
                 key=run.key,
                 config=run.config,
                 run_name=f"{run.label} [{run.key}] optuna #{trial.number}",
                 tags=tags,
-                tracking_uri=self.uri,
-                experiment=self.experiment,
-                parent_run_id=self.parent,
-                checkpoint_root=self.spec.storage.root(self.store.checkpoints_dir),
-                cache_dir=str(self.store.cache_dir),
             )
             self.slots[run.key] = _Slot(job, {trial._trial_id})
             self.queue.append(run.key)
@@ -460,18 +451,10 @@ def run_search(
                 tracking_uri,
                 experiment_name(spec),
                 spec.name,
-                {
-                    "gatelab.grid_file": spec.source,
-                    "gatelab.grid_file_hash": spec.file_hash,
-                    "gatelab.git_sha": git_sha(),
-                    "gatelab.search": "optuna",
-                    "optuna.storage": str(path),
-                },
+                parent_tags(spec, **{"gatelab.search": "optuna", "optuna.storage": str(path)}),
                 store.home / "locks",
             )
-            # "local": a new Ray when the grid names none (RaySpec: None starts a local Ray). ray.init(None)
-            # would join whatever cluster /tmp/ray/ray_current_cluster names, e.g. another user's test cluster.
-            _ray_init(address or spec.ray.address or "local")
+            start_ray(spec, address)
             driver = _Driver(
                 spec, store, tracking_uri, parent, studies, plans, max_concurrent or spec.ray.max_concurrent, out
             )

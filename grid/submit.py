@@ -11,15 +11,14 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
+from gatelab.grid.dispatch import experiment_name, parent_tags, start_ray, trial_job, trial_tags, trial_task
 from gatelab.grid.dry_run import training_flops
 from gatelab.grid.expand import Trial
 from gatelab.grid.spec import GridSpec
-from gatelab.grid.worker import TrialJob, record_unreported_failure, run_grid_trial
+from gatelab.grid.worker import record_unreported_failure
 from gatelab.tracking.ledger import DONE_STATUSES, close_parent_run, ensure_parent_run, trial_records
 from gatelab.tracking.store import Store
-from gatelab.trainer.provenance import git_sha
 
 PROGRESS_EVERY_S = 2.0  # how often the driver wakes to collect results
 PROGRESS_PRINT_S = 30.0  # a progress line this often (and once at the start); each result has its own line
@@ -33,40 +32,6 @@ class SubmitOutcome:
     """Trials already done before this submit."""
     timings: dict[str, dict] = field(default_factory=dict)
     """Per trial run here: wall_s (dispatch to result, seen by the driver) plus the worker's timings."""
-
-
-def experiment_name(spec: GridSpec) -> str:
-    return spec.tracking.experiment or spec.name
-
-
-def trial_tags(spec: GridSpec, trial: Trial) -> dict[str, str]:
-    """Tags of a new child run; the worker adds the variant's axes, paper reference, seed and LR."""
-    return {"gatelab.grid": spec.name, **{f"override.{k}": str(v) for k, v in trial.overrides.items()}}
-
-
-def _ray_init(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    # "local", not None: None would silently join whatever cluster /tmp/ray/ray_current_cluster names
-    # (another user's or another test's); the grid's ray.address / --address joins one on purpose.
-    local = address in (None, "local")
-    ray.init(
-        address=address or "local",
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=False,
-        _system_config=dict(NO_OOM_RETRIES) if local else None,
-    )
-
-
-# Out-of-memory is a deterministic failure (the same trial on the same node runs out again): record it, do not
-# retry. A worker that Ray's memory monitor kills is retried on Ray's own budget, apart from the task's
-# max_retries, and with Ray 2.60's default that went on indefinitely (6 attempts in 60 s with max_retries=2,
-# measured; docs/libraries.md, Ray core). A cluster sets the same with the RAY_task_oom_retries=0 environment
-# of every node (ray_cluster.yaml); a joined Ray keeps its own setting.
-NO_OOM_RETRIES = MappingProxyType({"task_oom_retries": 0})  # read-only: ray.init adds keys to the dict it gets
 
 
 def submit(
@@ -88,12 +53,7 @@ def submit(
         tracking_uri,
         experiment,
         spec.name,
-        {
-            "gatelab.grid_file": spec.source,
-            "gatelab.grid_file_hash": spec.file_hash,
-            "gatelab.git_sha": git_sha(),
-            "gatelab.trials": str(len(trials)),
-        },
+        parent_tags(spec, **{"gatelab.trials": str(len(trials))}),
         store.home / "locks",
     )
     records = trial_records(tracking_uri, experiment)
@@ -115,25 +75,9 @@ def submit(
         close_parent_run(tracking_uri, parent, outcome.statuses)
         return outcome
 
-    joining = address or spec.ray.address
-    _ray_init(joining)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if not joining and spec.resources.gpus > gpus:
-        # A local Ray cannot grow: such trials would wait forever. (A cluster may autoscale GPUs in.)
-        raise ValueError(
-            f"{spec.source}: resources.gpus={spec.resources.gpus:g} per trial, but the local Ray has "
-            f"{gpus:g} GPUs; set resources.gpus: 0 to train on CPU, or join a cluster with --address"
-        )
+    start_ray(spec, address)
     cap = max_concurrent or spec.ray.max_concurrent
-    checkpoint_root = spec.storage.root(store.checkpoints_dir)
-    res = spec.resources
-    # A DDP trial's task only drives Ray Train; its workers reserve the CPUs and GPUs.
-    task = ray.remote(run_grid_trial).options(
-        num_cpus=0 if res.ddp_workers > 1 else res.cpus,
-        num_gpus=0 if res.ddp_workers > 1 else res.gpus,
-        max_retries=spec.ray.max_retries,
-        retry_exceptions=False,
-    )
+    task = trial_task(spec)
     # Longest first (by estimated FLOPs; ties keep the grid's order): the classic makespan heuristic, so
     # the grid does not end with one long trial running while every other slot idles.
     pending = dispatch_order(todo)
@@ -144,20 +88,15 @@ def submit(
         while pending or in_flight:
             while pending and len(in_flight) < cap:
                 trial = pending.pop(0)
-                job = TrialJob(
+                job = trial_job(
+                    spec,
+                    store,
+                    tracking_uri,
+                    parent,
                     key=trial.key,
                     config=trial.config,
                     run_name=f"{trial.label} [{trial.key}]",
-                    tags=trial_tags(spec, trial),
-                    tracking_uri=tracking_uri,
-                    experiment=experiment,
-                    parent_run_id=parent,
-                    checkpoint_root=checkpoint_root,
-                    cache_dir=str(store.cache_dir),
-                    ddp_workers=res.ddp_workers,
-                    cpus=res.cpus,
-                    gpus=res.gpus,
-                    max_retries=spec.ray.max_retries,
+                    tags=trial_tags(spec, trial.overrides),
                 )
                 in_flight[task.remote(job)] = trial, job
                 dispatched[trial.key] = time.perf_counter()

@@ -17,9 +17,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from gatelab.grid.cli import main
+from gatelab.grid.dispatch import experiment_name
 from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
-from gatelab.grid.submit import experiment_name
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
 from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
 from gatelab.tracking.stats import (

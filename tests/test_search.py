@@ -299,3 +299,36 @@ def test_hopeless_trial_is_pruned_from_its_validation_losses(served_store, local
     assert all(logged[step] == pytest.approx(value, rel=1e-12) for step, value in trial.intermediate_values.items())
     assert max(m.step for m in client.get_metric_history(run.info.run_id, "train_loss")) < 400
     assert "final_val_loss" not in run.data.metrics
+
+
+def _with_resources(path: Path, **resources) -> Path:
+    grid = yaml.safe_load(path.read_text())
+    grid["resources"] = resources
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def test_a_search_trains_ddp_trials_with_the_grids_resources(served_store, local_ray, tmp_path):
+    # The search driver once built its jobs without the grid's DDP workers, CPUs, GPUs and retry budget: a
+    # `workers: 2` search trained each trial in one process. Both drivers now share one job builder.
+    store, uri = served_store
+    # seed 5: a trial of its own (the same key as another test's trial would find that one's checkpoints)
+    grid = write_search(
+        tmp_path / "ddp.yaml", "search-ddp", seeds=(5,), n_trials=1, params={"optim.lr": {"choice": [3.0e-3]}}
+    )
+    spec = load_grid(_with_resources(grid, workers=2, cpus=2))
+    assert spec.resources.ddp_workers == 2
+    outcome = run_search(spec, store, uri)
+    assert [n for _, n, *_ in outcome.told] == [0]
+    [run] = child_runs(uri, "search-ddp")[1]
+    key = run.data.tags["trial_key"]
+    assert run.data.tags["gatelab.status"] == "finished" and run.data.tags["optuna.study"] == "search-ddp/baseline"
+    assert len(list((store.checkpoints_dir / key / "other-ranks").iterdir())) == 1  # rank 1 ran
+    assert run.data.metrics["tokens_seen"] == 20 * 4 * 64  # the global batch, split over the two ranks
+
+
+def test_a_search_asking_for_gpus_a_local_ray_lacks_is_refused(served_store, local_ray, tmp_path):
+    store, uri = served_store
+    grid = write_search(tmp_path / "gpu.yaml", "search-gpu", n_trials=1)
+    with pytest.raises(ValueError, match=r"resources.gpus=1 per trial, but the local Ray has 0 GPUs"):
+        run_search(load_grid(_with_resources(grid, gpus=1)), store, uri)
