@@ -46,6 +46,7 @@ def write_grid(
 
 
 def gatelab(*args: str, home: Path) -> subprocess.Popen:
+    """`gatelab ARGS --home HOME` as a user runs it, in its own process group (so a test can kill it whole)."""
     return subprocess.Popen(
         [sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)],
         cwd=ROOT,

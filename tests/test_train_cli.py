@@ -3,8 +3,6 @@ uninterrupted run with a metric history that has no gap and no duplicated step."
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,23 +14,13 @@ from gatelab.tracking import Store, stop_server
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
+from grid_helpers import gatelab
+
 pytestmark = [pytest.mark.mlflow]
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL = ROOT / "ablations" / "tiny_trial.yaml"
 SETS = ["--set", "schedule.max_steps=240", "--set", "schedule.log_every=1", "--set", "eval.every=30"]
-
-
-def gatelab(*args: str, home: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        **kwargs,
-    )
 
 
 @pytest.fixture(scope="module")

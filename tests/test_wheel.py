@@ -124,31 +124,23 @@ def test_smoke_grid_dry_run_by_name(installed):
     assert not (installed["cwd"] / "gatelab-runs" / "mlflow.db").exists()
 
 
+SHORT_TRAIN = (
+    "train",
+    "tiny_trial",
+    "--set",
+    "schedule.max_steps=20",
+    "--set",
+    "eval.every=10",
+    "--set",
+    "eval.long_context_factors=[1, 2]",
+)
+
+
 def test_short_train_of_the_tiny_trial(installed):
-    trained = run(
-        installed,
-        "train",
-        "tiny_trial",
-        "--set",
-        "schedule.max_steps=20",
-        "--set",
-        "eval.every=10",
-        "--set",
-        "eval.long_context_factors=[1, 2]",
-    )
+    trained = run(installed, *SHORT_TRAIN)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "finished" in trained.stdout and "final_val_ppl=" in trained.stdout
-    again = run(
-        installed,
-        "train",
-        "tiny_trial",
-        "--set",
-        "schedule.max_steps=20",
-        "--set",
-        "eval.every=10",
-        "--set",
-        "eval.long_context_factors=[1, 2]",
-    )
+    again = run(installed, *SHORT_TRAIN)
     assert again.returncode == 0 and "is already finished" in again.stdout
     run(installed, "stop-server")
 
