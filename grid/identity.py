@@ -14,7 +14,7 @@ from dataclasses import asdict
 from functools import lru_cache
 
 from gatelab.trainer.catalog import get_variant
-from gatelab.trainer.config import TrialConfig, to_dict
+from gatelab.trainer.config import TrialConfig, drop_run_settings, to_dict
 from gatelab.trainer.corpus import data_fingerprint
 from gatelab.trainer.presets import ModelConfig
 
@@ -24,15 +24,10 @@ KEY_LENGTH = 12
 
 def identity_fields(config: TrialConfig, fingerprint: str) -> dict:
     """The canonical mapping that is hashed."""
-    data = to_dict(config)
-    data.pop("name")
-    data.pop("catalog")  # where the variant is defined; its definition is hashed below
-    data.pop("compile")  # how the step runs (compiled or eager, bf16-mixed or fp32): rounding, not the experiment
-    data.pop("precision")
-    data.pop("checkpoint")
-    data["schedule"].pop("log_every")
+    # Out: how or where it runs (name, catalog path, compile, precision, checkpoints, logging cadence, data
+    # path); the variant's definition and the data's fingerprint stand for the catalog and the data path.
+    data = drop_run_settings(to_dict(config))
     data["schedule"]["seq_len"] = config.seq_len
-    data["data"].pop("source")
     data["data"]["fingerprint"] = fingerprint
     data["model"], data["variant"] = _model_and_variant(config.model.resolve(), config.variant, config.catalog)
     data["key_version"] = KEY_VERSION

@@ -142,3 +142,27 @@ def test_the_environment_record_is_taken_once_per_process(monkeypatch):
     second = environment.environment_record()
     environment._process_environment.cache_clear()
     assert calls == [1] and second["git_sha"] == "abc123" and second["packages"]["torch"] != "edited by a caller"
+
+
+def test_a_resume_may_change_how_the_trial_runs(tmp_path):
+    # Checkpoint cadence, name, logging cadence: outside the key, so a rerun with new ones resumes the same
+    # trial; they are tags (the latest attempt's), because MLflow never lets a param change.
+    first = InMemoryTracker()
+    run_trial(
+        tiny(schedule=ScheduleConfig(max_steps=20, batch_size=8, log_every=1)),
+        first,
+        tmp_path / "t",
+        tmp_path / "cache",
+    )
+    sorted((tmp_path / "t" / "checkpoints").glob("*.ckpt"))[-1].unlink()  # died between step 10 and 20
+    again = InMemoryTracker()
+    again.params = dict(first.params)  # the run's params as MLflow keeps them; changing one would raise
+    changed = tiny(
+        name="renamed",
+        schedule=ScheduleConfig(max_steps=20, batch_size=8, log_every=2),
+        checkpoint=CheckpointConfig(every=5, keep_last=3),
+    )
+    result = run_trial(changed, again, tmp_path / "t", tmp_path / "cache")
+    assert result.status == "finished" and again.metrics["train_loss"][0][0] == 12
+    assert again.tags["setting.checkpoint.every"] == "5" and again.tags["setting.name"] == "renamed"
+    assert not [key for key in first.params if key.startswith(("checkpoint.", "name", "schedule.log_every"))]

@@ -126,6 +126,27 @@ class CheckpointConfig:
 
 PRECISIONS = (None, "bf16-mixed", "32-true")
 
+# How or where a trial runs, not what it computes: left out of the trial key (grid/identity.py) and recorded as
+# run tags `setting.<key>` (the latest attempt's), not as params: MLflow never lets a param change, and each of
+# these may differ when a trial resumes (another checkpoint cadence or name, a moved catalog, another device).
+RUN_SETTINGS = ("name", "catalog", "compile", "precision", "checkpoint", "schedule.log_every", "data.source")
+
+
+def is_run_setting(dotted_key: str) -> bool:
+    """Whether a dotted config key (`checkpoint.every`) is, or lies under, one of RUN_SETTINGS."""
+    return any(dotted_key == s or dotted_key.startswith(f"{s}.") for s in RUN_SETTINGS)
+
+
+def drop_run_settings(data: dict) -> dict:
+    """to_dict(config) without RUN_SETTINGS (in place; returned for chaining)."""
+    for dotted in RUN_SETTINGS:
+        *parents, last = dotted.split(".")
+        inner = data
+        for part in parents:
+            inner = inner[part]
+        inner.pop(last)
+    return data
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrialConfig:

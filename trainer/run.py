@@ -21,7 +21,7 @@ import yaml
 
 from gatelab.trainer import plots
 from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
-from gatelab.trainer.config import TrialConfig, run_tags, to_dict
+from gatelab.trainer.config import TrialConfig, is_run_setting, run_tags, to_dict
 from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
 from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
@@ -68,12 +68,12 @@ def flatten(data: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path, cuda: bool) -> None:
-    params = flatten(to_dict(config))
-    # How this attempt runs may differ from the last one's (a GPU trial resumed on a CPU, compile switched
-    # off): tags, which the latest attempt overwrites, not params, which MLflow never lets change.
-    how = {"compiled": str(config.compiled_on(cuda)).lower(), "precision": config.precision_on(cuda)}
-    for key in ("compile", "precision"):
-        params.pop(key)
+    everything = flatten(to_dict(config))
+    params = {key: value for key, value in everything.items() if not is_run_setting(key)}
+    # How this attempt runs may differ from the last one's (a GPU trial resumed on a CPU, a new checkpoint
+    # cadence): tags, which the latest attempt overwrites, not params, which MLflow never lets change.
+    how = {f"setting.{key}": str(value) for key, value in everything.items() if is_run_setting(key)}
+    how.update({"compiled": str(config.compiled_on(cuda)).lower(), "precision": config.precision_on(cuda)})
     params.update(
         {
             "data.fingerprint": splits.fingerprint,
