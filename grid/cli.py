@@ -16,7 +16,7 @@ from gatelab.grid.terminal import table
 from gatelab.grid.train_command import cmd_train
 from gatelab.trainer.catalog import load_catalog
 from gatelab.trainer.gate_spec import SpecError
-from gatelab.trainer.model_cost import extra_params
+from gatelab.trainer.model_cost import added_params
 from gatelab.trainer.presets import PRESETS, preset
 
 
@@ -31,10 +31,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.catalog)
     rows = []
     for variant in catalog.values():
-        try:
-            extra = extra_params(base, variant, catalog["baseline"]) if "baseline" in catalog else None
-        except SpecError:
-            extra = None  # e.g. more_experts on a dense preset
+        extra = added_params(base, variant, catalog)
         rows.append(
             {
                 "name": variant.name,

@@ -14,8 +14,7 @@ from gatelab.grid.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.expand import Trial, expand, format_value, short_keys
 from gatelab.grid.spec import GridSpec, load_grid
 from gatelab.trainer.catalog import load_catalog
-from gatelab.trainer.gate_spec import SpecError
-from gatelab.trainer.model_cost import extra_params
+from gatelab.trainer.model_cost import added_params
 
 # Axes a report row aggregates over (seed) or summarises (LR); any other axis splits rows into conditions.
 _ROW_AXES = ("variant", "seed", "optim.lr")
@@ -40,10 +39,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     for name, variant in catalog.items():
         if name not in used:
             continue
-        try:
-            extra = extra_params(base, variant, catalog["baseline"]) if "baseline" in catalog else None
-        except SpecError:
-            extra = None  # e.g. more_experts on a dense preset
+        extra = added_params(base, variant, catalog)
         paper = variant.paper
         variants[name] = VariantSpec(
             name=name,

@@ -250,7 +250,6 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
             )
         refuse_trial_config_as_grid(data, source)
         data = _inline_base(data, path.parent, where)
-        data = {**data, "base": anchor_catalog(data.get("base"), path.parent)} if "base" in data else data
         for text in overrides:
             key, value = parse_override(text)
             data = _override(data, key, value)
@@ -272,10 +271,11 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
 
 
 def _inline_base(data: dict, grid_dir: Path, where: _Where) -> dict:
-    """`base: trial.yaml` -> that file's mapping (its lines kept for errors)."""
+    """`base: trial.yaml` -> that file's mapping (its lines kept for errors). A `catalog:` path in the base is
+    taken from the file that names it: the trial file, or the grid file for an inline base."""
     base = data.get("base")
     if not isinstance(base, str):
-        return data
+        return {**data, "base": anchor_catalog(base, grid_dir)} if "base" in data else data
     base_path = Path(base).expanduser()
     base_path = base_path if base_path.is_absolute() else grid_dir / base_path
     if not base_path.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gatelab.trainer.catalog import SdpaTransform, Variant
-from gatelab.trainer.gate_spec import GateInput, GateSpec, Granularity, Position
+from gatelab.trainer.gate_spec import GateInput, GateSpec, Granularity, Position, SpecError
 from gatelab.trainer.presets import ModelConfig
 
 
@@ -53,6 +53,17 @@ def total_params(base: ModelConfig, variant: Variant) -> int:
 def extra_params(base: ModelConfig, variant: Variant, baseline: Variant) -> int:
     """Parameters the variant adds over the baseline at this preset (Table 1 'Added Param')."""
     return total_params(base, variant) - total_params(base, baseline)
+
+
+def added_params(base: ModelConfig, variant: Variant, catalog: dict[str, Variant]) -> int | None:
+    """extra_params over the catalog's baseline; None where it has no meaning: the variant's shape change does
+    not fit the preset (more_experts on a dense one), or the catalog (a user's) has no baseline."""
+    if "baseline" not in catalog:
+        return None
+    try:
+        return extra_params(base, variant, catalog["baseline"])
+    except SpecError:
+        return None
 
 
 @dataclass(frozen=True)
