@@ -340,26 +340,26 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="gatelab-gpu-check-"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started, budget, sections = time.monotonic(), Budget(args.budget_s), {}
-    run_section("environment", sections, budget, 0, environment, "checkout" if env else "installed")
-    run_section("device_checks", sections, budget, 60, device_checks, device, work / "checks")
-    run_section("small_trial", sections, budget, 90, small_trial, device, work / "small")
-    run_section("throughput", sections, budget, 200 if device == "cuda" else 30, throughput, device)
-    run_section(
-        "packing",
-        sections,
-        budget,
-        100 if device == "cuda" else 0,
-        packing,
-        device,
-        work / "packing",
-        work / "small" / "cache",
-        env,
+    plan = (
+        ("environment", 0, environment, "checkout" if env else "installed"),
+        ("device_checks", 60, device_checks, device, work / "checks"),
+        ("small_trial", 90, small_trial, device, work / "small"),
+        ("throughput", 150 if device == "cuda" else 30, throughput, device),
+        ("packing", 60 if device == "cuda" else 0, packing, device, work / "packing", work / "small" / "cache", env),
     )
-    report = {"date": time.strftime("%Y-%m-%d"), "seconds": time.monotonic() - started, "sections": sections}
+    for name, needs_s, work_fn, *work_args in plan:
+        print(f"[{time.monotonic() - started:5.0f} s] {name} ...", flush=True)
+        run_section(name, sections, budget, needs_s, work_fn, *work_args)
+        # written after every section: a run killed at its time limit still leaves what it measured
+        write_summaries(out, sections, time.monotonic() - started)
+    print(markdown(json.loads((out / "gpu_check.json").read_text())))
+    return 1 if any(s["status"] == "failed" for s in sections.values()) else 0
+
+
+def write_summaries(out: Path, sections: dict, seconds: float) -> None:
+    report = {"date": time.strftime("%Y-%m-%d"), "seconds": seconds, "sections": sections}
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "gpu_check.md").write_text(markdown(report))
-    print(markdown(report))
-    return 1 if any(s["status"] == "failed" for s in sections.values()) else 0
 
 
 if __name__ == "__main__":
