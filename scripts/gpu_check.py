@@ -17,8 +17,9 @@ It writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md:
      gates' step-time overhead (eager and compiled); aggregate tokens/s of 1, 2 and 4 concurrent `laptop`
      trials on the one GPU.
 On a machine without CUDA it runs the same sections on the tiny preset and says, section by section, what it
-skipped and why (tests/test_gpu_check.py runs it so). Sections run in the order above while the time budget
-lasts; what the budget cuts is reported as skipped.
+skipped and why (tests/test_gpu_check.py runs it so). Sections run while the time budget lasts, throughput
+(which holds the goal figures) before the small trial; what the budget cuts is reported as skipped. The
+summaries are rewritten after every section, so a run cut at its limit still leaves what it measured.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def run_section(name: str, sections: dict, budget: Budget, needs_s: float, work,
         sections[name] = {
             "status": "failed",
             "error": f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc(limit=6),
+            "traceback": traceback.format_exc(limit=-8),  # the innermost frames: where it broke
         }
     sections[name]["seconds"] = round(time.monotonic() - started, 1)
 
@@ -343,8 +344,8 @@ def main() -> int:
     plan = (
         ("environment", 0, environment, "checkout" if env else "installed"),
         ("device_checks", 60, device_checks, device, work / "checks"),
-        ("small_trial", 90, small_trial, device, work / "small"),
         ("throughput", 150 if device == "cuda" else 30, throughput, device),
+        ("small_trial", 90, small_trial, device, work / "small"),
         ("packing", 60 if device == "cuda" else 0, packing, device, work / "packing", work / "small" / "cache", env),
     )
     for name, needs_s, work_fn, *work_args in plan:

@@ -64,3 +64,21 @@ def test_a_check_that_fails_says_so(tmp_path, monkeypatch):
 def test_cuda_trains_compiled_in_bf16_by_default_and_resumes(tmp_path):
     result = device_checks.cuda_defaults_resume(tmp_path)
     assert result["resumed_from"] == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_the_final_evaluation_runs_on_the_device_that_trained(tmp_path, monkeypatch):
+    # Lightning's teardown moves the module to the CPU after fit; the final loss, probes and long-context
+    # passes must not follow it there (on an H200 they then took most of a small trial's time).
+    from gatelab.trainer import run
+
+    devices = []
+    real = run.mean_loss
+    monkeypatch.setattr(
+        run,
+        "mean_loss",
+        lambda model, *a, **k: devices.append(model.lm_head.weight.device.type) or real(model, *a, **k),
+    )
+    device_checks.trains_and_probes("g1_elementwise_sigmoid", tmp_path)
+    assert devices == ["cuda"]

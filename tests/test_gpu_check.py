@@ -26,7 +26,7 @@ def test_gpu_check_runs_on_the_cpu_from_the_checkout_and_says_what_it_skipped(tm
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
-    assert list(sections) == ["environment", "device_checks", "small_trial", "throughput", "packing"]
+    assert list(sections) == ["environment", "device_checks", "throughput", "small_trial", "packing"]
     assert sections["environment"]["gatelab_from"] == "checkout" and sections["environment"]["cuda"] is None
     checks = sections["device_checks"]
     assert checks["status"] == "ok" and checks["device"] == "cpu" and "no CUDA device" in checks["note"]

@@ -114,7 +114,8 @@ class ProbeRecorder:
         self.gate_sum[position] += values.sum().item()
         self.gate_count[position] += values.numel()
         self.gate_low += (values < GATE_LOW).sum().item()
-        self.gate_hist[:HIST_BINS] += torch.histc(values, bins=HIST_BINS, min=0.0, max=1.0).long()
+        # counted where the scores are, kept on the CPU with the other running sums
+        self.gate_hist[:HIST_BINS] += torch.histc(values, bins=HIST_BINS, min=0.0, max=1.0).long().cpu()
         self.gate_hist[HIST_BINS] += (values < 0).sum().item()
         self.gate_hist[HIST_BINS + 1] += (values > 1).sum().item()
 

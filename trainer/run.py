@@ -213,6 +213,10 @@ def run_trial(
         weights_only=True,
     )
     fit_ended = time.perf_counter()
+    if reporter.train_device is not None:
+        # Back where it trained: after fit Lightning leaves the module on the CPU, where a GPU trial's final
+        # evaluation, probes and long-context passes took most of a 300-step `small` trial's time (H200 check).
+        module.to(reporter.train_device)
     diverged = reporter.diverged_at is not None
     step = trainer.global_step
     summary = _finish(config, tracker, module, reporter, splits, trial_dir, step, diverged)

@@ -40,6 +40,10 @@ class TrialReporter(pl.Callback):
         self._timer = (time.perf_counter(), 0)  # (time, step) of the last throughput reading
         self._paused = 0.0  # seconds spent evaluating/checkpointing since that reading
         self.checkpoint_seconds = 0.0  # total time writing checkpoints (overhead in `gatelab bench grid`)
+        self.train_device = None  # where fit trained: Lightning's teardown moves the module to the CPU after it
+
+    def on_train_start(self, trainer, module) -> None:
+        self.train_device = module.device
 
     # Not named `log`: Lightning overwrites a callback's `log` attribute with the module's.
     def record(self, metrics: dict[str, float], step: int) -> None:
