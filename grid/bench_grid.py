@@ -25,6 +25,7 @@ from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
 from gatelab.grid.submit import submit
 from gatelab.tracking import Store, ensure_server, stop_server
+from gatelab.trainer.outcome import Status
 from gatelab.trainer.shipped_data import ABLATIONS_DIR
 
 SMOKE = ABLATIONS_DIR / "smoke.yaml"
@@ -68,7 +69,7 @@ def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
     return {
         "grid": str(grid),
         "trials": len(trials),
-        "finished": sum(s == "finished" for s in outcome.statuses.values()),
+        "finished": sum(s == Status.FINISHED for s in outcome.statuses.values()),
         "slots": slots,
         "wall_s": wall,
         "compute_s": total,

@@ -10,8 +10,10 @@ RayTrainReportCallback reports only per epoch, so we do not use it; our checkpoi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from gatelab.grid.failures import failure_reason, is_out_of_memory
+from gatelab.trainer.outcome import Status, TrialResult
 
 RESULT_FILE = "ddp-result.json"
 # Written by the rank that ran out of memory. Ray Train retries every worker-group failure alike (its failure
@@ -25,7 +27,6 @@ def _train_loop(payload: dict) -> None:
     import ray.train
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
-    from gatelab.grid.worker import is_out_of_memory
     from gatelab.trainer.run import Launch, run_trial
     from gatelab.trainer.tracker import InMemoryTracker
 
@@ -34,7 +35,8 @@ def _train_loop(payload: dict) -> None:
     out_of_memory = trial_dir / OUT_OF_MEMORY_FILE
     if out_of_memory.exists():  # an earlier attempt of this fit: report it, train nothing
         if rank == 0:
-            (trial_dir / RESULT_FILE).write_text(json.dumps({"status": "failed", "error": out_of_memory.read_text()}))
+            failed = TrialResult(Status.FAILED, error=failure_reason(MemoryError(out_of_memory.read_text())))
+            (trial_dir / RESULT_FILE).write_text(failed.to_json())
         return
     if rank == 0:
         from gatelab.tracking.mlflow_tracker import MlflowTracker
@@ -55,11 +57,12 @@ def _train_loop(payload: dict) -> None:
         if rank == 0:
             tracker.close()
     if rank == 0:  # the driver reads rank 0's outcome from storage (Train V2 keeps only checkpointed reports)
-        (trial_dir / RESULT_FILE).write_text(json.dumps({"status": result.status, "summary": result.summary}))
+        (trial_dir / RESULT_FILE).write_text(result.to_json())
 
 
-def run_ddp_trial(job, run_id: str, trial_dir: Path) -> dict:
-    """Train one trial on job.ddp_workers Ray Train workers; returns rank 0's status and summary."""
+def run_ddp_trial(job, run_id: str, trial_dir: Path) -> TrialResult:
+    """Train one trial on job.ddp_workers Ray Train workers; returns rank 0's result (FAILED, with the reason,
+    when a rank ran out of memory)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -85,7 +88,4 @@ def run_ddp_trial(job, run_id: str, trial_dir: Path) -> dict:
     result_file.unlink(missing_ok=True)
     (trial_dir / OUT_OF_MEMORY_FILE).unlink(missing_ok=True)  # a new submit or resume tries again
     trainer.fit()  # raises when the worker group failed beyond its budget
-    result = json.loads(result_file.read_text())
-    if result["status"] == "failed":
-        raise MemoryError(result["error"])  # recorded by grid.worker as out_of_memory
-    return result
+    return TrialResult.from_json(result_file.read_text())

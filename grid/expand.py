@@ -296,7 +296,7 @@ def label(base: TrialConfig, overrides: dict) -> str:
 
 def expand(spec: GridSpec) -> list[Trial]:
     """The grid's trials in a deterministic order, unique by key."""
-    prints = fingerprints(spec, spec.resolved)
+    prints = spec.data_prints
     trials: dict[str, Trial] = {}
     for item in spec.resolved:
         key = trial_key(item.config, prints[item.config.data])

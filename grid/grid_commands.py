@@ -13,6 +13,7 @@ from gatelab.grid.expand import expand
 from gatelab.grid.spec import load_grid
 from gatelab.grid.terminal import table, tally
 from gatelab.tracking.store import Store
+from gatelab.trainer.outcome import DONE_STATUSES, Status
 
 
 def _records(spec, store: Store) -> dict:
@@ -71,10 +72,10 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
             address=args.address,
             max_concurrent=args.max_concurrent,
         )
-        failed = [k for k, s in outcome.statuses.items() if s == "failed"]
-        busy = [k for k, s in outcome.statuses.items() if s == "busy"]
+        failed = [k for k, s in outcome.statuses.items() if s == Status.FAILED]
+        busy = [k for k, s in outcome.statuses.items() if s == Status.BUSY]
         print(
-            f"grid {spec.name}: {sum(s in ('finished', 'diverged') for s in outcome.statuses.values())} done, "
+            f"grid {spec.name}: {sum(s in DONE_STATUSES for s in outcome.statuses.values())} done, "
             f"{len(failed)} failed, {len(busy)} run by another process"
         )
         print(f"open the MLflow UI: gatelab ui --home {store.home}")
@@ -154,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "elapsed_s": elapsed,
                 "label": trial.label,
                 "run_id": record.run_id if record else None,
-                "error": record.error if record and record.status == "failed" else None,
+                "error": record.error if record and record.status == Status.FAILED else None,
             }
         )
     if args.json:

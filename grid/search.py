@@ -28,15 +28,15 @@ What Optuna is told:
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from optuna.trial import Trial, TrialState
 
-from gatelab.grid.dispatch import experiment_name, parent_tags, start_ray, trial_job, trial_tags, trial_task
-from gatelab.grid.expand import fingerprints, label, with_values
+from gatelab.grid.dispatch import experiment_name, parent_tags, start_ray, trial_job, trial_tags
+from gatelab.grid.dispatch_loop import DispatchLoop, Sent
+from gatelab.grid.expand import label, with_values
 from gatelab.grid.identity import trial_key
 from gatelab.grid.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
 from gatelab.grid.search_study import (
@@ -50,15 +50,16 @@ from gatelab.grid.search_study import (
     study_counts,
 )
 from gatelab.grid.spec import GridSpec
-from gatelab.grid.worker import TrialJob, record_unreported_failure
+from gatelab.grid.worker import TrialJob
 from gatelab.tracking.history import metric_history
-from gatelab.tracking.ledger import DONE_STATUSES, ensure_parent_run, file_lock, trial_records, trial_records_for_key
+from gatelab.tracking.ledger import ensure_parent_run, file_lock, trial_records, trial_records_for_key
 from gatelab.tracking.mlflow_tracker import MlflowTracker
 from gatelab.tracking.store import Store
 from gatelab.trainer.config import TrialConfig
 from gatelab.trainer.corpus import data_fingerprint
+from gatelab.trainer.outcome import DONE_STATUSES, Status, TrialResult
 
-POLL_S = 1.0  # how often running trials' validation losses are read (and ray.wait's timeout)
+POLL_S = 1.0  # how often running trials' validation losses are read for the pruner
 PROGRESS_EVERY_S = 5.0
 BUSY_RETRY_S = 5.0  # a run held by another process is offered again after this long
 
@@ -93,7 +94,6 @@ class _Slot:
 
     job: TrialJob
     trial_ids: set
-    not_before: float = 0.0
 
 
 @dataclass
@@ -114,6 +114,8 @@ class SearchOutcome:
 
 
 class _Driver:
+    """The chooser of a search grid: Optuna's asks become trials on the dispatch loop; results are told back."""
+
     def __init__(
         self,
         spec: GridSpec,
@@ -122,24 +124,20 @@ class _Driver:
         parent_run_id: str,
         studies: dict,
         plans: list,
-        cap: int,
+        loop: DispatchLoop,
         out: Callable,
     ) -> None:
-        import ray
-
-        self.ray, self.spec, self.search, self.store, self.uri, self.out = ray, spec, spec.search, store, uri, out
+        self.spec, self.search, self.store, self.uri, self.out = spec, spec.search, store, uri, out
         self.experiment = experiment_name(spec)
-        self.parent, self.studies, self.cap = parent_run_id, studies, cap
+        self.parent, self.studies, self.loop = parent_run_id, studies, loop
         self.plans = {plan.name: plan for plan in plans}
-        self.task = trial_task(spec)
-        self.prints = dict(fingerprints(spec, spec.resolved))
+        self.prints = dict(spec.data_prints)
         self.active: dict[int, _Active] = {}  # by Optuna's storage-wide trial id (numbers repeat across studies)
         self.slots: dict[str, _Slot] = {}
-        self.queue: list[str] = []
-        self.in_flight: dict = {}  # ref -> key
         self.outcome = SearchOutcome()
         self.history: dict[str, dict[int, float]] = {}  # run id -> val_loss by step, as last read
         self._next_study = 0
+        self._last_poll = 0.0
 
     # -- trials -> runs -----------------------------------------------------------------------------------
 
@@ -193,7 +191,7 @@ class _Driver:
                 tags=tags,
             )
             self.slots[run.key] = _Slot(job, {trial._trial_id})
-            self.queue.append(run.key)
+            self.loop.enqueue(job, label=run.label)
         self.out(
             f"  started   {study_name} #{trial.number} {params_text(trial.params)} -> "
             + " ".join(run.key for run in active.runs)
@@ -212,79 +210,51 @@ class _Driver:
                 return True
         return False
 
-    # -- the loop -------------------------------------------------------------------------------------------
+    # -- what the dispatch loop asks -----------------------------------------------------------------------
 
-    def run(self) -> SearchOutcome:
-        for name, study in self.studies.items():  # left RUNNING by a driver that died: run them again first
+    def resume_running(self) -> None:
+        """Trials left RUNNING by a driver that died run again first, from their stored params."""
+        for name, study in self.studies.items():
             for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 self.out(f"  resuming  {name} #{frozen.number} (RUNNING when the last driver stopped)")
                 # Trial(study, id) is how Optuna's own ask() builds the object that report()/should_prune() need
                 self.start(name, Trial(study, frozen._trial_id), frozen.params, set(frozen.intermediate_values))
-        last_poll = last_progress = 0.0
-        try:
-            while True:
-                self.dispatch()
-                while len(self.in_flight) < self.cap and not self.queue and self.ask():
-                    self.dispatch()
-                if not self.in_flight and not self.queue:
-                    break
-                if self.in_flight:
-                    done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_S)
-                else:  # only runs that another process holds: wait for it to let go
-                    done = []
-                    time.sleep(POLL_S)
-                for ref in done:
-                    self.collect(ref)
-                now = time.monotonic()
-                prune_due = self.search.pruner is not None and now - last_poll >= POLL_S
-                progress_due = now - last_progress >= PROGRESS_EVERY_S
-                if self.active and (prune_due or progress_due):
-                    records = trial_records(self.uri, self.experiment)
-                    if prune_due:
-                        last_poll = now
-                        self.feed_pruner(records)
-                    if progress_due:
-                        last_progress = now
-                        self.progress(records)
-        except KeyboardInterrupt:
-            for ref in self.in_flight:
-                self.ray.cancel(ref, force=True)
-            self.out(
-                f"interrupted: {len(self.active)} Optuna trial(s) left RUNNING; `gatelab resume "
-                f"{self.spec.source}` continues them from their last checkpoints"
-            )
-            raise
-        return self.outcome
 
-    def dispatch(self) -> None:
-        now = time.monotonic()
-        for key in list(self.queue):
-            if len(self.in_flight) >= self.cap:
-                return
-            slot = self.slots[key]
-            if slot.not_before <= now:
-                self.queue.remove(key)
-                self.in_flight[self.task.remote(slot.job)] = key
+    def more(self, loop: DispatchLoop) -> bool:
+        return self.ask()
 
-    def collect(self, ref) -> None:
-        key = self.in_flight.pop(ref)
-        try:
-            result = self.ray.get(ref)
-        except self.ray.exceptions.RayError as err:  # killed for memory, or the retry budget spent
-            result = {"key": key, "status": "failed", "error": record_unreported_failure(self.slots[key].job, err)}
-        if result["status"] == "busy":  # another process holds this trial's lock: offer it again later
-            self.slots[key].not_before = time.monotonic() + BUSY_RETRY_S
-            self.queue.append(key)
+    def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:
+        if result.status == Status.BUSY:  # another process holds this trial's lock: offer it again later
+            loop.enqueue(sent.job, label=sent.label, delay_s=BUSY_RETRY_S)
             return
-        self.deliver(key, result)
+        self.deliver(sent.job.key, result)
 
-    def deliver(self, key: str, result: dict) -> None:
+    def poll(self, loop: DispatchLoop) -> None:
+        now = time.monotonic()
+        if self.search.pruner is not None and self.active and now - self._last_poll >= POLL_S:
+            self._last_poll = now
+            self.feed_pruner(trial_records(self.uri, self.experiment))
+
+    def headline(self) -> str:
+        done = {name: sum(study_counts(s)[x.name] for x in FINISHED) for name, s in self.studies.items()}
+        return (
+            f"search {self.spec.name}: {sum(done.values())}/{self.search.n_trials * len(done)} trials told  "
+            f"optuna trials running {len(self.active)}"
+        )
+
+    def interrupted(self, running: int) -> str:
+        return (
+            f"{len(self.active)} Optuna trial(s) left RUNNING; `gatelab resume {self.spec.source}` continues them "
+            "from their last checkpoints"
+        )
+
+    def deliver(self, key: str, result: TrialResult) -> None:
         slot = self.slots.pop(key)
-        if result.get("skipped") or "summary" not in result:  # done before: the ledger has its metrics
+        if result.skipped:  # done before: the ledger has its metrics
             record = trial_records_for_key(self.uri, self.experiment, key)
-            result = {**result, "summary": dict(record.metrics) if record else {}}
-        if result.get("error"):
-            self.out(f"  run {key} failed:\n{result['error'].rstrip()}")
+            result = replace(result, summary=dict(record.metrics) if record else {})
+        if result.error:
+            self.out(f"  run {key} failed:\n{result.error.rstrip()}")
         for trial_id in slot.trial_ids:
             active = self.active.get(trial_id)
             if active is None:
@@ -294,12 +264,12 @@ class _Driver:
                 self.finalize(active)
 
     def finalize(self, active: _Active) -> None:
-        statuses = [active.results[run.key]["status"] for run in active.runs]
+        statuses = [active.results[run.key].status for run in active.runs]
         metric = self.search.objective.metric
-        values = [active.results[run.key].get("summary", {}).get(metric) for run in active.runs]
-        if "failed" in statuses:
+        values = [active.results[run.key].summary.get(metric) for run in active.runs]
+        if Status.FAILED in statuses:
             state, value, error = TrialState.FAIL, None, "a run failed (its MLflow run has gatelab.error)"
-        elif "diverged" in statuses or any(v is not None and not math.isfinite(v) for v in values):
+        elif Status.DIVERGED in statuses or any(v is not None and not math.isfinite(v) for v in values):
             error = "diverged"
             if self.search.diverged == "fail":
                 state, value = TrialState.FAIL, None
@@ -312,7 +282,7 @@ class _Driver:
             state, value, error = TrialState.FAIL, None, f"metric {metric!r} missing from the finished run"
         else:
             state, value, error = TrialState.COMPLETE, sum(values) / len(values), None
-        active.trial.set_user_attr("gatelab.statuses", dict(zip((r.key for r in active.runs), statuses)))
+        active.trial.set_user_attr("gatelab.statuses", {r.key: str(s) for r, s in zip(active.runs, statuses)})
         self.finish_trial(active.study, active.trial, state, value, error)
 
     def finish_trial(
@@ -365,28 +335,19 @@ class _Driver:
 
     def prune(self, active: _Active, step: int) -> None:
         """Cancel the trial's runs (unless another trial waits on them), end their MLflow runs, tell PRUNED."""
-        cancelled = {}
+        alone = []
         for run in active.runs:
             slot = self.slots.get(run.key)
             if slot is None:
                 continue
             slot.trial_ids.discard(active.trial._trial_id)
-            if slot.trial_ids:
-                continue
-            ref = next((r for r, k in self.in_flight.items() if k == run.key), None)
-            if ref is None:
-                self.queue.remove(run.key)
-                self.slots.pop(run.key)
-                continue
-            self.ray.cancel(ref, force=True)
-            cancelled[ref] = self.in_flight.pop(ref)
-        if cancelled:
-            self.ray.wait(list(cancelled), num_returns=len(cancelled), timeout=60)
-        for ref, key in cancelled.items():
+            if not slot.trial_ids:
+                alone.append(run.key)
+        for key, result in self.loop.cancel(alone).items():
             self.slots.pop(key)
-            try:
-                active.results[key] = self.ray.get(ref, timeout=0)  # it finished before the cancel landed
-            except Exception:  # noqa: BLE001 - cancelled (TaskCancelledError) or the worker died
+            if result is not None:  # it finished before the cancel landed
+                active.results[key] = result
+            else:
                 self._mark_pruned(key, step)
         if all(run.key in active.results for run in active.runs):
             self.finalize(active)
@@ -400,22 +361,7 @@ class _Driver:
             return
         tracker = MlflowTracker.resume(self.uri, record.run_id, asynchronous=False)
         tracker.set_tags({"gatelab.pruned": "true", "gatelab.pruned_at_step": str(step)})
-        tracker.set_status("killed")
-
-    def progress(self, records: dict) -> None:
-        parts = []
-        for active in self.active.values():
-            steps = [int(records[r.key].metrics.get("step", 0)) if r.key in records else 0 for r in active.runs]
-            parts.append(
-                f"{active.study}#{active.trial.number}@{min(steps)}/{active.runs[0].config.schedule.max_steps}"
-            )
-        done = {name: sum(study_counts(s)[x.name] for x in FINISHED) for name, s in self.studies.items()}
-        total = sum(done.values())
-        self.out(
-            f"[{time.strftime('%H:%M:%S')}] search {self.spec.name}: {total}/{self.search.n_trials * len(done)} "
-            f"trials told  running {len(self.active)}  | " + " ".join(parts)
-        )
-        sys.stdout.flush()
+        tracker.set_status(Status.KILLED)
 
 
 def run_search(
@@ -455,10 +401,18 @@ def run_search(
                 store.home / "locks",
             )
             start_ray(spec, address)
-            driver = _Driver(
-                spec, store, tracking_uri, parent, studies, plans, max_concurrent or spec.ray.max_concurrent, out
+            loop = DispatchLoop(
+                spec,
+                tracking_uri,
+                experiment_name(spec),
+                max_concurrent or spec.ray.max_concurrent,
+                out,
+                PROGRESS_EVERY_S,
             )
-            outcome = driver.run()
+            driver = _Driver(spec, store, tracking_uri, parent, studies, plans, loop, out)
+            driver.resume_running()
+            loop.run(driver)
+            outcome = driver.outcome
         else:
             outcome = SearchOutcome()
         for name, study in studies.items():

@@ -192,6 +192,12 @@ class GridSpec:
         """
         return tuple(resolve(self))
 
+    @cached_property
+    def data_prints(self) -> dict:
+        """data_fingerprint of each distinct DataConfig of the trials, computed once per spec (it lists and
+        stats every data file); a missing or empty dataset fails here, at its key."""
+        return fingerprints(self, self.resolved)
+
 
 class _Where:
     """Which file and line a grid key came from: the grid file, the base file, or the command line."""
@@ -262,7 +268,7 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
         spec = _spec(data, name=path.stem, source=source, file_hash=file_hash)
         if not spec.resolved:  # builds every trial: a bad value fails at its axis line
             raise ConfigError("exclude", "axes/include/exclude leave no trial")
-        fingerprints(spec, spec.resolved)  # a missing or empty dataset fails here, before anything runs
+        spec.data_prints  # noqa: B018 - a missing or empty dataset fails here, before anything runs
         if spec.search is not None:
             check_search(spec)  # each searched bound (or choice) builds at every grid point
     except ConfigError as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 from gatelab.grid.identity import trial_key
 from gatelab.grid.trial_file import load_trial_config
 from gatelab.trainer.corpus import data_fingerprint
+from gatelab.trainer.outcome import Status
 
 TRAIN_EXPERIMENT = "gatelab-train"
 SUMMARY_KEYS = (
@@ -54,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             result = run_trial(config, tracker, store.checkpoints_dir / key, store.cache_dir, progress=True)
         except Exception:
-            tracker.set_status("failed")
+            tracker.set_status(Status.FAILED)
             raise
         finally:
             tracker.close()

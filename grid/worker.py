@@ -13,10 +13,12 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gatelab.grid.failures import failure_reason
 from gatelab.trainer.config import TrialConfig, run_tags
+from gatelab.trainer.outcome import Status, TrialResult
 
 
 @dataclass(frozen=True)
@@ -70,26 +72,9 @@ def _first_import_without_collector(module: str):
         gc.enable()
 
 
-# How allocators word running out: torch's CUDA OOM ("CUDA out of memory"), torch's CPU allocator
-# ("DefaultCPUAllocator: can't allocate memory"), Ray's memory monitor ("...running low on memory").
-_OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, MemoryError) or any(word in str(error).lower() for word in _OUT_OF_MEMORY_WORDS)
-
-
-def failure_reason(error: BaseException, out_of_memory: bool = False) -> str:
-    """The `gatelab.error` text of a failed trial: "<reason>: <first line>", the reason `out_of_memory` when
-    the error says so (deterministic: a retry would run out of memory again), else the error's type."""
-    text = str(error)
-    reason = "out_of_memory" if out_of_memory or is_out_of_memory(error) else type(error).__name__
-    return f"{reason}: {text.splitlines()[0] if text else ''}"
-
-
-def run_grid_trial(job: TrialJob) -> dict:
-    """Runs in a Ray worker. Returns {key, status, summary | error}; status 'busy' when another process
-    holds the trial (a concurrent submit), 'finished'/'diverged' when it was already done."""
+def run_grid_trial(job: TrialJob) -> TrialResult:
+    """Runs in a Ray worker. BUSY when another process holds the trial (a concurrent submit); skipped, with
+    its stored status, when it was already done; FAILED with the error when training raised."""
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("gatelab.tracking.ledger"):
         from gatelab.tracking.ledger import ERROR_TAG, file_lock, open_trial_run
@@ -98,19 +83,22 @@ def run_grid_trial(job: TrialJob) -> dict:
     trial_dir = Path(job.checkpoint_root) / job.key
     with file_lock(trial_dir / ".lock", blocking=False) as acquired:
         if not acquired:
-            return {"key": job.key, "status": "busy"}
+            return TrialResult(Status.BUSY, key=job.key)
         tracker, existing = open_trial_run(
             job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name, job.tags
         )
         if tracker is None:
-            return {"key": job.key, "status": existing.status, "skipped": True}
+            return TrialResult(existing.status, key=job.key, skipped=True)
         try:
             if job.ddp_workers > 1:
                 from gatelab.grid.ddp import run_ddp_trial
 
                 tracker.flush()
-                ddp = run_ddp_trial(job, tracker.run_id, trial_dir)
-                return {"key": job.key, "status": ddp["status"], "summary": ddp["summary"]}
+                result = run_ddp_trial(job, tracker.run_id, trial_dir)
+                if result.status == Status.FAILED:  # out of memory on a rank: deterministic, said by the result
+                    tracker.set_tags({ERROR_TAG: result.error[:500]})
+                    tracker.set_status(Status.FAILED)
+                return replace(result, key=job.key)
             import_started = time.perf_counter()
             with _first_import_without_collector("gatelab.trainer.run"):
                 from gatelab.trainer.run import run_trial  # torch: only inside the worker
@@ -118,16 +106,11 @@ def run_grid_trial(job: TrialJob) -> dict:
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
         except Exception as err:  # deterministic: record, do not retry
             tracker.set_tags({ERROR_TAG: failure_reason(err)[:500]})
-            tracker.set_status("failed")
-            return {"key": job.key, "status": "failed", "error": traceback.format_exc(limit=3)}
+            tracker.set_status(Status.FAILED)
+            return TrialResult(Status.FAILED, key=job.key, error=traceback.format_exc(limit=3))
         finally:
             tracker.close()
-        return {
-            "key": job.key,
-            "status": result.status,
-            "summary": result.summary,
-            "timings": {**result.timings, "import_s": import_s},
-        }
+        return replace(result, key=job.key, timings={**result.timings, "import_s": import_s})
 
 
 def record_unreported_failure(job: TrialJob, error: Exception) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gatelab.tracking.stats import DONE_STATUSES, TrialOutcome, VariantRow, mean_of
+from gatelab.tracking.stats import TrialOutcome, VariantRow, mean_of
 from gatelab.trainer.catalog import PaperFigures, get_variant
+from gatelab.trainer.outcome import DONE_STATUSES, Status
 
 BASELINE = "baseline"
 G1 = "g1_elementwise_sigmoid"  # SDPA output, elementwise, head-specific, multiplicative sigmoid (Table 1 row 5)
@@ -164,7 +165,7 @@ def check_spikes(outcomes: list[TrialOutcome]) -> OrderingCheck:
     for name in (BASELINE, G1):
         at = [o for o in done if o.trial.variant == name and o.trial.lr in top]
         spikes = sum(int(o.metrics.get("spike_count", 0)) for o in at)
-        diverged = sum(o.status == "diverged" for o in at)
+        diverged = sum(o.status == Status.DIVERGED for o in at)
         events[name] = (spikes, diverged, len(at))
     (b_spikes, b_div, b_n), (g_spikes, g_div, g_n) = events[BASELINE], events[G1]
     # A divergence outweighs any number of spikes: it is the instability the spikes announce.

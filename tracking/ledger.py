@@ -16,13 +16,13 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
+from gatelab.trainer.outcome import DONE_STATUSES, ENDED_STATUSES, Status
 
 KIND_TAG = "gatelab.kind"
 GRID_TAG = "gatelab.grid"
 KEY_TAG = "trial_key"
 ATTEMPT_TAG = "gatelab.attempt"
 ERROR_TAG = "gatelab.error"  # why a failed trial failed: "<reason>: <first line of the error>"
-DONE_STATUSES = ("finished", "diverged")  # results: never run again
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _record(run) -> TrialRecord:
     tags = run.data.tags
     return TrialRecord(
         run.info.run_id,
-        tags.get(STATUS_TAG, "running"),
+        tags.get(STATUS_TAG, Status.RUNNING.value),
         dict(run.data.metrics),
         dict(run.data.params),
         run.info.start_time,
@@ -103,10 +103,10 @@ def ensure_parent_run(uri: str, experiment: str, grid_name: str, tags: dict[str,
 def close_parent_run(uri: str, run_id: str, statuses: dict[str, str]) -> None:
     """End the grid's parent run once every trial has a result: FINISHED, or FAILED if any trial failed.
     A grid with trials still unfinished (interrupted, run elsewhere) stays RUNNING for the next resume."""
-    if not statuses or any(s not in (*DONE_STATUSES, "failed") for s in statuses.values()):
+    if not statuses or any(s not in ENDED_STATUSES for s in statuses.values()):
         return
     client = MlflowClient(tracking_uri=uri)
-    failed = sum(s == "failed" for s in statuses.values())
+    failed = sum(s == Status.FAILED for s in statuses.values())
     client.set_tag(run_id, "gatelab.summary", f"{len(statuses) - failed} done, {failed} failed")
     client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
@@ -174,7 +174,7 @@ def record_failure(
     )
     try:
         tracker.set_tags({ERROR_TAG: error[:500]})
-        tracker.set_status("failed")
+        tracker.set_status(Status.FAILED)
     finally:
         tracker.close()
     return True

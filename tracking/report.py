@@ -42,7 +42,6 @@ from gatelab.tracking.ledger import GRID_TAG, KIND_TAG, trial_records
 from gatelab.tracking.report_figures import make_figures
 from gatelab.tracking.stats import (
     ALPHA,
-    DONE_STATUSES,
     MeanStd,
     ReportInput,
     TrialOutcome,
@@ -55,6 +54,7 @@ from gatelab.tracking.stats import (
     mean_of,
     row_name,
 )
+from gatelab.trainer.outcome import DONE_STATUSES, Status
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
@@ -108,7 +108,7 @@ def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[Tria
                     for key in HISTORIES
                 }
                 variant = inp.variants.get(trial.variant)
-                if artifacts and record.status == "finished" and variant is not None and variant.gated:
+                if artifacts and record.status == Status.FINISHED and variant is not None and variant.gated:
                     hist = _gate_hist(client, record.run_id, Path(tmp) / trial.key)
             outcomes.append(
                 TrialOutcome(
@@ -333,7 +333,7 @@ def blocks(
                     if (o.trial.variant, o.trial.condition, o.trial.lr) == (row.variant.name, row.condition, lr)
                     and o.status in DONE_STATUSES
                 ]
-                if any(o.status == "diverged" for o in at):
+                if any(o.status == Status.DIVERGED for o in at):
                     cells.append("diverged")
                 else:
                     losses = [final_loss(o) for o in at]

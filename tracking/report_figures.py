@@ -24,14 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from gatelab.tracking.stats import (
-    DONE_STATUSES,
-    LONG_METRIC,
     ReportInput,
     TrialOutcome,
     VariantRow,
     final_loss,
     row_name,
 )  # noqa: E402
+from gatelab.trainer.metric_names import parse_long_ppl
+from gatelab.trainer.outcome import DONE_STATUSES, Status
 
 HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
 
@@ -144,7 +144,10 @@ def lr_sweep(
         return None
     fig, (loss_ax, spike_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
     finite = [
-        loss for rows in points.values() for _, status, loss, _ in rows if status == "finished" and math.isfinite(loss)
+        loss
+        for rows in points.values()
+        for _, status, loss, _ in rows
+        if status == Status.FINISHED and math.isfinite(loss)
     ]
     top = max(finite) * 1.05 if finite else 1.0
     for index, (color, (name, rows)) in enumerate(zip(_colors(len(points)), points.items())):
@@ -153,13 +156,13 @@ def lr_sweep(
             by_lr.setdefault(lr, []).append((status, loss, spikes))
         lrs = sorted(by_lr)
         ok = [
-            (lr, statistics.fmean(loss for s, loss, _ in by_lr[lr] if s == "finished" and math.isfinite(loss)))
+            (lr, statistics.fmean(loss for s, loss, _ in by_lr[lr] if s == Status.FINISHED and math.isfinite(loss)))
             for lr in lrs
-            if any(s == "finished" and math.isfinite(loss) for s, loss, _ in by_lr[lr])
+            if any(s == Status.FINISHED and math.isfinite(loss) for s, loss, _ in by_lr[lr])
         ]
         if ok:
             loss_ax.plot(*zip(*ok), "o-", color=color, label=name)
-        bad = [lr for lr in lrs if any(s == "diverged" for s, _, _ in by_lr[lr])]
+        bad = [lr for lr in lrs if any(s == Status.DIVERGED for s, _, _ in by_lr[lr])]
         if bad:  # nudged apart so variants that diverged at the same LR stay visible
             nudge = 1 + 0.015 * (index - len(points) / 2)
             loss_ax.plot([lr * nudge for lr in bad], [top] * len(bad), "x", color=color, ms=9, mew=2)
@@ -227,7 +230,7 @@ def make_figures(
             + (f" lr={t.lr:g}" if len({x.lr for x in inp.trials}) > 1 else "")
             + (f" {t.condition}" if t.condition else "")
         )
-        diverged = outcome.metrics.get("diverged_at_step") if outcome.status == "diverged" else None
+        diverged = outcome.metrics.get("diverged_at_step") if outcome.status == Status.DIVERGED else None
         curves.setdefault(t.variant, []).append(
             {
                 "label": label,
@@ -245,7 +248,7 @@ def make_figures(
     )
     per_layer, hists, means, long = {}, {}, {}, {}
     for row in rows:
-        finished = [o for o in row.trials if o.status == "finished"]
+        finished = [o for o in row.trials if o.status == Status.FINISHED]
         name = row_name(row)
         layers = [[o.metrics[f"f_attn_layer_{i}"] for i in range(_n_layers(o))] for o in finished]
         per_layer[name] = mean_curve([x for x in layers if x])
@@ -298,8 +301,8 @@ def _long_points(finished: list[TrialOutcome], rope: str) -> list[tuple[int, flo
     by_factor: dict[int, list[float]] = {}
     for outcome in finished:
         for key, value in outcome.metrics.items():
-            match = LONG_METRIC.match(key)
-            if match and match.group(2) == rope and math.isfinite(value):
-                by_factor.setdefault(int(match.group(1)), []).append(value)
+            parsed = parse_long_ppl(key)
+            if parsed and parsed[1] == rope and math.isfinite(value):
+                by_factor.setdefault(parsed[0], []).append(value)
     seq_len = finished[0].trial.seq_len if finished else 1
     return [(f * seq_len, sum(v) / len(v)) for f, v in sorted(by_factor.items())]

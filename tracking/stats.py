@@ -10,20 +10,19 @@ printed. So a comparison always says which test it used, on how many seed pairs,
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from gatelab.tracking.ledger import DONE_STATUSES  # finished and diverged: results (divergence is one, docs/design.md)
+from gatelab.trainer.metric_names import long_ppl, parse_long_ppl
+from gatelab.trainer.outcome import DONE_STATUSES, Status
 
 ALPHA = 0.05
 """Significance level under which a paired difference counts as 'better' or 'worse'."""
 STABLE_MARGIN = 0.05
 """Default relative margin above a variant's best final loss that still counts as stable."""
-LONG_METRIC = re.compile(r"^long_ppl_x(\d+)_(rope|yarn)$")
 """trainer/evaluate.py's long-context metric names: factor and RoPE mode."""
 
 
@@ -211,14 +210,16 @@ def max_stable_lr(results: Iterable[tuple[float, str, float]], margin: float = S
     for lr, status, loss in results:
         if status in DONE_STATUSES:
             by_lr.setdefault(float(lr), []).append((status, float(loss)))
-    finite = [loss for runs in by_lr.values() for status, loss in runs if status == "finished" and math.isfinite(loss)]
+    finite = [
+        loss for runs in by_lr.values() for status, loss in runs if status == Status.FINISHED and math.isfinite(loss)
+    ]
     if not finite:
         return None
     ceiling = min(finite) * (1 + margin) if min(finite) >= 0 else min(finite) * (1 - margin)
     stable = [
         lr
         for lr, runs in by_lr.items()
-        if all(status == "finished" and math.isfinite(loss) and loss <= ceiling for status, loss in runs)
+        if all(status == Status.FINISHED and math.isfinite(loss) and loss <= ceiling for status, loss in runs)
     ]
     return max(stable, default=None)
 
@@ -229,9 +230,9 @@ def best_lr(results: Iterable[tuple[float, str, float]]) -> float | None:
     by_lr: dict[float, list[float]] = {}
     bad: set[float] = set()
     for lr, status, loss in results:
-        if status == "diverged" or (status == "finished" and not math.isfinite(loss)):
+        if status == Status.DIVERGED or (status == Status.FINISHED and not math.isfinite(loss)):
             bad.add(float(lr))
-        elif status == "finished":
+        elif status == Status.FINISHED:
             by_lr.setdefault(float(lr), []).append(float(loss))
     means = {lr: statistics.fmean(losses) for lr, losses in by_lr.items()}
     return min(means, key=lambda lr: (lr in bad, means[lr], lr)) if means else None
@@ -279,7 +280,7 @@ def final_loss(outcome: TrialOutcome) -> float:
 def long_factor(outcomes: Iterable[TrialOutcome]) -> int | None:
     """The long-context factor of the ratio columns: 4 (the paper's YaRN extension, 32k -> 128k) when
     measured, else the largest measured factor above 1."""
-    factors = {int(m.group(1)) for o in outcomes for k in o.metrics if (m := LONG_METRIC.match(k))}
+    factors = {parsed[0] for o in outcomes for k in o.metrics if (parsed := parse_long_ppl(k))}
     if 1 not in factors or not factors - {1}:
         return None
     return 4 if 4 in factors else max(factors - {1})
@@ -302,12 +303,14 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
         chosen[key] = (lr, [o for o in done if not sweep or o.trial.lr == lr], stable)
 
     def seed_ppl(trials: list[TrialOutcome]) -> dict[int, float]:
-        return {o.trial.seed: float(o.metrics.get("final_val_ppl", math.nan)) for o in trials if o.status == "finished"}
+        return {
+            o.trial.seed: float(o.metrics.get("final_val_ppl", math.nan)) for o in trials if o.status == Status.FINISHED
+        }
 
     rows = []
     for (name, condition), (lr, trials, stable) in chosen.items():
         variant = inp.variants[name]
-        finished = [o for o in trials if o.status == "finished"]
+        finished = [o for o in trials if o.status == Status.FINISHED]
         baseline = chosen.get((inp.baseline, condition))
         comparison = None
         if name != inp.baseline:
@@ -324,7 +327,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
                 condition=condition,
                 lr=lr,
                 trials=tuple(trials),
-                n_diverged=sum(o.status == "diverged" for o in trials),
+                n_diverged=sum(o.status == Status.DIVERGED for o in trials),
                 ppl=mean_std(seed_ppl(trials).values()),
                 comparison=comparison,
                 spikes=mean_std(o.metrics.get("spike_count", math.nan) for o in trials),
@@ -341,7 +344,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
 
 
 def _ratio(outcome: TrialOutcome, factor: int, rope: str) -> float:
-    long, short = outcome.metrics.get(f"long_ppl_x{factor}_{rope}"), outcome.metrics.get(f"long_ppl_x1_{rope}")
+    long, short = outcome.metrics.get(long_ppl(factor, rope)), outcome.metrics.get(long_ppl(1, rope))
     return long / short if long is not None and short else math.nan
 
 

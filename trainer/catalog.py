@@ -8,6 +8,7 @@ parameter-matched baselines of Table 1 rows 2-4).
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -106,8 +107,9 @@ class Variant:
             raise SpecError(f"variant {self.name!r}: sdpa_transform and a g1 gate both act on the SDPA output")
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
-        """The preset as this variant trains it."""
-        return self.shape_change.apply(base, self.name)
+        """The preset as this variant trains it; computed once per (variant, preset): a trial's validation, its
+        key and its model all ask for it."""
+        return _shaped(self.shape_change, base, self.name)
 
     @property
     def is_gated(self) -> bool:
@@ -127,6 +129,11 @@ class Variant:
         if not sc.is_identity:
             out["shape_change"] = f"q*{sc.q_heads_scale:g},kv*{sc.kv_heads_scale:g},experts+{sc.add_experts}"
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _shaped(change: ShapeChange, base: ModelConfig, name: str) -> ModelConfig:
+    return change.apply(base, name)
 
 
 _VARIANT_KEYS = {"name", "paper_ref", "description", "gates", "sdpa_transform", "shape_change", "paper"}

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gatelab.trainer.data import CorpusSplits
+from gatelab.trainer.metric_names import long_ppl
 from gatelab.trainer.model import GatedLM
 from gatelab.trainer.probes import ProbeReport, run_probes
 
@@ -69,6 +70,6 @@ def long_context(
         except ValueError:
             continue  # the validation split has no document this long
         data = fixed_batches(windows, batch_size, batches)
-        out[f"long_ppl_x{factor}_rope"] = perplexity(mean_loss(model, data, 1.0))
-        out[f"long_ppl_x{factor}_yarn"] = perplexity(mean_loss(model, data, float(factor)))
+        out[long_ppl(factor, "rope")] = perplexity(mean_loss(model, data, 1.0))
+        out[long_ppl(factor, "yarn")] = perplexity(mean_loss(model, data, float(factor)))
     return out

@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from gatelab.trainer.probes import HIST_BINS, ProbeReport  # noqa: E402
+from gatelab.trainer.metric_names import GATE_HIST_BINS as HIST_BINS  # noqa: E402
+from gatelab.trainer.metric_names import ROPE_MODES, parse_long_ppl  # noqa: E402
+from gatelab.trainer.probes import ProbeReport  # noqa: E402
 from gatelab.trainer.spikes import Spike  # noqa: E402
 
 
@@ -67,12 +69,9 @@ def gate_histogram(report: ProbeReport, title: str, path: Path) -> Path:
 def long_context_curve(metrics: dict[str, float], train_len: int, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     lengths = set()
-    for rope in ("rope", "yarn"):
-        points = sorted(
-            (int(k.split("_x")[1].split("_")[0]), v)
-            for k, v in metrics.items()
-            if k.startswith("long_ppl_x") and k.endswith(rope)
-        )
+    parsed = {name: parse_long_ppl(name) for name in metrics}
+    for rope in ROPE_MODES:
+        points = sorted((fm[0], metrics[name]) for name, fm in parsed.items() if fm and fm[1] == rope)
         if points:
             ax.plot([f * train_len for f, _ in points], [v for _, v in points], "o-", label=rope)
             lengths.update(f * train_len for f, _ in points)

@@ -20,10 +20,11 @@ from typing import Iterable
 
 import torch
 
+from gatelab.trainer.metric_names import GATE_HIST_BINS as HIST_BINS
+
 SINK_EPS = 0.3
 SINK_PROMPT_LEN = 64
 GATE_LOW = 0.1
-HIST_BINS = 20
 
 
 @dataclass

@@ -12,7 +12,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -26,10 +26,10 @@ from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
 from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
 from gatelab.trainer.lightning_module import GatedLMModule, TrialDataModule
+from gatelab.trainer.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL
+from gatelab.trainer.outcome import Status, TrialResult
 from gatelab.trainer.tracker import Tracker
 from gatelab.trainer.trial_callback import TrialReporter
-
-TERMINAL_STATUSES = ("finished", "diverged", "failed")
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,6 @@ class Launch:
     """Called with the pl.Trainer before fit (e.g. ray.train.lightning.prepare_trainer)."""
     rank_zero: bool = True
     """Only rank zero writes the trial's files; every rank shares its checkpoints."""
-
-
-@dataclass
-class TrialResult:
-    status: str
-    """finished | diverged."""
-    summary: dict[str, float] = field(default_factory=dict)
-    """The stable summary metrics (final_val_loss, final_val_ppl, spike_count, ...)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds: setup (data, params, artifacts), fit, checkpoint (inside fit and at the end), finish."""
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, object]:
@@ -85,7 +75,7 @@ def _record_start(config: TrialConfig, tracker: Tracker, splits, trial_dir: Path
     )
     tracker.log_params(params)
     tracker.set_tags({**run_tags(config), **how})
-    tracker.set_status("running")
+    tracker.set_status(Status.RUNNING)
     config_file = trial_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     env_file = trial_dir / "environment.json"
@@ -107,7 +97,7 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
     ]
     if not diverged:
         val_loss = mean_loss(module.model, reporter.val_batches)
-        summary.update({"final_val_loss": val_loss, "final_val_ppl": perplexity(val_loss)})
+        summary.update({FINAL_VAL_LOSS: val_loss, FINAL_VAL_PPL: perplexity(val_loss)})
         report = probe(module.model, reporter.probe_batches)
         summary.update({"f_attn": report.f_attn, "m_act": report.m_act, "sink_eps": report.sink_eps})
         if report.gate_mean is not None:
@@ -133,9 +123,9 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
         val_loss = reporter.val_curve[-1][1] if reporter.val_curve else float("nan")
         summary.update(
             {
-                "final_val_loss": val_loss,
-                "final_val_ppl": perplexity(val_loss) if math.isfinite(val_loss) else float("nan"),
-                "diverged_at_step": float(step),
+                FINAL_VAL_LOSS: val_loss,
+                FINAL_VAL_PPL: perplexity(val_loss) if math.isfinite(val_loss) else float("nan"),
+                DIVERGED_AT_STEP: float(step),
             }
         )
     reporter.record(summary, step)
@@ -222,7 +212,7 @@ def run_trial(
     summary = _finish(config, tracker, module, reporter, splits, trial_dir, step, diverged)
     if not diverged:
         reporter.save_checkpoint(trainer, step)
-    status = "diverged" if diverged else "finished"
+    status = Status.DIVERGED if diverged else Status.FINISHED
     tracker.flush()
     tracker.set_status(status)
     timings = {

@@ -1,0 +1,42 @@
+"""The names of the metrics a trial logs, and the one format (and parser) of the names built from parameters.
+
+Torch-free: the trainer logs under these names, the grid driver prints and searches on them, the ledger and the
+reports read them back.
+"""
+
+from __future__ import annotations
+
+import re
+
+# histories, logged along training
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+VAL_PPL = "val_ppl"
+STEP = "step"  # the latest step a trial reached: the progress lines read it
+
+# the summary, logged once at the end (a diverged trial has DIVERGED_AT_STEP and no probes)
+FINAL_VAL_LOSS = "final_val_loss"
+FINAL_VAL_PPL = "final_val_ppl"
+SPIKE_COUNT = "spike_count"
+DIVERGED_AT_STEP = "diverged_at_step"
+
+# Gate scores in [0, 1] are histogrammed in this many bins, plus an underflow and an overflow count (SiLU and
+# identity scores are unbounded).
+GATE_HIST_BINS = 20
+
+# Long-context perplexity (the paper's Table 5): at `factor` x the training length, plain RoPE or YaRN.
+ROPE_MODES = ("rope", "yarn")
+_LONG_PPL = re.compile(r"^long_ppl_x(\d+)_(rope|yarn)$")
+
+
+def long_ppl(factor: int, mode: str) -> str:
+    """The metric name of the validation PPL at factor x the training length under `mode` (rope | yarn)."""
+    if mode not in ROPE_MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {ROPE_MODES}")
+    return f"long_ppl_x{int(factor)}_{mode}"
+
+
+def parse_long_ppl(name: str) -> tuple[int, str] | None:
+    """(factor, mode) of a long-context metric name; None for any other metric."""
+    match = _LONG_PPL.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
