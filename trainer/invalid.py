@@ -16,6 +16,9 @@ class _NoValue:
     def __repr__(self) -> str:
         return "NO_VALUE"
 
+    def __reduce__(self) -> str:
+        return "NO_VALUE"  # unpickled as this module's one instance, so `value is NO_VALUE` still holds
+
 
 NO_VALUE: Any = _NoValue()
 """The `value` of an error whose message is a whole sentence: it is shown as written, not as KEY=VALUE."""
