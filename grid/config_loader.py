@@ -16,26 +16,33 @@ from typing import Any
 
 import yaml
 
+from gatelab.trainer.invalid import NO_VALUE, InvalidValue, join_key
 
-class ConfigError(ValueError):
-    """Bad user input; the CLI prints str(err) and exits 2."""
 
-    def __init__(self, key: str, message: str, source: str = "<config>", line: int | None = None) -> None:
-        self.key, self.message, self.source, self.line = key, message, source, line
-        super().__init__(self._text())
+class ConfigError(InvalidValue):
+    """Bad user input; the CLI prints str(err) and exits 2.
 
-    def _text(self) -> str:
+    An InvalidValue whose key is a full path in one file (a grid's `base.schedule.max_steps`), not one relative
+    to a validated object, and which knows that file and, once located, the line."""
+
+    def __init__(
+        self, key: str, message: str, source: str = "<config>", line: int | None = None, *, value=NO_VALUE
+    ) -> None:
+        super().__init__(key, message, value=value)
+        self.source, self.line = source, line
+
+    def __str__(self) -> str:
         where = f"{self.source}:{self.line}" if self.line else self.source
-        if self.key and self.message.startswith(self.key):
-            return f"{where}: {self.message}"  # the message already leads with its key
-        return f"{where}: {self.key or '<top>'}: {self.message}"
+        if self.value is NO_VALUE:
+            return f"{where}: {self.key or '<top>'}: {self.message}"
+        return f"{where}: {self.stated(self.key)}"
 
     def located(self, source: str, lines: dict[str, int]) -> "ConfigError":
         """The same error with the file and the line of its key (or of its nearest parent key)."""
         key = self.key
         while key and key not in lines:
             key = key.rpartition(".")[0]
-        return ConfigError(self.key, self.message, source, lines.get(key, 1))
+        return ConfigError(self.key, self.message, source, lines.get(key, 1), value=self.value)
 
 
 # libyaml's parser when PyYAML was built with it: the same nodes, marks and errors, ~10x faster on a
@@ -161,7 +168,7 @@ def build(cls, data: Any, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
+        dotted = join_key(prefix, str(key))
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; expected one of {names}"
@@ -170,22 +177,8 @@ def build(cls, data: Any, prefix: str = ""):
     try:
         return cls(**kwargs)
     except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(_key_of(str(err), prefix, names), str(err)) from None
-
-
-_LEADING_KEY = re.compile(r"^([a-z_][a-z0-9_.]*)(?:=|:)")
-
-
-def _key_of(message: str, prefix: str, names: list[str]) -> str:
-    """Validation messages lead with the dotted key they are about ('schedule.max_steps=0: ...')."""
-    match = _LEADING_KEY.match(message)
-    if not match:
-        return prefix
-    key = match.group(1)
-    if prefix and key.startswith(f"{prefix}."):
-        return key
-    if key.split(".")[0] in names:
-        return f"{prefix}.{key}" if prefix else key
-    return prefix
+        raise  # from a nested build: its key is already the full path
+    except InvalidValue as err:
+        raise ConfigError(join_key(prefix, err.key), err.message, value=err.value) from None
+    except (ValueError, TypeError) as err:  # a check without a key (a library's): the object at fault
+        raise ConfigError(prefix, str(err)) from None

@@ -209,13 +209,13 @@ def _blame_point(spec: GridSpec, overrides: dict) -> ConfigError:
     for key in keys:
         message = _why(spec.base, {key: overrides[key]})
         if message:
-            return ConfigError(_axis_item(spec, key, overrides[key]), _strip_key(message, key))
+            return ConfigError(_axis_item(spec, key, overrides[key]), message)
     for count in range(2, len(keys) + 1):
         message = _why(spec.base, {k: overrides[k] for k in keys[:count]})
         if message:
             key = keys[count - 1]
             others = ", ".join(f"{k}={overrides[k]!r}" for k in keys[: count - 1])
-            return ConfigError(_axis_item(spec, key, overrides[key]), f"with {others}: {_strip_key(message, key)}")
+            return ConfigError(_axis_item(spec, key, overrides[key]), f"with {others}: {message}")
     return ConfigError("axes", "this combination of axis values does not build: " + repr(overrides))
 
 
@@ -223,16 +223,12 @@ def _blame_include(spec: GridSpec, index: int, entry: dict) -> ConfigError:
     for key in entry:
         message = _why(spec.base, {key: entry[key]})
         if message:
-            return ConfigError(f"include.{index}.{key}", _strip_key(message, key))
+            return ConfigError(f"include.{index}.{key}", message)
     return ConfigError(f"include.{index}", _why(spec.base, entry) or "does not build")
 
 
 def _axis_item(spec: GridSpec, key: str, value: Any) -> str:
     return f"axes.{key}.{spec.axes[key].index(value)}"
-
-
-def _strip_key(message: str, key: str) -> str:
-    return message[len(key) + 2 :] if message.startswith(f"{key}: ") else message
 
 
 def fingerprints(spec: GridSpec, resolved: tuple[Resolved, ...]) -> dict[DataConfig, str]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatelab.grid.config_loader import ConfigError, build, convert
 from gatelab.grid.expand import Resolved, field_hint, format_value, value_at, with_values
+from gatelab.trainer.invalid import NO_VALUE, InvalidValue
 
 if TYPE_CHECKING:
     from gatelab.grid.spec import GridSpec
@@ -77,16 +78,16 @@ class SamplerSpec:
 
     def __post_init__(self) -> None:
         if self.type not in SAMPLERS:
-            raise ValueError(f"type={self.type!r}: expected one of {', '.join(SAMPLERS)}")
+            raise InvalidValue("type", f"expected one of {', '.join(SAMPLERS)}", value=self.type)
         if self.type == "tpe" and self.multivariate is None:
-            raise ValueError(
-                "multivariate: required for tpe (Optuna 5 changed its default to true); "
-                "write multivariate: true or false"
+            raise InvalidValue(
+                "multivariate",
+                "required for tpe (Optuna 5 changed its default to true); write multivariate: true or false",
             )
         if self.n_startup_trials < 0:
-            raise ValueError(f"n_startup_trials={self.n_startup_trials}: expected an integer >= 0")
+            raise InvalidValue("n_startup_trials", "expected an integer >= 0", value=self.n_startup_trials)
         if self.n_ei_candidates < 1:
-            raise ValueError(f"n_ei_candidates={self.n_ei_candidates}: expected an integer >= 1")
+            raise InvalidValue("n_ei_candidates", "expected an integer >= 1", value=self.n_ei_candidates)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,17 +113,17 @@ class PrunerSpec:
 
     def __post_init__(self) -> None:
         if self.type not in PRUNERS:
-            raise ValueError(f"type={self.type!r}: expected one of {', '.join(PRUNERS)} (or pruner: null)")
+            raise InvalidValue("type", f"expected one of {', '.join(PRUNERS)} (or pruner: null)", value=self.type)
         for name in ("n_startup_trials", "n_warmup_steps"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)}: expected an integer >= 0")
+                raise InvalidValue(name, "expected an integer >= 0", value=getattr(self, name))
         for name in ("interval_steps", "n_min_trials"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: expected an integer >= 1")
+                raise InvalidValue(name, "expected an integer >= 1", value=getattr(self, name))
         if not 0 < self.percentile < 100:
-            raise ValueError(f"percentile={self.percentile}: expected a number in (0, 100)")
+            raise InvalidValue("percentile", "expected a number in (0, 100)", value=self.percentile)
         if self.type == "threshold" and self.lower is None and self.upper is None:
-            raise ValueError("upper: a threshold pruner needs lower, upper or both")
+            raise InvalidValue("upper", "a threshold pruner needs lower, upper or both")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,9 +137,9 @@ class ObjectiveSpec:
 
     def __post_init__(self) -> None:
         if not self.metric.strip():
-            raise ValueError("metric='': expected a metric name, e.g. final_val_loss")
+            raise InvalidValue("metric", "expected a metric name, e.g. final_val_loss", value=self.metric)
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction={self.direction!r}: expected minimize or maximize")
+            raise InvalidValue("direction", "expected minimize or maximize", value=self.direction)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,9 +372,9 @@ def check_search(spec: GridSpec) -> None:
                 try:
                     with_values(item.config, {param.key: value})
                 except (ValueError, TypeError) as err:
-                    message = str(err)
-                    if message.startswith(f"{param.key}="):
-                        message = message.split(": ", 1)[-1]
+                    # The line already says `KEY=VALUE does not build`: of an error about that key, only why.
+                    same = isinstance(err, InvalidValue) and err.key == param.key and err.value is not NO_VALUE
+                    message = err.message if same else str(err)
                     raise ConfigError(
                         f"search.params.{param.key}", f"{param.key}={value!r} does not build ({item.label}): {message}"
                     ) from None

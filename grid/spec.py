@@ -26,6 +26,7 @@ from gatelab.grid.trial_file import anchor_catalog
 from gatelab.trainer.catalog import get_variant, load_catalog
 from gatelab.trainer.config import TrialConfig
 from gatelab.trainer.gate_spec import SpecError
+from gatelab.trainer.invalid import InvalidValue
 from gatelab.trainer.presets import PRESETS
 
 COMBINE_MODES = ("cross", "zip")
@@ -47,28 +48,33 @@ class Resources:
     def __post_init__(self) -> None:
         number = not isinstance(self.gpus, bool) and isinstance(self.gpus, (int, float))
         if not number or not self.gpus >= 0:
-            shown = f"{self.gpus:g}" if number else repr(self.gpus)
-            raise ValueError(
-                f"resources.gpus={shown}: expected a number >= 0 (whole GPUs, or a fraction below 1 to share one)"
+            raise InvalidValue(
+                "gpus",
+                "expected a number >= 0 (whole GPUs, or a fraction below 1 to share one)",
+                value=_as_written(self.gpus) if number else self.gpus,
             )
         if self.gpus > 1 and not float(self.gpus).is_integer():
-            raise ValueError(
-                f"resources.gpus={self.gpus:g}: expected whole GPUs, or a fraction below 1 to share "
-                "one GPU between trials"
+            raise InvalidValue(
+                "gpus",
+                "expected whole GPUs, or a fraction below 1 to share one GPU between trials",
+                value=self.gpus,
             )
         if isinstance(self.cpus, bool) or not isinstance(self.cpus, int) or self.cpus < 1:
-            raise ValueError(f"resources.cpus={self.cpus!r}: expected an integer >= 1")
+            raise InvalidValue("cpus", "expected an integer >= 1", value=self.cpus)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"resources.workers={self.workers!r}: expected an integer >= 0")
+            raise InvalidValue("workers", "expected an integer >= 0", value=self.workers)
         if self.ddp_workers > 1 and self.shares_a_gpu:
-            raise ValueError(
-                f"resources.workers={self.ddp_workers}: DDP needs whole GPUs (one or more per "
-                f"worker), not resources.gpus={self.gpus:g}"
+            raise InvalidValue(
+                "workers",
+                f"DDP needs whole GPUs (one or more per worker), not resources.gpus={self.gpus:g}",
+                value=self.ddp_workers,
             )
         if self.ddp_workers > 1 and (self.gpus % self.ddp_workers or self.cpus % self.ddp_workers):
-            raise ValueError(
-                f"resources.workers={self.ddp_workers}: must divide resources.gpus={self.gpus:g} "
-                f"and resources.cpus={self.cpus} (each DDP worker gets an equal share)"
+            raise InvalidValue(
+                "workers",
+                f"must divide resources.gpus={self.gpus:g} and resources.cpus={self.cpus} "
+                "(each DDP worker gets an equal share)",
+                value=self.ddp_workers,
             )
 
     @property
@@ -88,6 +94,11 @@ class Resources:
         return f"{self.cpus} CPU / {self.gpus:g} GPU per trial{shared}{ddp}"
 
 
+def _as_written(number: float) -> float | int:
+    """`gpus: -1` as the user wrote it: the loader makes every float field a float, -1 becomes -1.0."""
+    return int(number) if float(number).is_integer() else number
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrackingSpec:
     """Where MLflow records the grid."""
@@ -100,7 +111,7 @@ class TrackingSpec:
     def __post_init__(self) -> None:
         for name in ("uri", "experiment"):
             if getattr(self, name) is not None and not getattr(self, name).strip():
-                raise ValueError(f"tracking.{name}='': expected a non-empty string or null")
+                raise InvalidValue(name, "expected a non-empty string or null", value="")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,15 +125,16 @@ class StorageSpec:
     def __post_init__(self) -> None:
         root = self.checkpoint_root
         if root is not None and not root.strip():
-            raise ValueError("storage.checkpoint_root='': expected a directory path or null")
+            raise InvalidValue("checkpoint_root", "expected a directory path or null", value="")
         if root is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", root):
             # A trial's lock is an flock in its directory and a checkpoint appears by an atomic rename
             # (trainer/checkpoint.py); object stores offer neither, and Path() would quietly turn
             # "s3://b/x" into a local directory "s3:/b/x" on each node.
-            raise ValueError(
-                f"storage.checkpoint_root={root!r}: expected a filesystem path that every node sees "
-                "(a local directory, or a shared mount such as /shared); object-store URIs are not "
-                "supported"
+            raise InvalidValue(
+                "checkpoint_root",
+                "expected a filesystem path that every node sees (a local directory, or a shared mount "
+                "such as /shared); object-store URIs are not supported",
+                value=root,
             )
 
     def root(self, default: Path) -> str:
@@ -143,9 +155,9 @@ class RaySpec:
 
     def __post_init__(self) -> None:
         if self.max_concurrent < 1:
-            raise ValueError(f"ray.max_concurrent={self.max_concurrent}: expected an integer >= 1")
+            raise InvalidValue("max_concurrent", "expected an integer >= 1", value=self.max_concurrent)
         if self.max_retries < 0:
-            raise ValueError(f"ray.max_retries={self.max_retries}: expected an integer >= 0")
+            raise InvalidValue("max_retries", "expected an integer >= 0", value=self.max_retries)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,7 +193,7 @@ class GridSpec:
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE_MODES:
-            raise ValueError(f"combine={self.combine!r}: expected 'cross' or 'zip'")
+            raise InvalidValue("combine", "expected 'cross' or 'zip'", value=self.combine)
 
     @cached_property
     def resolved(self) -> tuple[Resolved, ...]:
@@ -212,11 +224,9 @@ class _Where:
         if err.source != "<config>":
             return err  # located already (a YAML syntax error, a --set that does not parse)
         key, message = err.key, _with_yaml_hint(err.message)
-        if key.startswith("base.") and message.startswith((key[5:] + "=", key[5:] + ":")):
-            message = "base." + message  # 'base.schedule.max_steps=-5: ...', not the key twice
         if any(key == k or key.startswith(k + ".") for k in self.overridden):
-            return ConfigError(key, message, "--set")
-        located = ConfigError(key, message)
+            return ConfigError(key, message, "--set", value=err.value)
+        located = ConfigError(key, message, value=err.value)
         if self.base_source and key.startswith("base."):
             return located.located(self.base_source, self.base_lines)
         return located.located(self.source, self.lines)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from gatelab.trainer.gate_spec import GateSpec, Position, SpecError
+from gatelab.trainer.invalid import InvalidValue, join_key
 from gatelab.trainer.presets import ModelConfig
 from gatelab.trainer.shipped_data import CATALOG_PATH
 
@@ -42,12 +44,14 @@ class ShapeChange:
 
     def apply(self, model: ModelConfig, variant_name: str) -> ModelConfig:
         if self.add_experts and not model.is_moe:
-            raise SpecError(f"variant {variant_name!r} adds experts, which needs an MoE preset (model.n_experts > 0)")
+            raise SpecError(
+                "", f"variant {variant_name!r} adds experts, which needs an MoE preset (model.n_experts > 0)"
+            )
         q_heads = round(model.n_q_heads * self.q_heads_scale)
         kv_heads = round(model.n_kv_heads * self.kv_heads_scale)
         if q_heads % kv_heads:
             raise SpecError(
-                f"variant {variant_name!r} gives n_q_heads={q_heads}, not a multiple of n_kv_heads={kv_heads}"
+                "", f"variant {variant_name!r} gives n_q_heads={q_heads}, not a multiple of n_kv_heads={kv_heads}"
             )
         return model.with_overrides(
             n_q_heads=q_heads,
@@ -102,9 +106,11 @@ class Variant:
         positions = [spec.position for spec in self.gates]
         twice = sorted({p.value for p in positions if positions.count(p) > 1})
         if twice:
-            raise SpecError(f"variant {self.name!r} has two gates at {', '.join(twice)}")
+            raise SpecError("gates", f"variant {self.name!r} has two gates at {', '.join(twice)}")
         if self.sdpa_transform is not SdpaTransform.NONE and Position.G1 in positions:
-            raise SpecError(f"variant {self.name!r}: sdpa_transform and a g1 gate both act on the SDPA output")
+            raise SpecError(
+                "sdpa_transform", f"variant {self.name!r}: sdpa_transform and a g1 gate both act on the SDPA output"
+            )
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
         """The preset as this variant trains it; computed once per (variant, preset): a trial's validation, its
@@ -139,22 +145,39 @@ def _shaped(change: ShapeChange, base: ModelConfig, name: str) -> ModelConfig:
 _VARIANT_KEYS = {"name", "paper_ref", "description", "gates", "sdpa_transform", "shape_change", "paper"}
 
 
+_REQUIRED_VARIANT_KEYS = ("name", "paper_ref", "description")
+
+
 def _variant_from_dict(row: dict) -> Variant:
+    name = row.get("name")
     unknown = sorted(set(row) - _VARIANT_KEYS)
     if unknown:
-        raise SpecError(f"variant {row.get('name')!r} has unknown key(s) {unknown}")
+        raise SpecError(str(unknown[0]), f"variant {name!r} has unknown key(s) {unknown}")
+    missing = [key for key in _REQUIRED_VARIANT_KEYS if key not in row]
+    if missing:
+        raise SpecError(missing[0], f"variant {name!r}: missing {missing[0]!r}")
+    gates = row.get("gates", ())
+    if not isinstance(gates, (list, tuple)):
+        raise SpecError("gates", f"variant {name!r}: expected a list of gates, got {gates!r}")
+    return Variant(
+        name=name,
+        paper_ref=row["paper_ref"],
+        description=row["description"],
+        gates=tuple(_part(name, f"gates.{i}", GateSpec.from_dict, gate) for i, gate in enumerate(gates)),
+        sdpa_transform=_part(name, "sdpa_transform", SdpaTransform, row.get("sdpa_transform", "none")),
+        shape_change=_part(name, "shape_change", lambda raw: ShapeChange(**raw), row.get("shape_change", {})),
+        paper=_part(name, "paper", lambda raw: PaperFigures(**raw), row.get("paper", {})),
+    )
+
+
+def _part(variant_name: Any, key: str, make: Callable[[Any], Any], raw: Any) -> Any:
+    """make(raw), one part of a catalog row; its errors name the variant and carry the part's key."""
     try:
-        return Variant(
-            name=row["name"],
-            paper_ref=row["paper_ref"],
-            description=row["description"],
-            gates=tuple(GateSpec.from_dict(g) for g in row.get("gates", ())),
-            sdpa_transform=SdpaTransform(row.get("sdpa_transform", "none")),
-            shape_change=ShapeChange(**row.get("shape_change", {})),
-            paper=PaperFigures(**row.get("paper", {})),
-        )
-    except (TypeError, KeyError, ValueError) as err:
-        raise SpecError(f"variant {row.get('name')!r}: {err}") from None
+        return make(raw)
+    except InvalidValue as err:
+        raise SpecError(join_key(key, err.key), f"variant {variant_name!r}: {err}") from None
+    except (TypeError, ValueError) as err:  # an unknown field of ShapeChange or PaperFigures, an unknown enum value
+        raise SpecError(key, f"variant {variant_name!r}: {err}") from None
 
 
 def load_catalog(path: str | Path | None = None) -> dict[str, Variant]:
@@ -168,22 +191,27 @@ def _load_catalog(path: Path) -> dict[str, Variant]:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
-        raise SpecError(f"catalog {str(path)!r}: cannot read it ({err.strerror or err})") from None
+        raise SpecError("", f"catalog {str(path)!r}: cannot read it ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise SpecError(f"catalog {str(path)!r}: invalid YAML ({str(err).splitlines()[0]})") from None
+        raise SpecError("", f"catalog {str(path)!r}: invalid YAML ({str(err).splitlines()[0]})") from None
     rows = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise SpecError(
+            "",
             f"catalog {str(path)!r}: expected a mapping with a non-empty list `variants:` "
-            "(the schema of ablations/variants.yaml)"
+            "(the schema of ablations/variants.yaml)",
         )
     catalog: dict[str, Variant] = {}
-    for row in rows:
+    for index, row in enumerate(rows):
+        at = f"variants.{index}"
         if not isinstance(row, dict):
-            raise SpecError(f"catalog {str(path)!r}: expected each variant as a mapping, got {row!r}")
-        variant = _variant_from_dict(row)
+            raise SpecError(at, f"catalog {str(path)!r}: expected each variant as a mapping, got {row!r}")
+        try:
+            variant = _variant_from_dict(row)
+        except SpecError as err:
+            raise err.under(at) from None
         if variant.name in catalog:
-            raise SpecError(f"{path}: variant name {variant.name!r} appears twice")
+            raise SpecError(f"{at}.name", f"{path}: variant name {variant.name!r} appears twice")
         catalog[variant.name] = variant
     return catalog
 
@@ -197,4 +225,4 @@ def get_variant(name: str, path: str | Path | None = None) -> Variant:
     near = difflib.get_close_matches(name, list(catalog), n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     where = f" in catalog {str(path)!r}" if path is not None else ""
-    raise SpecError(f"unknown variant {name!r}{where}{hint}")
+    raise SpecError("", f"unknown variant {name!r}{where}{hint}")

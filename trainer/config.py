@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from gatelab.trainer.catalog import Variant, get_variant, load_catalog
 from gatelab.trainer.corpus import DataConfig
+from gatelab.trainer.invalid import InvalidValue
 from gatelab.trainer.presets import ModelConfig, preset
 
 
@@ -27,15 +28,29 @@ class ModelChoice:
 
     def resolve(self) -> ModelConfig:
         try:
-            return _resolve(self.preset, tuple(sorted(self.overrides.items())))
+            key = tuple(sorted(self.overrides.items()))
+            hash(key)
         except TypeError:  # an unhashable override value: resolve without the cache
-            return preset(self.preset).with_overrides(**self.overrides)
+            return _overridden(self.preset, self.overrides)
+        return _resolve(self.preset, key)
 
 
 @lru_cache(maxsize=1024)
 def _resolve(preset_name: str, overrides: tuple) -> ModelConfig:
     # Grids build thousands of configs from a handful of model choices (the 10,000-trial expansion benchmark).
-    return preset(preset_name).with_overrides(**dict(overrides))
+    return _overridden(preset_name, dict(overrides))
+
+
+def _overridden(preset_name: str, overrides: dict) -> ModelConfig:
+    """The preset with the overrides applied; errors keyed by the ModelChoice field at fault."""
+    try:
+        base = preset(preset_name)
+    except InvalidValue as err:
+        raise err.under("preset") from None
+    try:
+        return base.with_overrides(**overrides)
+    except InvalidValue as err:
+        raise err.under("overrides") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,14 +204,19 @@ class TrialConfig:
     def __post_init__(self) -> None:
         try:
             load_catalog(self.catalog)
-        except ValueError as err:
-            raise ValueError(f"catalog: {err}") from None
+        except InvalidValue as err:
+            # The catalog is another file: its keys (variants.3.gates) are not paths in this config, so the
+            # error is this config's `catalog` field, and the place inside that file goes into the message.
+            inside = f"{err.key}: " if err.key else ""
+            raise InvalidValue("catalog", f"{inside}{err}") from None
         try:
-            self.variant_definition()  # unknown names fail here, with the nearest valid one
-            self.model.resolve()
-        except ValueError as err:
-            key = "variant" if "variant" in str(err) else "model"
-            raise ValueError(f"{key}: {err}") from None
+            variant = self.variant_definition()  # unknown names fail here, with the nearest valid one
+        except InvalidValue as err:
+            raise err.under("variant") from None
+        try:
+            model = self.model.resolve()
+        except InvalidValue as err:
+            raise err.under("model") from None
         checks = {
             "schedule.max_steps": self.schedule.max_steps,
             "schedule.batch_size": self.schedule.batch_size,
@@ -209,17 +229,21 @@ class TrialConfig:
         }
         for key, value in checks.items():
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{key}={value!r}: expected a positive integer")
+                raise InvalidValue(key, "expected a positive integer", value=value)
         if not self.optim.lr > 0:
-            raise ValueError(f"optim.lr={self.optim.lr!r}: expected a positive number")
+            raise InvalidValue("optim.lr", "expected a positive number", value=self.optim.lr)
         if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision={self.precision!r}: expected one of {[p for p in PRECISIONS if p]} "
-                "or null (bf16-mixed on CUDA, 32-true on CPU)"
+            raise InvalidValue(
+                "precision",
+                f"expected one of {[p for p in PRECISIONS if p]} or null (bf16-mixed on CUDA, 32-true on CPU)",
+                value=self.precision,
             )
         if self.optim.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps={self.optim.warmup_steps}: expected >= 0")
-        self.model_config()  # preset name, overrides and the variant's shape change must all be valid
+            raise InvalidValue("optim.warmup_steps", "expected >= 0", value=self.optim.warmup_steps)
+        try:
+            variant.model_config(model)  # the variant's shape change must fit the model
+        except InvalidValue as err:
+            raise err.under("variant") from None
 
     def model_config(self) -> ModelConfig:
         """The model as this trial trains it (preset + overrides + the variant's shape change)."""

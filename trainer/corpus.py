@@ -24,6 +24,8 @@ from typing import IO
 
 import numpy as np
 
+from gatelab.trainer.invalid import NO_VALUE, InvalidValue
+
 BOS_ID = 256  # byte-level: ids 0..255 are the bytes themselves
 EOS_ID = 257
 FORMAT_VERSION = 1  # bump when tokenization or cache layout changes; hashed into every fingerprint
@@ -35,8 +37,13 @@ _TOKENIZER_BOS = ("<|begin_of_text|>", "<s>", "<bos>", "[BOS]", "<|endoftext|>")
 _TOKENIZER_EOS = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "[EOS]")
 
 
-class DataError(ValueError):
-    """A missing, empty or malformed dataset; the one-line message names the path and what was expected."""
+class DataError(InvalidValue):
+    """A missing, empty or malformed dataset; the one-line message names the path and what was expected.
+    Its key is the DataConfig field at fault: `source` unless said otherwise, since most errors are about the
+    files that field names (so the message comes first here, unlike InvalidValue)."""
+
+    def __init__(self, message: str, key: str = "source", *, value=NO_VALUE) -> None:
+        super().__init__(key, message, value=value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,15 +63,17 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not self.source:
-            raise DataError("data.source is empty: expected 'stdlib', a file, a directory or a glob pattern")
+            raise DataError("expected 'stdlib', a file, a directory or a glob pattern", value=self.source)
         if self.format not in ("auto", "text", "tokens"):
-            raise DataError(f"data.format={self.format!r}: expected 'auto', 'text' or 'tokens'")
+            raise DataError("expected 'auto', 'text' or 'tokens'", "format", value=self.format)
         if self.token_dtype not in ("uint16", "uint32"):
-            raise DataError(f"data.token_dtype={self.token_dtype!r}: expected 'uint16' or 'uint32'")
+            raise DataError("expected 'uint16' or 'uint32'", "token_dtype", value=self.token_dtype)
         if not 0 < self.val_percent <= 50:
-            raise DataError(f"data.val_percent={self.val_percent}: expected a percentage in (0, 50]")
+            raise DataError("expected a percentage in (0, 50]", "val_percent", value=self.val_percent)
         if self.tokenizer is not None and self.format == "tokens":
-            raise DataError("data.tokenizer is set but data.format='tokens': pre-tokenized files need no tokenizer")
+            raise DataError(
+                "pre-tokenized files (data.format='tokens') need no tokenizer", "tokenizer", value=self.tokenizer
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,7 +305,7 @@ def _sample_digest(path: Path, size: int) -> str:
 
 def _file_sha256(path: str) -> str:
     if not os.path.isfile(path):
-        raise DataError(f"data.tokenizer {path!r}: no such file (expected a HF tokenizer.json)")
+        raise DataError(f"data.tokenizer {path!r}: no such file (expected a HF tokenizer.json)", "tokenizer")
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
@@ -372,17 +381,19 @@ def _load_tokenizer(path: str):
     except ImportError:
         raise DataError(
             f"data.tokenizer {path!r} needs the 'tokenizers' package: pip install tokenizers "
-            "(or unset data.tokenizer for byte-level tokens)"
+            "(or unset data.tokenizer for byte-level tokens)",
+            "tokenizer",
         ) from None
     if not os.path.isfile(path):
-        raise DataError(f"data.tokenizer {path!r}: no such file (expected a HF tokenizer.json)")
+        raise DataError(f"data.tokenizer {path!r}: no such file (expected a HF tokenizer.json)", "tokenizer")
     tok = tokenizers.Tokenizer.from_file(str(path))
     bos = next((i for i in map(tok.token_to_id, _TOKENIZER_BOS) if i is not None), None)
     eos = next((i for i in map(tok.token_to_id, _TOKENIZER_EOS) if i is not None), None)
     if bos is None or eos is None:
         raise DataError(
             f"data.tokenizer {path!r}: no BOS/EOS special token found "
-            f"(expected one of {_TOKENIZER_BOS} and one of {_TOKENIZER_EOS})"
+            f"(expected one of {_TOKENIZER_BOS} and one of {_TOKENIZER_EOS})",
+            "tokenizer",
         )
     return tok, bos, eos
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from enum import Enum
 
+from gatelab.trainer.invalid import InvalidValue
 
-class SpecError(ValueError):
-    """An invalid gate/variant combination; the message names the offending fields."""
+
+class SpecError(InvalidValue):
+    """An invalid gate, variant or catalog; the key is the first field the rule names, the message all of them."""
 
 
 class Position(str, Enum):
@@ -105,45 +107,52 @@ class GateSpec:
                     object.__setattr__(self, f.name, enum_type(value))
                 except ValueError:
                     allowed = ", ".join(e.value for e in enum_type)
-                    raise SpecError(f"gate.{f.name}={value!r} is not one of: {allowed}") from None
+                    raise SpecError(f.name, f"gate.{f.name}={value!r} is not one of: {allowed}") from None
         self._check_combination()
 
     def _check_combination(self) -> None:
         if self.granularity is Granularity.HEADWISE and self.position not in _HEADWISE_POSITIONS:
             raise SpecError(
+                "granularity",
                 f"gate.granularity=headwise with gate.position={self.position.value}: the paper defines "
-                "headwise gates only at g1 and g2 (Table 1 rows 10-11)"
+                "headwise gates only at g1 and g2 (Table 1 rows 10-11)",
             )
         if self.sharing is Sharing.HEAD_SHARED:
             if self.position not in _SHARED_POSITIONS:
                 raise SpecError(
+                    "sharing",
                     f"gate.sharing=head_shared with gate.position={self.position.value}: head-shared gates "
-                    "are defined only at g1 and g2 (Table 1 rows 12-13)"
+                    "are defined only at g1 and g2 (Table 1 rows 12-13)",
                 )
             if self.granularity is Granularity.HEADWISE:
                 raise SpecError(
+                    "sharing",
                     "gate.sharing=head_shared with gate.granularity=headwise: a head-shared "
-                    "score is an n x d_k average over heads, so it must be elementwise (§3.2.1)"
+                    "score is an n x d_k average over heads, so it must be elementwise (§3.2.1)",
                 )
             if self.input is GateInput.INDEPENDENT:
                 raise SpecError(
+                    "sharing",
                     "gate.sharing=head_shared with gate.input=independent: averaging an "
-                    "input-independent parameter over heads is not a variant the paper defines"
+                    "input-independent parameter over heads is not a variant the paper defines",
                 )
         if self.combine is Combine.ADDITIVE and self.activation not in _ADDITIVE_ACTIVATIONS:
             raise SpecError(
+                "combine",
                 f"gate.combine=additive with gate.activation={self.activation.value}: additive gates are "
-                "defined with silu (Table 1 row 14) or identity (Table 3 row 7)"
+                "defined with silu (Table 1 row 14) or identity (Table 3 row 7)",
             )
         if self.combine is Combine.MULTIPLICATIVE and self.activation not in _MULTIPLICATIVE_ACTIVATIONS:
             raise SpecError(
+                "combine",
                 f"gate.combine=multiplicative with gate.activation={self.activation.value}: a multiplicative "
-                "gate needs sigmoid, ns_sigmoid or silu"
+                "gate needs sigmoid, ns_sigmoid or silu",
             )
         if self.input is GateInput.INDEPENDENT and self.position is not Position.G1:
             raise SpecError(
+                "input",
                 f"gate.input=independent with gate.position={self.position.value}: the input-independent "
-                "gate is defined on the SDPA output only (§4.2)"
+                "gate is defined on the SDPA output only (§4.2)",
             )
 
     @property
@@ -157,5 +166,5 @@ class GateSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SpecError(f"gate has unknown key(s) {unknown}; expected some of {sorted(known)}")
+            raise SpecError(str(unknown[0]), f"gate has unknown key(s) {unknown}; expected some of {sorted(known)}")
         return cls(**data)

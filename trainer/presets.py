@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from gatelab.trainer.invalid import InvalidValue
+
 BYTE_VOCAB = 258  # 256 byte values + BOS + EOS (the embedded corpus is byte-level)
 GPT2_VOCAB = 50_304  # GPT-2 tokenizer padded to a multiple of 64, as nanoGPT does
 QWEN_VOCAB = 151_936  # tokenizer of the paper's Qwen-family models (only matters for paper-sized presets)
@@ -50,15 +52,18 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_q_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be a positive integer, got {getattr(self, name)}")
+            value = getattr(self, name)
+            # Overrides arrive unchecked (a dict field), so "5" from YAML must fail here, not compare as text.
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidValue(name, "expected a positive integer", value=value)
         if self.n_q_heads % self.n_kv_heads:
-            raise ValueError(
-                f"model.n_q_heads={self.n_q_heads} must be a multiple of "
-                f"model.n_kv_heads={self.n_kv_heads} (grouped-query attention)"
+            raise InvalidValue(
+                "n_kv_heads",
+                f"expected a divisor of n_q_heads={self.n_q_heads} (grouped-query attention)",
+                value=self.n_kv_heads,
             )
         if self.n_experts and not 0 < self.top_k <= self.n_experts:
-            raise ValueError(f"model.top_k={self.top_k} must be in 1..model.n_experts={self.n_experts}")
+            raise InvalidValue("top_k", f"expected 1..n_experts={self.n_experts}", value=self.top_k)
 
     @property
     def is_moe(self) -> bool:
@@ -68,7 +73,7 @@ class ModelConfig:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ValueError(f"model has unknown key(s) {unknown}")
+            raise InvalidValue(str(unknown[0]), f"model has unknown key(s) {unknown}")
         return replace(self, **changes)
 
 
@@ -145,4 +150,4 @@ def preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}") from None
+        raise InvalidValue("", f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}") from None
