@@ -1,37 +1,18 @@
-"""`gatelab submit GRID --dry-run`: the trial table, with what is known of each trial and its cost. No Ray.
-
-Estimated training FLOPs = 3 x forward FLOPs per token x tokens per step x max_steps: the backward pass
-costs about twice the forward (Kaplan et al. 2020's 6N per token, with attention included).
-"""
+"""`gatelab submit GRID --dry-run`: the trial table, with what is known of each trial and its cost. No Ray."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING
 
 from gatelab.grid.expand import Trial, format_value, short_keys
 from gatelab.grid.terminal import table, tally
-from gatelab.trainer.catalog import get_variant
-from gatelab.trainer.model_cost import forward_flops_per_token
-from gatelab.trainer.presets import ModelConfig
+from gatelab.grid.trial_cost import training_flops
 
 if TYPE_CHECKING:
     from gatelab.grid.spec import GridSpec
 
 NEW = "new"
 COLUMNS = ("key", "variant", "overrides", "status", "est. FLOPs")
-
-
-def training_flops(trial: Trial) -> float:
-    """Estimated FLOPs to train the trial to max_steps (evaluation and probes not counted)."""
-    config = trial.config
-    per_token = _forward_flops(config.model.resolve(), config.variant, config.catalog, config.seq_len)
-    return 3 * per_token * config.tokens_per_step * config.schedule.max_steps
-
-
-@cache
-def _forward_flops(model: ModelConfig, variant: str, catalog: str | None, seq_len: int) -> float:
-    return forward_flops_per_token(model, get_variant(variant, catalog), seq_len).total
 
 
 def format_flops(flops: float) -> str:

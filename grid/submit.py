@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from gatelab.grid.dispatch import experiment_name, parent_tags, start_ray, trial_job, trial_tags
 from gatelab.grid.dispatch_loop import DispatchLoop, Sent
-from gatelab.grid.dry_run import training_flops
 from gatelab.grid.expand import Trial
 from gatelab.grid.spec import GridSpec
+from gatelab.grid.trial_cost import training_flops
 from gatelab.tracking.ledger import close_parent_run, ensure_parent_run, trial_records
 from gatelab.tracking.store import Store
 from gatelab.trainer.metric_names import FINAL_VAL_PPL
