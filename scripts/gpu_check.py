@@ -46,7 +46,7 @@ def use_gatelab(from_checkout: bool) -> dict[str, str]:
     of symlinks named like the installed layout. Returns the environment a child process needs for the same."""
     if not from_checkout:
         try:
-            import gatelab.trainer.config  # noqa: F401  (only: is it importable)
+            import gatelab.trainer.config.trial  # noqa: F401  (only: is it importable)
 
             return {}
         except ImportError:
@@ -134,7 +134,7 @@ def device_checks(device: str, work: Path) -> dict:
 
 def small_trial(device: str, work: Path) -> dict:
     from gatelab.trainer import device_checks as checks
-    from gatelab.trainer.config import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
+    from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
 
     cuda = device == "cuda"
     steps = 300 if cuda else 40
@@ -155,9 +155,9 @@ def small_trial(device: str, work: Path) -> dict:
 
 
 def throughput(device: str) -> dict:
-    from gatelab.trainer.bench_gates import bench_gates
-    from gatelab.trainer.bench_trainer import bench_trainer
-    from gatelab.trainer.presets import preset
+    from gatelab.trainer.bench.gates import bench_gates
+    from gatelab.trainer.bench.trainer import bench_trainer
+    from gatelab.trainer.config.presets import preset
 
     cuda = device == "cuda"
     modes = (False, True) if cuda else (False,)
@@ -192,8 +192,8 @@ def packed_worker(out: Path, steps: int, cache: Path) -> None:
     """One of several concurrent `laptop` trials on the GPU: write its median step time."""
     import lightning.pytorch as pl
 
-    from gatelab.trainer.config import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
-    from gatelab.trainer.mfu import synchronize
+    from gatelab.trainer.bench.mfu import synchronize
+    from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
     from gatelab.trainer.run import run_trial
     from gatelab.trainer.tracker import InMemoryTracker
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from gatelab.trainer.catalog import load_catalog
-from gatelab.trainer.presets import preset
+from gatelab.trainer.config.catalog import load_catalog
+from gatelab.trainer.config.presets import preset
 
 CATALOG = load_catalog()
 

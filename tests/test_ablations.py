@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatelab.grid.cli import main
-from gatelab.grid.expand import expand
-from gatelab.grid.spec import load_grid
-from gatelab.grid.trial_file import load_trial_config
-from gatelab.trainer.catalog import load_catalog
+from gatelab.grid.cli.main import main
+from gatelab.grid.spec.expand import expand
+from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.trial_file import load_trial_config
+from gatelab.trainer.config.catalog import load_catalog
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
 FILES = sorted(p for p in ABLATIONS.glob("*.yaml") if p.name != "variants.yaml")

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from gatelab.grid.cli import main
-from gatelab.trainer.bench_gates import bench_gates
-from gatelab.trainer.bench_trainer import bench_trainer
-from gatelab.trainer.catalog import get_variant
-from gatelab.trainer.mfu import measured_matmul_peak, training_flops_per_token, utilisation
-from gatelab.trainer.model_cost import forward_flops_per_token
-from gatelab.trainer.presets import preset
+from gatelab.grid.cli.main import main
+from gatelab.trainer.bench.gates import bench_gates
+from gatelab.trainer.bench.mfu import measured_matmul_peak, training_flops_per_token, utilisation
+from gatelab.trainer.bench.trainer import bench_trainer
+from gatelab.trainer.config.catalog import get_variant
+from gatelab.trainer.config.model_cost import forward_flops_per_token
+from gatelab.trainer.config.presets import preset
 
 pytestmark = [pytest.mark.slow]
 

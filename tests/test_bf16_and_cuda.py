@@ -49,7 +49,7 @@ def test_a_resumed_bf16_run_equals_the_uninterrupted_one(variant, device, tmp_pa
 
 def test_a_check_that_fails_says_so(tmp_path, monkeypatch):
     # The checks must be able to fail: an eager path 25% off the fused one (here, its output scaled) is caught.
-    from gatelab.trainer import attention
+    from gatelab.trainer.model import attention
 
     real = attention.eager_causal_attention
     monkeypatch.setattr(

@@ -2,11 +2,11 @@
 
 import pytest
 
-from gatelab.trainer.catalog import SpecError, get_variant, load_catalog
-from gatelab.trainer.gate_spec import GateSpec
-from gatelab.trainer.model import GatedLM
-from gatelab.trainer.model_cost import extra_params, total_params
-from gatelab.trainer.presets import PRESETS, preset
+from gatelab.trainer.config.catalog import SpecError, get_variant, load_catalog
+from gatelab.trainer.config.gate_spec import GateSpec
+from gatelab.trainer.config.model_cost import extra_params, total_params
+from gatelab.trainer.config.presets import PRESETS, preset
+from gatelab.trainer.model.lm import GatedLM
 
 from conftest import preset_for
 

@@ -6,7 +6,7 @@ import math
 
 from gatelab.tracking.claims import BASELINE, G1, INPUT_INDEPENDENT, NS_SIGMOID, check_orderings
 from gatelab.tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows
-from gatelab.trainer.catalog import get_variant
+from gatelab.trainer.config.catalog import get_variant
 
 NAMES = (BASELINE, G1, NS_SIGMOID, INPUT_INDEPENDENT)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gatelab.trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
+from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
 from gatelab.trainer.lightning_module import GatedLMModule
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gatelab.grid.config_loader import ConfigError, parse_override
-from gatelab.grid.trial_file import load_trial_config
+from gatelab.grid.spec.config_loader import ConfigError, parse_override
+from gatelab.grid.spec.trial_file import load_trial_config
 
 
 @pytest.mark.parametrize(

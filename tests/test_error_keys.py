@@ -6,12 +6,12 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from gatelab.grid.config_loader import ConfigError, build, read_yaml
-from gatelab.grid.trial_file import load_trial_config
-from gatelab.trainer.catalog import load_catalog
+from gatelab.grid.spec.config_loader import ConfigError, build, read_yaml
+from gatelab.grid.spec.trial_file import load_trial_config
+from gatelab.trainer.config.catalog import load_catalog
+from gatelab.trainer.config.gate_spec import SpecError
+from gatelab.trainer.config.invalid import InvalidValue
 from gatelab.trainer.corpus import DataError
-from gatelab.trainer.gate_spec import SpecError
-from gatelab.trainer.invalid import InvalidValue
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatelab.grid import examples
-from gatelab.grid.cli import build_parser, main
-from gatelab.grid.examples import resolve_config_path
-from gatelab.grid.expand import expand
-from gatelab.grid.spec import load_grid
+from gatelab.grid.cli.main import build_parser, main
+from gatelab.grid.spec import examples
+from gatelab.grid.spec.examples import resolve_config_path
+from gatelab.grid.spec.expand import expand
+from gatelab.grid.spec.grid_file import load_grid
 from gatelab.trainer import provenance
-from gatelab.trainer.shipped_data import ABLATIONS_DIR, CATALOG_PATH
+from gatelab.trainer.config.shipped_data import ABLATIONS_DIR, CATALOG_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gatelab.grid.cli import main
+from gatelab.grid.cli.main import main
 from gatelab.tracking import Store, stop_server
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid

@@ -9,10 +9,10 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from gatelab.grid.cli import main
-from gatelab.grid.expand import expand
-from gatelab.grid.spec import load_grid
-from gatelab.grid.submit import submit
+from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.submit import submit
+from gatelab.grid.spec.expand import expand
+from gatelab.grid.spec.grid_file import load_grid
 
 from grid_helpers import assert_history_complete, child_runs, write_grid
 
@@ -135,7 +135,7 @@ def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
 
 
 def test_bench_grid_accounts_for_every_slot_second(tmp_path):
-    from gatelab.grid.bench_grid import bench_grid
+    from gatelab.grid.dispatch.bench_grid import bench_grid
 
     path = write_grid(
         tmp_path / "bench.yaml",

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatelab.grid.config_loader import ConfigError
-from gatelab.grid.dry_run import format_flops, training_flops, trial_rows, trial_table
-from gatelab.grid.expand import expand
-from gatelab.grid.identity import trial_key
-from gatelab.grid.spec import GridSpec, load_grid
-from gatelab.grid.submit import dispatch_order
-from gatelab.trainer.catalog import get_variant, load_catalog
-from gatelab.trainer.config import TrialConfig
+from gatelab.grid.cli.dry_run import format_flops, training_flops, trial_rows, trial_table
+from gatelab.grid.dispatch.submit import dispatch_order
+from gatelab.grid.spec.config_loader import ConfigError
+from gatelab.grid.spec.expand import expand
+from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.grid.spec.identity import trial_key
+from gatelab.trainer.config.catalog import get_variant, load_catalog
+from gatelab.trainer.config.model_cost import forward_flops_per_token
+from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.corpus import data_fingerprint
-from gatelab.trainer.model_cost import forward_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 MALFORMED = sorted((Path(__file__).parent / "malformed_grids").glob("*.yaml"))
@@ -313,7 +314,8 @@ def test_malformed_grid_names_file_line_and_key(path):
 
 
 def test_grid_modules_do_not_import_torch():
-    code = "import sys, gatelab.grid.spec, gatelab.grid.expand, gatelab.grid.dry_run; assert 'torch' not in sys.modules"
+    modules = "gatelab.grid.spec.grid_spec, gatelab.grid.spec.expand, gatelab.grid.cli.dry_run"
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

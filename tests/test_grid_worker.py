@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gatelab.grid.worker import _first_import_without_collector
+from gatelab.grid.dispatch.worker import _first_import_without_collector
 
 
 def test_the_first_import_pauses_the_collector_then_freezes_what_it_made(tmp_path, monkeypatch):
@@ -36,8 +36,8 @@ def test_the_collector_comes_back_when_the_import_fails():
 
 
 def _lost_job(tmp_path):
-    from gatelab.grid.worker import TrialJob
-    from gatelab.trainer.config import TrialConfig
+    from gatelab.grid.dispatch.worker import TrialJob
+    from gatelab.trainer.config.trial import TrialConfig
 
     return TrialJob(
         key="k1",
@@ -53,7 +53,7 @@ def _lost_job(tmp_path):
 
 
 def test_a_lost_trial_held_by_another_process_is_left_to_it(tmp_path):
-    from gatelab.grid.worker import record_unreported_failure
+    from gatelab.grid.dispatch.worker import record_unreported_failure
     from gatelab.tracking.ledger import file_lock
 
     with file_lock(tmp_path / "k1" / ".lock") as held:  # another submit is running the trial again
@@ -63,7 +63,7 @@ def test_a_lost_trial_held_by_another_process_is_left_to_it(tmp_path):
 
 
 def test_a_lost_trial_that_cannot_be_recorded_does_not_stop_the_driver(tmp_path, monkeypatch):
-    from gatelab.grid.worker import record_unreported_failure
+    from gatelab.grid.dispatch.worker import record_unreported_failure
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     message = record_unreported_failure(_lost_job(tmp_path), RuntimeError("worker died"))

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from gatelab.grid.identity import trial_key
-from gatelab.trainer.config import CheckpointConfig, ModelChoice, TrialConfig
-from gatelab.trainer.shipped_data import CATALOG_PATH
+from gatelab.grid.spec.identity import trial_key
+from gatelab.trainer.config.shipped_data import CATALOG_PATH
+from gatelab.trainer.config.trial import CheckpointConfig, ModelChoice, TrialConfig
 
 BASE = TrialConfig()
 FP = "0123456789abcdef"

@@ -27,7 +27,7 @@ def imported_modules(folder: str) -> set[str]:
 
 
 def layer(module: str) -> str:
-    """`gatelab.trainer.model` -> `gatelab.trainer`; a third-party module -> its top-level name."""
+    """`gatelab.trainer.model.lm` -> `gatelab.trainer`; a third-party module -> its top-level name."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "gatelab" else parts[0]
 
@@ -58,8 +58,57 @@ def test_own_code_is_imported_only_under_the_gatelab_name():
         assert not bare, (folder, sorted(bare))
 
 
+def test_the_trainers_config_folder_is_its_torch_free_part():
+    # What the grid driver imports of the trainer: configs, the catalog, presets, cost, results, metric names.
+    imported = imported_modules("trainer/config")
+    assert not {layer(name) for name in imported} & {"torch", "lightning", "ray", "mlflow", "optuna"}
+    outside = {n for n in imported if n.startswith("gatelab.") and not n.startswith("gatelab.trainer.config")}
+    assert outside <= {"gatelab.trainer.corpus"}, sorted(outside)  # the data's identity: numpy only
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """Own modules a file imports when it is loaded: not inside functions, not under `if TYPE_CHECKING:`."""
+    names = set()
+    pending = list(ast.parse(path.read_text()).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            pending.extend(ast.iter_child_nodes(node))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return {name for name in names if name.startswith("gatelab.")}
+
+
+def test_no_import_cycles():
+    # A cycle makes import order matter and hides which module is the lower layer.
+    def name(path: Path) -> str:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        return ".".join(("gatelab", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+
+    graph = {name(path): module_level_imports(path) for folder in PACKAGES for path in (ROOT / folder).rglob("*.py")}
+    graph = {
+        module: {other for other in imports if other in graph and other != module} for module, imports in graph.items()
+    }
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(module) :] + [module]))
+        if module not in done:
+            for other in sorted(graph[module]):
+                visit(other, [*trail, module])
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
 def test_grid_cli_does_not_load_torch():
-    code = "import sys, gatelab.grid.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    code = "import sys, gatelab.grid.cli.main; assert 'torch' not in sys.modules, 'torch loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -93,8 +142,8 @@ def test_variants_table_and_bad_preset():
 
 @pytest.mark.parametrize("name", ["baseline", "g1_elementwise_sigmoid"])
 def test_bench_gates_json(name):
-    from gatelab.trainer.bench_gates import bench_gates
-    from gatelab.trainer.presets import preset
+    from gatelab.trainer.bench.gates import bench_gates
+    from gatelab.trainer.config.presets import preset
 
     results = {r.name: r for r in bench_gates(preset("tiny"), rounds=2, warmup=1, names=[name])}
     # The baseline is timed against itself too (its ratio is the noise floor); its value is a timing, which a

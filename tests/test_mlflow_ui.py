@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.mlflow]
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "img" / "mlflow-ui-smoke.png"
 VARIANTS = ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"]
-# What the catalog (trainer/catalog.py) gives each variant: the UI must show these, cell by cell.
+# What the catalog (trainer/config/catalog.py) gives each variant: the UI must show these, cell by cell.
 EXPECTED_AXES = {
     "baseline": {"gate_position": "none"},
     "g1_elementwise_sigmoid": {"gate_position": "g1", "gate_granularity": "elementwise", "gate_activation": "sigmoid"},

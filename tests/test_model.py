@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from gatelab.trainer.catalog import load_catalog
-from gatelab.trainer.gate_spec import GateSpec
-from gatelab.trainer.gates import Gate
-from gatelab.trainer.model import GatedLM
-from gatelab.trainer.presets import preset
+from gatelab.trainer.config.catalog import load_catalog
+from gatelab.trainer.config.gate_spec import GateSpec
+from gatelab.trainer.config.presets import preset
+from gatelab.trainer.model.gates import Gate
+from gatelab.trainer.model.lm import GatedLM
+from gatelab.trainer.model.rope import Rotary, yarn_inv_freq
 from gatelab.trainer.probes import ProbeRecorder
-from gatelab.trainer.rope import Rotary, yarn_inv_freq
 
 from conftest import preset_for
 

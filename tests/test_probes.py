@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gatelab.trainer.catalog import load_catalog
-from gatelab.trainer.model import GatedLM
-from gatelab.trainer.presets import preset
+from gatelab.trainer.config.catalog import load_catalog
+from gatelab.trainer.config.presets import preset
+from gatelab.trainer.model.lm import GatedLM
 from gatelab.trainer.probes import ProbeRecorder, run_probes
 
 CATALOG = load_catalog()

@@ -229,7 +229,7 @@ def test_nothing_listens_on_all_interfaces(raw):
 
 
 def test_no_node_retries_a_trial_killed_for_memory(raw):
-    from gatelab.grid.dispatch import NO_OOM_RETRIES
+    from gatelab.grid.dispatch.ray_jobs import NO_OOM_RETRIES
 
     options = raw["docker"]["run_options"]
     assert NO_OOM_RETRIES == {"task_oom_retries": 0} and "--env RAY_task_oom_retries=0" in options

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from gatelab.grid.cli import main
-from gatelab.grid.dispatch import experiment_name
-from gatelab.grid.expand import expand
-from gatelab.grid.spec import load_grid
+from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.ray_jobs import experiment_name
+from gatelab.grid.spec.expand import expand
+from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
 from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
 from gatelab.tracking.stats import (
@@ -162,7 +162,7 @@ def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
 
 def test_report_code_does_not_load_torch():
     code = (
-        "import sys, gatelab.tracking.report, gatelab.grid.report_command; "
+        "import sys, gatelab.tracking.report, gatelab.grid.cli.report_command; "
         "assert 'torch' not in sys.modules, 'torch loaded'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,4 +1,4 @@
-"""Optuna searches over a grid (grid/search.py): the `search:` schema, and small searches on the tiny preset
+"""Optuna searches over a grid (grid/dispatch/search.py): the `search:` schema, and small searches on the tiny preset
 through a real local Ray, a real MLflow server and an Optuna journal, including a driver SIGKILL and resume."""
 
 import math
@@ -13,12 +13,12 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from gatelab.grid.cli import main
-from gatelab.grid.config_loader import ConfigError, read_yaml
-from gatelab.grid.search import run_search
-from gatelab.grid.search_spec import study_plans
-from gatelab.grid.search_study import build_pruner, build_sampler, journal_path
-from gatelab.grid.spec import load_grid
+from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.search import run_search
+from gatelab.grid.dispatch.search_study import build_pruner, build_sampler, journal_path
+from gatelab.grid.spec.config_loader import ConfigError, read_yaml
+from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.search_spec import study_plans
 from gatelab.tracking import Store
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gatelab.grid.trial_file import load_trial_config
+from gatelab.grid.spec.trial_file import load_trial_config
 from gatelab.tracking import Store, stop_server
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker

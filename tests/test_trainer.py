@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from gatelab.trainer.config import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
+from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
 from gatelab.trainer.corpus import DataConfig
-from gatelab.trainer.model import GatedLM
+from gatelab.trainer.model.lm import GatedLM
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 

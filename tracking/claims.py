@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gatelab.tracking.stats import TrialOutcome, VariantRow, mean_of
-from gatelab.trainer.catalog import PaperFigures, get_variant
-from gatelab.trainer.outcome import DONE_STATUSES, Status
+from gatelab.trainer.config.catalog import PaperFigures, get_variant
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 BASELINE = "baseline"
 G1 = "g1_elementwise_sigmoid"  # SDPA output, elementwise, head-specific, multiplicative sigmoid (Table 1 row 5)

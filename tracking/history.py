@@ -1,5 +1,5 @@
 """A run's metric history, read back: the search driver feeds each evaluation's validation loss to Optuna's
-pruner (grid/search.py) while the trial trains in another process."""
+pruner (grid/dispatch/search.py) while the trial trains in another process."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
-from gatelab.trainer.outcome import DONE_STATUSES, ENDED_STATUSES, Status
+from gatelab.trainer.config.outcome import DONE_STATUSES, ENDED_STATUSES, Status
 
 KIND_TAG = "gatelab.kind"
 GRID_TAG = "gatelab.grid"

@@ -54,7 +54,7 @@ from gatelab.tracking.stats import (
     mean_of,
     row_name,
 )
-from gatelab.trainer.outcome import DONE_STATUSES, Status
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 

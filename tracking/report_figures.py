@@ -30,8 +30,8 @@ from gatelab.tracking.stats import (
     final_loss,
     row_name,
 )  # noqa: E402
-from gatelab.trainer.metric_names import parse_long_ppl
-from gatelab.trainer.outcome import DONE_STATUSES, Status
+from gatelab.trainer.config.metric_names import parse_long_ppl
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
 

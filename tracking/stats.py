@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from gatelab.trainer.metric_names import long_ppl, parse_long_ppl
-from gatelab.trainer.outcome import DONE_STATUSES, Status
+from gatelab.trainer.config.metric_names import long_ppl, parse_long_ppl
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 ALPHA = 0.05
 """Significance level under which a paired difference counts as 'better' or 'worse'."""
@@ -28,7 +28,7 @@ STABLE_MARGIN = 0.05
 
 @dataclass(frozen=True, kw_only=True)
 class TrialSpec:
-    """One expanded trial of the grid, as the report needs it (built by grid/report_command.py)."""
+    """One expanded trial of the grid, as the report needs it (built by grid/cli/report_command.py)."""
 
     key: str
     """Trial key (the child run's `trial_key` tag)."""

@@ -1,7 +1,8 @@
 """Training text as token ranges: the embedded stdlib corpus or user data, listed, fingerprinted, tokenized, cached.
 
-Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity (grid/identity.py) on a
-machine without torch. `trainer.data` splits the `Tokenized` result and cuts it into torch datasets of windows.
+Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity
+(grid/spec/identity.py) on a machine without torch. `trainer.data` splits the `Tokenized` result and cuts it into
+torch datasets of windows.
 
 Layout on disk: text is tokenized once into a flat token array `<cache_dir>/<key>.tokens.npy` (each non-empty
 file's tokens followed by EOS), its document offsets `<key>.docs.npy` and `<key>.meta.json` (written last, so
@@ -24,7 +25,7 @@ from typing import IO
 
 import numpy as np
 
-from gatelab.trainer.invalid import NO_VALUE, InvalidValue
+from gatelab.trainer.config.invalid import NO_VALUE, InvalidValue
 
 BOS_ID = 256  # byte-level: ids 0..255 are the bytes themselves
 EOS_ID = 257

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from gatelab.trainer.catalog import get_variant
-from gatelab.trainer.config import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
-from gatelab.trainer.model import GatedLM
-from gatelab.trainer.presets import preset
+from gatelab.trainer.config.catalog import get_variant
+from gatelab.trainer.config.presets import preset
+from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
+from gatelab.trainer.model.lm import GatedLM
 from gatelab.trainer.probes import ProbeRecorder
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker

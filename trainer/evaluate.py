@@ -11,9 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from gatelab.trainer.config.metric_names import long_ppl
 from gatelab.trainer.data import CorpusSplits
-from gatelab.trainer.metric_names import long_ppl
-from gatelab.trainer.model import GatedLM
+from gatelab.trainer.model.lm import GatedLM
 from gatelab.trainer.probes import ProbeReport, run_probes
 
 

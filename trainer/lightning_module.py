@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.data import CorpusSplits, epoch_permutation
-from gatelab.trainer.gates import Gate
-from gatelab.trainer.model import GatedLM
+from gatelab.trainer.model.gates import Gate
+from gatelab.trainer.model.lm import GatedLM
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from gatelab.trainer.metric_names import GATE_HIST_BINS as HIST_BINS  # noqa: E402
-from gatelab.trainer.metric_names import ROPE_MODES, parse_long_ppl  # noqa: E402
+from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS  # noqa: E402
+from gatelab.trainer.config.metric_names import ROPE_MODES, parse_long_ppl  # noqa: E402
 from gatelab.trainer.probes import ProbeReport  # noqa: E402
 from gatelab.trainer.spikes import Spike  # noqa: E402
 

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import torch
 
-from gatelab.trainer.metric_names import GATE_HIST_BINS as HIST_BINS
+from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS
 
 SINK_EPS = 0.3
 SINK_PROMPT_LEN = 64

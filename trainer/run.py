@@ -21,13 +21,13 @@ import yaml
 
 from gatelab.trainer import plots
 from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
-from gatelab.trainer.config import TrialConfig, is_run_setting, run_tags, to_dict
+from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL
+from gatelab.trainer.config.outcome import Status, TrialResult
+from gatelab.trainer.config.trial import TrialConfig, is_run_setting, run_tags, to_dict
 from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
 from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
 from gatelab.trainer.lightning_module import GatedLMModule, TrialDataModule
-from gatelab.trainer.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL
-from gatelab.trainer.outcome import Status, TrialResult
 from gatelab.trainer.tracker import Tracker
 from gatelab.trainer.trial_callback import TrialReporter
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from gatelab.trainer.checkpoint import checkpoint_path, prune_checkpoints
-from gatelab.trainer.config import TrialConfig
+from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
 from gatelab.trainer.spikes import SpikeDetector
 from gatelab.trainer.tracker import Tracker

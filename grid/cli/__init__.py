@@ -1,0 +1,1 @@
+"""What the user types: the `gatelab` command, its subcommands and their output."""

@@ -1,0 +1,227 @@
+"""`gatelab submit | resume | status | ui | stop-server` — the user's main job, on a laptop or a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from gatelab.grid.cli.dry_run import trial_rows, trial_table
+from gatelab.grid.cli.terminal import table, tally
+from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
+from gatelab.grid.spec.expand import expand
+from gatelab.grid.spec.grid_file import load_grid
+from gatelab.tracking.store import Store
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status
+
+
+def _records(spec, store: Store) -> dict:
+    """The ledger as stored, read without starting anything (an absent store means: all new)."""
+    from gatelab.tracking.ledger import trial_records
+    from gatelab.tracking.server import running_server
+
+    uri = spec.tracking.uri
+    if uri is None:
+        if not store.db_path.exists():
+            return {}
+        # Through the live server when there is one: a second SQLite client racing the server's own
+        # schema set-up on a fresh store fails ("no such column").
+        server = running_server(store)
+        uri = server.uri if server else store.tracking_uri
+    from gatelab.grid.dispatch.ray_jobs import experiment_name
+
+    for attempt in range(5):
+        try:
+            return trial_records(uri, experiment_name(spec))
+        except Exception:  # a server still creating a fresh store's tables: wait for it
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
+
+
+def _load(args):
+    spec = load_grid(Path(args.grid), args.set or [])  # every validation error surfaces here, exit 2
+    return spec, expand(spec)
+
+
+def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
+    spec, trials = _load(args)
+    dry_run = getattr(args, "dry_run", False)
+    store = _store_no_create(args.home) if dry_run else Store.open(args.home)
+    if spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
+        return _cmd_search(args, spec, store, dry_run)
+    if dry_run:
+        records = _records(spec, store)
+        statuses = {k: r.status for k, r in records.items()}
+        if args.json:
+            print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
+        else:
+            print(trial_table(spec, trials, statuses))
+        return 0
+    from gatelab.grid.dispatch.submit import submit
+    from gatelab.tracking.server import local_server
+
+    def run(uri: str) -> int:
+        outcome = submit(
+            spec,
+            trials,
+            store,
+            uri,
+            retry_failed=retry_failed,
+            address=args.address,
+            max_concurrent=args.max_concurrent,
+        )
+        failed = [k for k, s in outcome.statuses.items() if s == Status.FAILED]
+        busy = [k for k, s in outcome.statuses.items() if s == Status.BUSY]
+        print(
+            f"grid {spec.name}: {sum(s in DONE_STATUSES for s in outcome.statuses.values())} done, "
+            f"{len(failed)} failed, {len(busy)} run by another process"
+        )
+        print(f"open the MLflow UI: gatelab ui --home {store.home}")
+        return 1 if failed else 0
+
+    if spec.tracking.uri:
+        return run(spec.tracking.uri)
+    # The server outlives this submit: a concurrent submit or a trial may still be logging through it.
+    with local_server(store, keep_running=True) as uri:
+        return run(uri)
+
+
+def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> int:
+    """submit and resume alike: continue RUNNING Optuna trials, then ask until each study has n_trials."""
+    from gatelab.grid.dispatch.search_study import search_rows, search_table
+
+    if dry_run:
+        print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
+        return 0
+    from gatelab.grid.dispatch.search import run_search
+    from gatelab.tracking.server import local_server
+
+    def run(uri: str) -> int:
+        outcome = run_search(spec, store, uri, address=args.address, max_concurrent=args.max_concurrent)
+        if outcome.busy:
+            return 1
+        for name, counts in outcome.counts.items():
+            told = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n)
+            best = outcome.best.get(name)
+            print(f"study {name}: {told or 'no trials'}" + (f"; best {best[0]:.4g} at {best[1]}" if best else ""))
+        print(f"open the MLflow UI: gatelab ui --home {store.home}")
+        return 1 if outcome.errors else 0
+
+    if spec.tracking.uri:
+        return run(spec.tracking.uri)
+    with local_server(store, keep_running=True) as uri:
+        return run(uri)
+
+
+def _store_no_create(home: str | None) -> Store:
+    from gatelab.tracking.store import resolve_home
+
+    return Store(resolve_home(home))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return cmd_submit(args, retry_failed=True)
+
+
+STATUS_COLUMNS = ("key", "variant", "status", "step", "val_ppl", "spikes", "elapsed", "overrides")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    spec, trials = _load(args)
+    if spec.search is not None:
+        from gatelab.grid.dispatch.search_study import search_rows, search_table
+
+        store = _store_no_create(args.home)
+        print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
+        return 0
+    records = _records(spec, _store_no_create(args.home))
+    rows = []
+    now_ms = time.time() * 1000
+    for trial in trials:
+        record = records.get(trial.key)
+        metrics = record.metrics if record else {}
+        elapsed = ((record.end_time_ms or now_ms) - record.start_time_ms) / 1000 if record else None
+        rows.append(
+            {
+                "key": trial.key,
+                "variant": trial.config.variant,
+                "status": record.status if record else "new",
+                "step": int(metrics.get("step", 0)),
+                "max_steps": trial.config.schedule.max_steps,
+                "val_ppl": metrics.get("final_val_ppl", metrics.get("val_ppl")),
+                "spikes": metrics.get("spike_count"),
+                "elapsed_s": elapsed,
+                "label": trial.label,
+                "run_id": record.run_id if record else None,
+                "error": record.error if record and record.status == Status.FAILED else None,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    cells = []
+    for row, trial in zip(rows, trials):
+        cells.append(
+            (
+                row["key"],
+                row["variant"],
+                row["status"],
+                f"{row['step']}/{row['max_steps']}",
+                f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-",
+                f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
+                f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
+                " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant"),
+            )
+        )
+    header, *lines = table(STATUS_COLUMNS, cells, right=(3, 4, 5, 6))
+    print(header)
+    for line, row in zip(lines, rows):
+        print(line + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
+    print(f"{len(rows)} trials: {tally(row['status'] for row in rows)}; {spec.resources.describe()}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from gatelab.tracking.server import ui
+
+    return ui(Store.open(args.home), port=args.port)
+
+
+def cmd_stop_server(args: argparse.Namespace) -> int:
+    from gatelab.tracking.server import stop_server
+
+    stopped = stop_server(_store_no_create(args.home))
+    print("stopped the MLflow server" if stopped else "no MLflow server was running for this home")
+    return 0
+
+
+def add_grid_commands(commands) -> None:
+    def common(parser, *, runs: bool) -> None:
+        parser.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
+        parser.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
+        parser.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+        if runs:
+            parser.add_argument("--address", default=None, help="Ray address to join (default: a local Ray)")
+            parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
+
+    submit = commands.add_parser("submit", help="run a grid's unfinished and new trials on Ray")
+    common(submit, runs=True)
+    submit.add_argument("--dry-run", action="store_true", help="print the trial table; start nothing")
+    submit.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
+    submit.set_defaults(func=cmd_submit)
+    resume = commands.add_parser("resume", help="rerun a grid's unfinished trials, failed ones too")
+    common(resume, runs=True)
+    resume.set_defaults(func=cmd_resume)
+    status = commands.add_parser("status", help="one row per trial of a grid, from MLflow")
+    common(status, runs=False)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    ui = commands.add_parser("ui", help="the MLflow UI of this home, on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--home", default=None)
+    ui.set_defaults(func=cmd_ui)
+    stop = commands.add_parser("stop-server", help="stop the MLflow server a submit left running")
+    stop.add_argument("--home", default=None)
+    stop.set_defaults(func=cmd_stop_server)

@@ -1,0 +1,135 @@
+"""`gatelab report GRID`: the paper-style report of a grid, from what its MLflow runs hold now.
+
+This side knows the grid (its trials, their seeds, LRs and other axis values) and the catalog (paper
+references, published figures, extra parameters at the grid's base preset); tracking/report.py reads MLflow
+and writes the files. No torch here (docs/design.md, layer rules: grid/ never imports it); mlflow only through tracking.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
+from gatelab.grid.spec.expand import Trial, expand, format_value, short_keys
+from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.trainer.config.catalog import load_catalog
+from gatelab.trainer.config.model_cost import added_params
+
+# Axes a report row aggregates over (seed) or summarises (LR); any other axis splits rows into conditions.
+_ROW_AXES = ("variant", "seed", "optim.lr")
+
+
+def condition(trial: Trial) -> str:
+    """The trial's axis values other than variant, seed and LR, e.g. 'n_layers=6' ('' when none)."""
+    others = tuple(key for key in trial.overrides if key not in _ROW_AXES)
+    short = short_keys(others)
+    return " ".join(f"{short[key]}={format_value(trial.overrides[key])}" for key in others)
+
+
+def report_input(spec: GridSpec, trials: list[Trial], margin: float):
+    """The grid and the catalog as tracking.report needs them."""
+    from gatelab.grid.dispatch.ray_jobs import experiment_name
+    from gatelab.tracking.report import ReportInput, TrialSpec, VariantSpec
+
+    catalog = load_catalog(spec.base.catalog)
+    base = spec.base.model.resolve()
+    used = {t.config.variant for t in trials} | {"baseline"}
+    variants = {}
+    for name, variant in catalog.items():
+        if name not in used:
+            continue
+        extra = added_params(base, variant, catalog)
+        paper = variant.paper
+        variants[name] = VariantSpec(
+            name=name,
+            paper_ref=variant.paper_ref,
+            gated=variant.is_gated,
+            extra_params=extra,
+            paper_added_params_m=paper.added_params_m,
+            paper_ppl=paper.ppl,
+            paper_gate_mean=paper.gate_mean,
+            paper_m_act=paper.m_act,
+            paper_f_attn=paper.f_attn,
+        )
+    specs = tuple(
+        TrialSpec(
+            key=t.key,
+            variant=t.config.variant,
+            seed=t.config.seed,
+            lr=t.config.optim.lr,
+            condition=condition(t),
+            label=t.label,
+            seq_len=t.config.seq_len,
+        )
+        for t in trials
+    )
+    return ReportInput(
+        grid=spec.name,
+        experiment=experiment_name(spec),
+        preset=spec.base.model.preset,
+        trials=specs,
+        variants=variants,
+        margin=margin,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gatelab.tracking.report import write_report
+    from gatelab.tracking.server import local_server
+    from gatelab.tracking.store import Store, resolve_home
+
+    spec = load_grid(Path(args.grid), args.set or [])
+    inp = report_input(spec, expand(spec), args.margin)
+    store = Store(resolve_home(args.home))
+    out_dir = Path(args.out) if args.out else store.home / "reports" / spec.name
+
+    def run(uri: str) -> int:
+        report = write_report(inp, uri, out_dir, args.format)
+        unfinished = report.unfinished
+        print(
+            f"grid {spec.name}: {len(report.rows)} variants, {len(report.outcomes) - len(unfinished)} trials "
+            f"done, {len(unfinished)} unfinished"
+        )
+        for outcome in unfinished:
+            print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
+        print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")
+        if report.parent_run_id:
+            where = "logged under report/ on" if report.artifacts_logged else "files not logged (no server URI) to"
+            print(
+                f"{where} the grid's parent run {report.parent_run_id}"
+                + (f"; {len(report.max_stable)} max_stable_lr.* metrics logged" if report.max_stable else "")
+            )
+        else:
+            print("the grid has no parent run in MLflow (never submitted?): nothing logged there")
+        return 0
+
+    if spec.tracking.uri:
+        return run(spec.tracking.uri)
+    if not store.db_path.exists():
+        raise ValueError(f"no MLflow store at {store.db_path}; run `gatelab submit {args.grid}` first (or pass --home)")
+    with local_server(store) as uri:  # artifacts (probes.json, the report's files) move only through it
+        return run(uri)
+
+
+def add_report_command(commands) -> None:
+    """Register `gatelab report` on the CLI's subparsers."""
+    report = commands.add_parser("report", help="paper-style tables and figures of a grid")
+    report.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
+    report.add_argument("--out", default=None, help="output folder (default <home>/reports/<grid name>)")
+    report.add_argument(
+        "--format",
+        choices=("md", "html", "csv"),
+        default="md",
+        help="md: markdown table and figure links; html: one self-contained page; csv: the table",
+    )
+    report.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
+    report.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+    report.add_argument(
+        "--margin",
+        type=float,
+        default=0.05,
+        help="max stable LR: how far (relative) above the best final loss still counts as stable",
+    )
+    report.set_defaults(func=cmd_report)

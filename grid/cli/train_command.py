@@ -1,0 +1,63 @@
+"""`gatelab train CONFIG.yaml`: one trial in-process (no Ray), logged to MLflow, resumable by rerunning.
+
+The same config and home find the same MLflow run through the trial key: a finished (or diverged) trial
+prints its summary and does nothing; an unfinished one resumes from its newest checkpoint, continuing the
+same run. torch is imported only when training actually starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gatelab.grid.spec.identity import trial_key
+from gatelab.grid.spec.trial_file import load_trial_config
+from gatelab.trainer.config.outcome import Status
+from gatelab.trainer.corpus import data_fingerprint
+
+TRAIN_EXPERIMENT = "gatelab-train"
+SUMMARY_KEYS = (
+    "final_val_ppl",
+    "final_val_loss",
+    "spike_count",
+    "max_spike_ratio",
+    "f_attn",
+    "sink_eps",
+    "m_act",
+    "gate_mean",
+)
+
+
+def print_summary(key: str, status: str, summary: dict) -> None:
+    shown = "  ".join(f"{k}={summary[k]:.4g}" for k in SUMMARY_KEYS if k in summary)
+    print(f"trial {key}: {status}  {shown}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gatelab.tracking import Store, local_server
+    from gatelab.tracking.ledger import open_trial_run
+
+    config = load_trial_config(Path(args.config), args.set or [])
+    fingerprint = data_fingerprint(config.data)  # a missing or empty dataset fails here, before any run
+    key = trial_key(config, fingerprint)
+    store = Store.open(args.home)
+    with local_server(store) as uri:
+        # The same ledger lookup as a grid's workers: reopen an unfinished run, skip a done one.
+        tracker, existing = open_trial_run(uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {})
+        if tracker is None:
+            print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")
+            print_summary(key, existing.status, existing.metrics)
+            return 0
+        from gatelab.trainer.run import run_trial  # torch and Lightning: only now
+
+        verb = "resuming" if existing else "starting"
+        print(f"{verb} trial {key} (MLflow run {tracker.run_id})")
+        try:
+            result = run_trial(config, tracker, store.checkpoints_dir / key, store.cache_dir, progress=True)
+        except Exception:
+            tracker.set_status(Status.FAILED)
+            raise
+        finally:
+            tracker.close()
+    print_summary(key, result.status, result.summary)
+    return 0

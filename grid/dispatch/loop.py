@@ -1,0 +1,148 @@
+"""The one loop that runs a grid's trials on Ray, for every driver.
+
+A driver (a chooser) only decides which trials run next: a fixed list (`gatelab submit`), Optuna's asks (a
+`search:` grid), later a seed policy. This loop sends what the chooser queued, at most `cap` at a time, waits
+for results, turns a task Ray lost (killed for memory, retry budget spent) into a recorded failure, hands each
+result back to the chooser, prints one progress line format for all, and on Ctrl-C stops what runs and says
+how to resume. All state stays in MLflow and on storage, so a killed driver loses nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gatelab.grid.dispatch.ray_jobs import trial_task
+from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
+from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.tracking.ledger import trial_records
+from gatelab.trainer.config.outcome import Status, TrialResult
+
+POLL_S = 1.0  # how often the loop wakes (ray.wait's timeout), so pruning and progress stay responsive
+CANCEL_WAIT_S = 60.0  # how long a cancelled task may take to let go
+
+
+@dataclass
+class Sent:
+    """A job queued here or running on Ray."""
+
+    job: TrialJob
+    label: str = ""  # how progress and result lines name the trial
+    not_before: float = 0.0  # a job offered again later (its trial was busy in another process)
+    sent_at: float = 0.0  # perf_counter when it went to Ray
+
+    def wall_s(self) -> float:
+        return time.perf_counter() - self.sent_at
+
+
+class Chooser(Protocol):
+    """What a driver tells the loop."""
+
+    def more(self, loop: DispatchLoop) -> bool:
+        """Queue the next trial(s) with loop.enqueue; False when there is nothing more to run now."""
+
+    def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:
+        """A trial's result (a lost task arrives as FAILED with its error)."""
+
+    def poll(self, loop: DispatchLoop) -> None:
+        """Called after every wait: look at running trials (e.g. feed a pruner)."""
+
+    def headline(self) -> str:
+        """The driver's own counts, at the head of each progress line."""
+
+    def interrupted(self, running: int) -> str:
+        """What Ctrl-C leaves and how to continue."""
+
+
+class DispatchLoop:
+    def __init__(self, spec: GridSpec, tracking_uri: str, experiment: str, cap: int, out: Callable, progress_s: float):
+        import ray
+
+        self.ray, self.task, self.cap, self.out = ray, trial_task(spec), cap, out
+        self.uri, self.experiment, self.progress_s = tracking_uri, experiment, progress_s
+        self.queue: list[Sent] = []
+        self.in_flight: dict = {}  # Ray object ref -> Sent
+
+    def enqueue(self, job: TrialJob, *, label: str = "", delay_s: float = 0.0) -> None:
+        self.queue.append(Sent(job, label, not_before=time.monotonic() + delay_s))
+
+    def has(self, key: str) -> bool:
+        return any(s.job.key == key for s in (*self.queue, *self.in_flight.values()))
+
+    def run(self, chooser: Chooser) -> None:
+        last_progress = -self.progress_s  # a line at the start
+        try:
+            while True:
+                self._send()
+                while len(self.in_flight) < self.cap and not self.queue and chooser.more(self):
+                    self._send()
+                if not self.in_flight and not self.queue:
+                    return
+                if self.in_flight:
+                    done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=POLL_S)
+                else:  # only jobs waiting for another process to let go of their trial
+                    done = []
+                    time.sleep(POLL_S)
+                for ref in done:
+                    sent = self.in_flight.pop(ref)
+                    chooser.delivered(self, sent, self._result(ref, sent.job))
+                chooser.poll(self)
+                if time.monotonic() - last_progress >= self.progress_s:
+                    last_progress = time.monotonic()
+                    self._progress(chooser)
+        except KeyboardInterrupt:
+            for ref in self.in_flight:
+                self.ray.cancel(ref, force=True)
+            self.out(f"interrupted: {chooser.interrupted(len(self.in_flight))}")
+            raise
+
+    def cancel(self, keys: list[str]) -> dict[str, TrialResult | None]:
+        """Stop these trials: queued ones are dropped, running ones cancelled. Key -> its result where it
+        finished before the cancel landed, else None."""
+        stopped: dict[str, TrialResult | None] = {}
+        for sent in [s for s in self.queue if s.job.key in keys]:
+            self.queue.remove(sent)
+            stopped[sent.job.key] = None
+        refs = [ref for ref, sent in self.in_flight.items() if sent.job.key in keys]
+        for ref in refs:
+            self.ray.cancel(ref, force=True)
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+        for ref in refs:
+            sent = self.in_flight.pop(ref)
+            try:
+                stopped[sent.job.key] = self.ray.get(ref, timeout=0)
+            except Exception:  # noqa: BLE001 - cancelled (TaskCancelledError) or the worker died
+                stopped[sent.job.key] = None
+        return stopped
+
+    def _send(self) -> None:
+        now = time.monotonic()
+        for sent in [s for s in self.queue if s.not_before <= now]:
+            if len(self.in_flight) >= self.cap:
+                return
+            self.queue.remove(sent)
+            sent.sent_at = time.perf_counter()
+            self.in_flight[self.task.remote(sent.job)] = sent
+
+    def _result(self, ref, job: TrialJob) -> TrialResult:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:  # killed for memory, or the retry budget spent
+            return TrialResult(key=job.key, status=Status.FAILED, error=record_unreported_failure(job, err))
+
+    def _progress(self, chooser: Chooser) -> None:
+        records = trial_records(self.uri, self.experiment) if self.in_flight else {}
+        steps = []
+        for sent in self.in_flight.values():
+            record = records.get(sent.job.key)
+            step = int(record.metrics.get("step", 0)) if record else 0
+            steps.append(f"{sent.job.key}@{step}/{sent.job.config.schedule.max_steps}")
+        self.out(
+            f"[{time.strftime('%H:%M:%S')}] {chooser.headline()}  running {len(self.in_flight)}  "
+            f"queued {len(self.queue)}  | " + " ".join(steps)
+        )
+        sys.stdout.flush()

@@ -1,0 +1,147 @@
+"""`gatelab submit|resume` of a plain grid: the ledger says which trials are not done, and the dispatch loop
+runs them, longest first.
+
+Ray does the scheduling (resources per trial), retries of system failures (task `max_retries`) and
+node-loss handling; grid.dispatch_loop sends, collects and shows progress. All state is in MLflow and on
+storage, so `gatelab resume` can pick up after any kill.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gatelab.grid.dispatch.loop import DispatchLoop, Sent
+from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, start_ray, trial_job, trial_tags
+from gatelab.grid.spec.expand import Trial
+from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.grid.spec.trial_cost import training_flops
+from gatelab.tracking.ledger import close_parent_run, ensure_parent_run, trial_records
+from gatelab.tracking.store import Store
+from gatelab.trainer.config.metric_names import FINAL_VAL_PPL
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
+
+PROGRESS_PRINT_S = 30.0  # a progress line this often (and once at the start); each result has its own line
+
+
+@dataclass
+class SubmitOutcome:
+    statuses: dict[str, str] = field(default_factory=dict)
+    """Final status per trial key as this submit saw it (busy = run by another process)."""
+    skipped: int = 0
+    """Trials already done before this submit."""
+    timings: dict[str, dict] = field(default_factory=dict)
+    """Per trial run here: wall_s (dispatch to result, seen by the driver) plus the worker's timings."""
+
+
+def submit(
+    spec: GridSpec,
+    trials: list[Trial],
+    store: Store,
+    tracking_uri: str,
+    *,
+    retry_failed: bool,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    out=print,
+) -> SubmitOutcome:
+    """Run every trial that is not done (and, with retry_failed, also those that failed)."""
+    experiment = experiment_name(spec)
+    parent = ensure_parent_run(
+        tracking_uri,
+        experiment,
+        spec.name,
+        parent_tags(spec, **{"gatelab.trials": str(len(trials))}),
+        store.home / "locks",
+    )
+    records = trial_records(tracking_uri, experiment)
+    outcome = SubmitOutcome()
+    skip = set(DONE_STATUSES) | (set() if retry_failed else {Status.FAILED})
+    todo = []
+    for trial in trials:
+        status = records[trial.key].status if trial.key in records else None
+        if status in skip:
+            outcome.statuses[trial.key] = status
+            outcome.skipped += 1
+        else:
+            todo.append(trial)
+    out(
+        f"grid {spec.name}: {len(trials)} trials, {outcome.skipped} already done or failed, "
+        f"{len(todo)} to run (MLflow experiment {experiment!r} at {tracking_uri})"
+    )
+    if not todo:
+        close_parent_run(tracking_uri, parent, outcome.statuses)
+        return outcome
+
+    start_ray(spec, address)
+    loop = DispatchLoop(
+        spec, tracking_uri, experiment, max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S
+    )
+    loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out))
+    close_parent_run(tracking_uri, parent, outcome.statuses)
+    return outcome
+
+
+class _FixedList:
+    """The chooser of a plain grid: every trial not done, longest first."""
+
+    def __init__(self, spec, store, uri, parent, todo, total, outcome, out) -> None:
+        self.spec, self.store, self.uri, self.parent = spec, store, uri, parent
+        # Longest first (by estimated FLOPs; ties keep the grid's order): the classic makespan heuristic, so
+        # the grid does not end with one long trial running while every other slot idles.
+        self.pending = dispatch_order(todo)
+        self.total, self.outcome, self.out = total, outcome, out
+
+    def more(self, loop: DispatchLoop) -> bool:
+        if not self.pending:
+            return False
+        trial = self.pending.pop(0)
+        tags = trial_tags(self.spec, trial.overrides)
+        run_name = f"{trial.label} [{trial.key}]"
+        loop.enqueue(
+            trial_job(
+                self.spec,
+                self.store,
+                self.uri,
+                self.parent,
+                key=trial.key,
+                config=trial.config,
+                run_name=run_name,
+                tags=tags,
+            ),
+            label=trial.label,
+        )
+        return True
+
+    def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:
+        key = sent.job.key
+        self.outcome.statuses[key] = result.status
+        self.outcome.timings[key] = {"wall_s": sent.wall_s(), **result.timings}
+        line = f"  {result.status:9} {key} {sent.label}"
+        if result.summary.get(FINAL_VAL_PPL) is not None:
+            line += f"  val_ppl={result.summary[FINAL_VAL_PPL]:.3f}"
+        if result.error:
+            line += f"\n{result.error.rstrip()}"
+        self.out(line)
+
+    def poll(self, loop: DispatchLoop) -> None:
+        pass
+
+    def headline(self) -> str:
+        counts = Counter(self.outcome.statuses.values())
+        done = sum(counts[s] for s in DONE_STATUSES)
+        return (
+            f"done {done}/{self.total}  to send {len(self.pending)}  failed {counts[Status.FAILED]}  "
+            f"busy {counts[Status.BUSY]}"
+        )
+
+    def interrupted(self, running: int) -> str:
+        return (
+            f"{running} running trial(s) stopped; `gatelab resume {self.spec.source}` finishes them from their "
+            "last checkpoints"
+        )
+
+
+def dispatch_order(trials: list[Trial]) -> list[Trial]:
+    """The order trials are handed to Ray: largest estimated training FLOPs first, stable on ties."""
+    return sorted(trials, key=training_flops, reverse=True)
