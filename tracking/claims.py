@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gatelab.tracking.stats import TrialOutcome, VariantRow, mean_of
 from gatelab.trainer.config.catalog import PaperFigures, get_variant
+from gatelab.trainer.config.metric_names import SPIKE_COUNT
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 BASELINE = "baseline"
@@ -164,7 +165,7 @@ def check_spikes(outcomes: list[TrialOutcome]) -> OrderingCheck:
     events = {}
     for name in (BASELINE, G1):
         at = [o for o in done if o.trial.variant == name and o.trial.lr in top]
-        spikes = sum(int(o.metrics.get("spike_count", 0)) for o in at)
+        spikes = sum(int(o.metrics.get(SPIKE_COUNT, 0)) for o in at)
         diverged = sum(o.status == Status.DIVERGED for o in at)
         events[name] = (spikes, diverged, len(at))
     (b_spikes, b_div, b_n), (g_spikes, g_div, g_n) = events[BASELINE], events[G1]

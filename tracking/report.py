@@ -54,12 +54,13 @@ from gatelab.tracking.stats import (
     mean_of,
     row_name,
 )
+from gatelab.trainer.config.metric_names import SPIKE_COUNT, TRAIN_LOSS, VAL_LOSS
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
 FORMATS = ("md", "html", "csv")
-HISTORIES = ("train_loss", "val_loss", "spike_ratio")
+HISTORIES = (TRAIN_LOSS, VAL_LOSS, "spike_ratio")
 PAPER_MODEL = "15A2B MoE"  # Tables 1, 3 and 4 all come from the 15A2B MoE trained on 400B tokens
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]+")
 
@@ -337,7 +338,7 @@ def blocks(
                     cells.append("diverged")
                 else:
                     losses = [final_loss(o) for o in at]
-                    spikes = [o.metrics.get("spike_count", 0.0) for o in at]
+                    spikes = [o.metrics.get(SPIKE_COUNT, 0.0) for o in at]
                     cells.append(f"{sum(losses) / len(losses):.3f} / {sum(spikes) / len(spikes):.1f}" if at else "–")
             cells.append(_num(row.max_stable_lr, "g") if row.max_stable_lr else "none")
             table.append(cells)

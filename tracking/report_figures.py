@@ -30,7 +30,7 @@ from gatelab.tracking.stats import (
     final_loss,
     row_name,
 )  # noqa: E402
-from gatelab.trainer.config.metric_names import parse_long_ppl
+from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, SPIKE_COUNT, TRAIN_LOSS, VAL_LOSS, parse_long_ppl
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
@@ -230,12 +230,12 @@ def make_figures(
             + (f" lr={t.lr:g}" if len({x.lr for x in inp.trials}) > 1 else "")
             + (f" {t.condition}" if t.condition else "")
         )
-        diverged = outcome.metrics.get("diverged_at_step") if outcome.status == Status.DIVERGED else None
+        diverged = outcome.metrics.get(DIVERGED_AT_STEP) if outcome.status == Status.DIVERGED else None
         curves.setdefault(t.variant, []).append(
             {
                 "label": label,
-                "train": outcome.history.get("train_loss", []),
-                "val": outcome.history.get("val_loss", []),
+                "train": outcome.history.get(TRAIN_LOSS, []),
+                "val": outcome.history.get(VAL_LOSS, []),
                 "spikes": outcome.history.get("spike_ratio", []),
                 "diverged_at": diverged,
             }
@@ -276,7 +276,7 @@ def make_figures(
         for o in outcomes:
             name = f"{o.trial.variant} [{o.trial.condition}]" if o.trial.condition else o.trial.variant
             if o.status in DONE_STATUSES and name in points:
-                points[name].append((o.trial.lr, o.status, final_loss(o), float(o.metrics.get("spike_count", 0.0))))
+                points[name].append((o.trial.lr, o.status, final_loss(o), float(o.metrics.get(SPIKE_COUNT, 0.0))))
         stable = {row_name(r): r.max_stable_lr for r in rows}
         made.append(
             (lr_sweep(points, stable, out_dir / "lr_sweep.png"), "Final loss and spike count against the learning rate")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from gatelab.trainer.config.metric_names import long_ppl, parse_long_ppl
+from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT, long_ppl, parse_long_ppl
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 ALPHA = 0.05
@@ -274,7 +274,7 @@ class VariantRow:
 
 
 def final_loss(outcome: TrialOutcome) -> float:
-    return float(outcome.metrics.get("final_val_loss", math.nan))
+    return float(outcome.metrics.get(FINAL_VAL_LOSS, math.nan))
 
 
 def long_factor(outcomes: Iterable[TrialOutcome]) -> int | None:
@@ -304,7 +304,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
 
     def seed_ppl(trials: list[TrialOutcome]) -> dict[int, float]:
         return {
-            o.trial.seed: float(o.metrics.get("final_val_ppl", math.nan)) for o in trials if o.status == Status.FINISHED
+            o.trial.seed: float(o.metrics.get(FINAL_VAL_PPL, math.nan)) for o in trials if o.status == Status.FINISHED
         }
 
     rows = []
@@ -330,7 +330,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
                 n_diverged=sum(o.status == Status.DIVERGED for o in trials),
                 ppl=mean_std(seed_ppl(trials).values()),
                 comparison=comparison,
-                spikes=mean_std(o.metrics.get("spike_count", math.nan) for o in trials),
+                spikes=mean_std(o.metrics.get(SPIKE_COUNT, math.nan) for o in trials),
                 max_stable_lr=stable,
                 f_attn=mean_std(o.metrics.get("f_attn", math.nan) for o in finished),
                 m_act=mean_std(o.metrics.get("m_act", math.nan) for o in finished),

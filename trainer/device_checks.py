@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from gatelab.trainer.config.catalog import get_variant
+from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, TRAIN_LOSS
 from gatelab.trainer.config.presets import preset
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
 from gatelab.trainer.model.lm import GatedLM
@@ -79,9 +80,9 @@ def trains_and_probes(variant: str, work: Path) -> dict:
     result = run_trial(short_trial(variant), tracker, work / "trial", work / "cache")
     assert result.status == "finished", result.status
     assert tracker.tags["precision"] == "bf16-mixed"
-    losses = [value for _, value in tracker.metrics["train_loss"]]
+    losses = [value for _, value in tracker.metrics[TRAIN_LOSS]]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses), losses
-    for key in ("final_val_loss", "f_attn", "m_act", "sink_eps"):
+    for key in (FINAL_VAL_LOSS, "f_attn", "m_act", "sink_eps"):
         assert math.isfinite(result.summary[key]), (key, result.summary[key])
     return {"first_loss": losses[0], "last_loss": losses[-1], "f_attn": result.summary["f_attn"]}
 
@@ -128,15 +129,15 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
     resumed_from = int(checkpoints[-2].stem.split("-")[1])
     tracker = InMemoryTracker()
     resumed = run_trial(config, tracker, work / "resumed", work / "cache")
-    steps = [step for step, _ in tracker.metrics["train_loss"]]
-    assert steps == [step for step, _ in reference.metrics["train_loss"] if step > resumed_from], steps
+    steps = [step for step, _ in tracker.metrics[TRAIN_LOSS]]
+    assert steps == [step for step, _ in reference.metrics[TRAIN_LOSS] if step > resumed_from], steps
     tolerance = RESUME_TOLERANCE[torch.device(device).type]
-    by_step = dict(reference.metrics["train_loss"])
-    worst = max(abs(value - by_step[step]) / abs(by_step[step]) for step, value in tracker.metrics["train_loss"])
+    by_step = dict(reference.metrics[TRAIN_LOSS])
+    worst = max(abs(value - by_step[step]) / abs(by_step[step]) for step, value in tracker.metrics[TRAIN_LOSS])
     assert worst <= tolerance, f"resumed train loss differs by {worst:.2e} (relative), more than {tolerance:g}"
-    final, final_expected = resumed.summary["final_val_loss"], expected.summary["final_val_loss"]
+    final, final_expected = resumed.summary[FINAL_VAL_LOSS], expected.summary[FINAL_VAL_LOSS]
     assert abs(final - final_expected) <= tolerance * abs(final_expected), (final, final_expected)
-    losses = [value for _, value in reference.metrics["train_loss"]]
+    losses = [value for _, value in reference.metrics[TRAIN_LOSS]]
     probes = {
         key: expected.summary[key] for key in ("f_attn", "m_act", "sink_eps", "gate_mean") if key in expected.summary
     }
@@ -144,7 +145,7 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
     return {
         "resumed_from": resumed_from,
         "worst_relative_difference": worst,
-        "final_val_loss": final,
+        FINAL_VAL_LOSS: final,
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "probes": probes,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from gatelab.trainer.config.metric_names import TRAIN_LOSS
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.data import CorpusSplits, epoch_permutation
 from gatelab.trainer.model.gates import Gate
@@ -63,7 +64,7 @@ class GatedLMModule(pl.LightningModule):
             torch.distributed.all_reduce(means)
             means /= torch.distributed.get_world_size()
         values = means.tolist()
-        out = {"train_loss": values[0], **dict(zip(self._step_parts, values[1:]))}
+        out = {TRAIN_LOSS: values[0], **dict(zip(self._step_parts, values[1:]))}
         self._step_losses.clear()
         self._step_parts.clear()
         return out

@@ -17,6 +17,8 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
+from gatelab.trainer.config.metric_names import SPIKE_COUNT
+
 
 @dataclass
 class Spike:
@@ -95,7 +97,7 @@ class SpikeDetector:
     def summary(self) -> dict[str, float]:
         recovered = [s.recovered_after for s in self.spikes if s.recovered_after is not None]
         return {
-            "spike_count": float(len(self.spikes)),
+            SPIKE_COUNT: float(len(self.spikes)),
             "max_spike_ratio": max((s.ratio for s in self.spikes), default=0.0),
             "max_steps_to_recover": float(max(recovered, default=0)),
             "unrecovered_spikes": float(sum(s.recovered_after is None for s in self.spikes)),

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from gatelab.trainer.checkpoint import checkpoint_path, prune_checkpoints
+from gatelab.trainer.config.metric_names import STEP, TRAIN_LOSS, VAL_LOSS, VAL_PPL
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
 from gatelab.trainer.spikes import SpikeDetector
@@ -59,7 +60,7 @@ class TrialReporter(pl.Callback):
         val_loss = mean_loss(module.model, self.val_batches)
         self.val_curve.append((step, val_loss))
         self.eval_count += 1
-        metrics = {"val_loss": val_loss, "val_ppl": perplexity(val_loss)}
+        metrics = {VAL_LOSS: val_loss, VAL_PPL: perplexity(val_loss)}
         probe_every = self.config.eval.probe_every
         if probe_every and self.eval_count % probe_every == 0:
             metrics.update(probe(module.model, self.probe_batches).to_metrics())
@@ -78,7 +79,7 @@ class TrialReporter(pl.Callback):
             return  # mid-accumulation: no optimizer step yet
         step = trainer.global_step
         metrics = module.pop_step_metrics()
-        loss = metrics["train_loss"]
+        loss = metrics[TRAIN_LOSS]
         self.train_curve.append((step, loss))
         diverged = not math.isfinite(loss) or loss > self.config.divergence_loss
         spike = None if diverged else self.spikes.update(step, loss)
@@ -93,7 +94,7 @@ class TrialReporter(pl.Callback):
                     "lr": trainer.optimizers[0].param_groups[0]["lr"],
                     "grad_norm": module.last_grad_norm,
                     "tokens_seen": float(step * tokens_per_step),
-                    "step": float(step),
+                    STEP: float(step),
                 }
             )  # read by `gatelab status` / submit's progress
             if step > last_step and elapsed > 0:

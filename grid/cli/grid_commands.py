@@ -13,6 +13,7 @@ from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking.store import Store
+from gatelab.trainer.config.metric_names import FINAL_VAL_PPL, SPIKE_COUNT, STEP, VAL_PPL
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 
@@ -148,10 +149,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "key": trial.key,
                 "variant": trial.config.variant,
                 "status": record.status if record else "new",
-                "step": int(metrics.get("step", 0)),
+                "step": int(metrics.get(STEP, 0)),
                 "max_steps": trial.config.schedule.max_steps,
-                "val_ppl": metrics.get("final_val_ppl", metrics.get("val_ppl")),
-                "spikes": metrics.get("spike_count"),
+                "val_ppl": metrics.get(FINAL_VAL_PPL, metrics.get(VAL_PPL)),
+                "spikes": metrics.get(SPIKE_COUNT),
                 "elapsed_s": elapsed,
                 "label": trial.label,
                 "run_id": record.run_id if record else None,

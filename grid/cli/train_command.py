@@ -12,14 +12,15 @@ from pathlib import Path
 
 from gatelab.grid.spec.identity import trial_key
 from gatelab.grid.spec.trial_file import load_trial_config
+from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT
 from gatelab.trainer.config.outcome import Status
 from gatelab.trainer.corpus import data_fingerprint
 
 TRAIN_EXPERIMENT = "gatelab-train"
 SUMMARY_KEYS = (
-    "final_val_ppl",
-    "final_val_loss",
-    "spike_count",
+    FINAL_VAL_PPL,
+    FINAL_VAL_LOSS,
+    SPIKE_COUNT,
     "max_spike_ratio",
     "f_attn",
     "sink_eps",

@@ -19,6 +19,7 @@ from gatelab.grid.dispatch.ray_jobs import trial_task
 from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.tracking.ledger import trial_records
+from gatelab.trainer.config.metric_names import STEP
 from gatelab.trainer.config.outcome import Status, TrialResult
 
 POLL_S = 1.0  # how often the loop wakes (ray.wait's timeout), so pruning and progress stay responsive
@@ -139,7 +140,7 @@ class DispatchLoop:
         steps = []
         for sent in self.in_flight.values():
             record = records.get(sent.job.key)
-            step = int(record.metrics.get("step", 0)) if record else 0
+            step = int(record.metrics.get(STEP, 0)) if record else 0
             steps.append(f"{sent.job.key}@{step}/{sent.job.config.schedule.max_steps}")
         self.out(
             f"[{time.strftime('%H:%M:%S')}] {chooser.headline()}  running {len(self.in_flight)}  "

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from gatelab.grid.spec.config_loader import ConfigError, build, convert
 from gatelab.grid.spec.expand import Resolved, field_hint, format_value, resolved, value_at, with_values
 from gatelab.trainer.config.invalid import NO_VALUE, InvalidValue
+from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, VAL_LOSS
 
 if TYPE_CHECKING:
     from gatelab.grid.spec.grid_spec import GridSpec
@@ -36,7 +37,7 @@ PRUNERS = ("median", "percentile", "threshold", "none")
 DIRECTIONS = ("minimize", "maximize")
 DIVERGED = ("worst", "fail")
 SEARCH_KEYS = ("params", "sampler", "n_trials", "objective", "per", "pruner", "diverged")
-INTERMEDIATE_METRIC = "val_loss"  # what the pruner sees: validation loss at each evaluation (EvalConfig.every)
+INTERMEDIATE_METRIC = VAL_LOSS  # what the pruner sees: validation loss at each evaluation (EvalConfig.every)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,7 +131,7 @@ class PrunerSpec:
 class ObjectiveSpec:
     """What a study optimises."""
 
-    metric: str = "final_val_loss"
+    metric: str = FINAL_VAL_LOSS
     """A metric of the finished run (the trial summary, or any metric's latest value)."""
     direction: str = "minimize"
     """minimize | maximize."""
