@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from gatelab.grid.cli.terminal import table, tally
 from gatelab.grid.spec.expand import Trial, format_value, short_keys
+from gatelab.grid.spec.seed_policy import seed_counts
 from gatelab.grid.spec.trial_cost import training_flops
 
 if TYPE_CHECKING:
@@ -54,8 +55,15 @@ def trial_table(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | 
     ]
     by_status = tally(row["status"] for row in rows)
     total = sum(row["est_flops"] for row in rows)
+    if spec.seeds is not None:
+        low, high = seed_counts(spec.seeds, trials)
+        per_variant = f"{spec.seeds.min}-{spec.seeds.max} seeds per variant"
+        trials_text = f"{low} to {high} trials (adaptive seeds, {per_variant}; listed: all {high})"
+        flops_text = f"est. at most {format_flops(total)}"
+    else:
+        trials_text, flops_text = f"{len(rows)} trials", f"est. {format_flops(total)}"
     summary = (
-        f"grid {spec.name}: {len(rows)} trials ({by_status}), est. {format_flops(total)} training FLOPs; "
+        f"grid {spec.name}: {trials_text} ({by_status}), {flops_text} training FLOPs; "
         f"{spec.resources.describe()}, "
         f"at most {spec.ray.max_concurrent} at once; dry run: nothing started"
     )

@@ -159,8 +159,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "error": record.error if record and record.status == Status.FAILED else None,
             }
         )
+    verdicts = None
+    if spec.seeds is not None:  # adaptive seeds: each comparison's verdict, from the same ledger
+        from gatelab.grid.dispatch.adaptive import verdict_rows
+
+        verdicts = verdict_rows(spec.seeds, trials, records)
+        shown = {key for key, record in records.items()}
+        rows = [row for row in rows if row["key"] in shown]  # the seeds not run (yet or ever) stay out
+        trials = [trial for trial in trials if trial.key in shown]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"trials": rows, "verdicts": verdicts} if verdicts is not None else rows, indent=1))
         return 0
     cells = []
     for row, trial in zip(rows, trials):
@@ -181,6 +189,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line, row in zip(lines, rows):
         print(line + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
     print(f"{len(rows)} trials: {tally(row['status'] for row in rows)}; {spec.resources.describe()}")
+    if verdicts is not None:
+        print(f"verdicts ({spec.seeds.metric}, variant - baseline, alpha {spec.seeds.alpha:g} over the grid):")
+        for row in verdicts:
+            print("  " + row["line"])
     return 0
 
 

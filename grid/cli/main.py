@@ -10,6 +10,7 @@ from importlib import metadata
 
 from gatelab.grid.cli.bench_command import add_bench_command
 from gatelab.grid.cli.grid_commands import add_grid_commands
+from gatelab.grid.cli.plan_command import add_plan_command
 from gatelab.grid.cli.terminal import table
 from gatelab.grid.cli.train_command import cmd_train
 from gatelab.grid.spec.config_loader import ConfigError
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
     train.set_defaults(func=cmd_train)
     add_grid_commands(commands)
+    add_plan_command(commands)
     add_init_command(commands)
     from gatelab.grid.cli.report_command import add_report_command  # `gatelab report GRID`
 

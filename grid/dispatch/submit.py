@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from gatelab.grid.dispatch.adaptive import AdaptiveSeeds, needed, verdict_line
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, start_ray, trial_job, trial_tags
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.grid.spec.seed_policy import seed_counts
 from gatelab.grid.spec.trial_cost import training_flops
 from gatelab.tracking.ledger import close_parent_run, ensure_parent_run, trial_records
 from gatelab.tracking.store import Store
@@ -55,6 +57,10 @@ def submit(
         store.home / "locks",
     )
     records = trial_records(tracking_uri, experiment)
+    if spec.seeds is not None:
+        return submit_adaptive(
+            spec, trials, store, tracking_uri, parent, records, retry_failed, address, max_concurrent, out
+        )
     outcome = SubmitOutcome()
     skip = set(DONE_STATUSES) | (set() if retry_failed else {Status.FAILED})
     todo = []
@@ -79,6 +85,35 @@ def submit(
     )
     loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out))
     close_parent_run(tracking_uri, parent, outcome.statuses)
+    return outcome
+
+
+def submit_adaptive(
+    spec, trials, store, uri, parent, records, retry_failed, address, max_concurrent, out
+) -> SubmitOutcome:
+    """A `seeds:` grid: the seeds its verdicts still need (grid/dispatch/adaptive.py)."""
+    chooser = AdaptiveSeeds(spec, store, uri, parent, trials, records, retry_failed, out)
+    wanted = needed(chooser.comps, chooser.states)
+    todo = [t for t in wanted if t.key not in chooser.results]
+    low, high = seed_counts(spec.seeds, trials)
+    out(
+        f"grid {spec.name}: adaptive seeds, {low}-{high} trials; {len(wanted) - len(todo)} of the {len(wanted)} the "
+        f"verdicts need now are done, {len(todo)} to run (MLflow experiment {experiment_name(spec)!r} at {uri})"
+    )
+    if todo:
+        start_ray(spec, address)
+        loop = DispatchLoop(
+            spec, uri, experiment_name(spec), max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S
+        )
+        loop.run(chooser)
+    for name, state in chooser.states.items():
+        out("  " + verdict_line(name, state, spec.seeds.metric))
+    outcome = SubmitOutcome(timings=chooser.timings)
+    outcome.statuses = {
+        t.key: chooser.statuses.get(t.key, Status.RUNNING) for t in needed(chooser.comps, chooser.states)
+    }
+    outcome.skipped = len(wanted) - len(todo)
+    close_parent_run(uri, parent, outcome.statuses)
     return outcome
 
 

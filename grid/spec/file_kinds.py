@@ -22,6 +22,7 @@ GRID_KEYS = (
     "storage",
     "ray",
     "search",
+    "seeds",
 )
 TRIAL_KEYS = tuple(f.name for f in fields(TrialConfig))
 

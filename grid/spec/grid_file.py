@@ -24,6 +24,7 @@ from gatelab.grid.spec.grid_spec import (
     TrackingSpec,
 )
 from gatelab.grid.spec.search_spec import check_search, parse_search
+from gatelab.grid.spec.seed_policy import parse_seed_policy
 from gatelab.grid.spec.trial_file import anchor_catalog
 from gatelab.trainer.config.catalog import get_variant, load_catalog
 from gatelab.trainer.config.gate_spec import SpecError
@@ -168,6 +169,9 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         odd = next(key for key, values in axes.items() if len(values) != first)
         raise ConfigError(f"axes.{odd}", f"combine: zip needs axes of equal length, got {lengths}")
     search = parse_search(data.get("search"), axes)
+    seeds = parse_seed_policy(data.get("seeds"), axes, base.variant, search is not None)
+    if seeds is not None:  # the most seeds it may use; the adaptive driver runs the part the verdicts need
+        axes = {**axes, "seed": tuple(range(seeds.max))}
     return GridSpec(
         name=name,
         base=base,
@@ -180,6 +184,7 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         storage=build(StorageSpec, data.get("storage"), "storage"),
         ray=build(RaySpec, data.get("ray"), "ray"),
         search=search,
+        seeds=seeds,
         source=source,
         file_hash=file_hash,
     )

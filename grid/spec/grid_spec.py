@@ -1,6 +1,6 @@
 """A grid file (`ablations/*.yaml`) -> a validated, frozen GridSpec. No torch.
 
-Top-level keys: name, base, axes, combine, include, exclude, resources, tracking, storage, ray, search.
+Top-level keys: name, base, axes, combine, include, exclude, resources, tracking, storage, ray, search, seeds.
 `base` is a trial config (the schema `gatelab train` takes), inline or as a path to a trial YAML relative to
 the grid file. Axis keys are dotted trial-config paths (`optim.lr`, `seed`, `model.overrides.n_layers`)
 written flat: `axes: {optim.lr: [1.0e-3, 3.0e-3]}`. `load_grid` validates everything before anything runs,
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatelab.grid.spec.search_spec import SearchSpec
+from gatelab.grid.spec.seed_policy import SeedPolicy
 from gatelab.trainer.config.invalid import InvalidValue
 from gatelab.trainer.config.trial import TrialConfig
 
@@ -176,6 +177,8 @@ class GridSpec:
     """Ray address, concurrency and retries."""
     search: SearchSpec | None = None
     """The Optuna search over the grid's points (grid/spec/search_spec.py), or None for a plain grid."""
+    seeds: SeedPolicy | None = None
+    """Adaptive seeds (grid/spec/seed_policy.py): axes.seed then holds 0..max-1, of which the verdicts choose."""
     source: str = "<grid>"
     """Path of the grid file."""
     file_hash: str = ""

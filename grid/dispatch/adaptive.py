@@ -1,0 +1,204 @@
+"""Adaptive seeds: which seeds of a `seeds:` grid to run, decided from the results the ledger holds.
+
+Each comparison is one variant against the baseline under one condition (the values of the grid's other axes),
+on paired seeds. Its planned seed count starts at the policy's `min`; whenever its pairs up to that count are
+all in and the verdict (tracking/sequential.py) is still open, it grows by one, up to `max`. The baseline of a
+condition runs as many seeds as its comparisons plan. Everything is derived again from the ledger's results
+after every result, so a killed driver resumes where it was, a resubmit of a decided grid starts nothing, and
+`gatelab status` shows the same verdicts as the driver.
+
+A pair whose trial failed, diverged or lacks the metric blocks its comparison (no more seeds for it) and is
+said so; `gatelab resume` retries failed trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gatelab.grid.dispatch.loop import DispatchLoop, Sent
+from gatelab.grid.dispatch.ray_jobs import experiment_name, trial_job, trial_tags
+from gatelab.grid.spec.expand import Trial
+from gatelab.grid.spec.seed_policy import Comparison, SeedPolicy, comparisons
+from gatelab.tracking.ledger import trial_records_for_key
+from gatelab.tracking.sequential import SeedRule, Verdict, judge
+from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
+
+
+@dataclass
+class ComparisonState:
+    """Where one comparison stands."""
+
+    planned: int
+    """Seeds it runs now (min at the start, one more per open wave)."""
+    pairs: list[float] = field(default_factory=list)
+    """Paired differences (variant - baseline) of its complete seeds, in seed order."""
+    verdict: Verdict = Verdict.OPEN
+    blocked: str | None = None
+    """Why no more seeds can help (a trial failed, diverged or lacks the metric)."""
+    judgement: object = None
+
+
+def rule_of(policy: SeedPolicy) -> SeedRule:
+    return SeedRule(min=policy.min, max=policy.max, margin=policy.margin, alpha=policy.alpha)
+
+
+def replay(
+    policy: SeedPolicy, comps: list[Comparison], results: dict[str, tuple[str, float]]
+) -> dict[str, ComparisonState]:
+    """Every comparison's state from the results (trial key -> (status, metric value)): waves are replayed
+    until nothing changes, so the same results always give the same plan and verdicts."""
+    rule = rule_of(policy)
+    states = {c.name: ComparisonState(planned=policy.min) for c in comps}
+    while True:
+        for comp in comps:
+            state = states[comp.name]
+            state.pairs, state.blocked = _pairs(comp, state.planned, results)
+        verdicts = judge({name: state.pairs for name, state in states.items()}, rule)
+        grown = False
+        for name, state in states.items():
+            state.judgement, state.verdict = verdicts[name], verdicts[name].verdict
+            waiting = len(state.pairs) < state.planned
+            if state.verdict == Verdict.OPEN and not waiting and not state.blocked and state.planned < policy.max:
+                state.planned += 1
+                grown = True
+        if not grown:
+            return states
+
+
+def _pairs(comp: Comparison, planned: int, results: dict[str, tuple[str, float]]) -> tuple[list[float], str | None]:
+    """Paired differences of the first complete seeds below `planned`, and what blocks the next pair."""
+    pairs = []
+    for seed in range(planned):
+        trials = [comp.variant.get(seed), comp.baseline.get(seed)]
+        outcomes = [results.get(t.key) if t else None for t in trials]
+        if any(o is None or o[0] not in (*DONE_STATUSES, Status.FAILED) for o in outcomes):
+            return pairs, None  # not run yet, or running
+        for trial, (status, value) in zip(trials, outcomes):
+            if status != Status.FINISHED or not math.isfinite(value):
+                return pairs, f"{trial.key} ({trial.label}) {status}"
+        pairs.append(outcomes[0][1] - outcomes[1][1])
+    return pairs, None
+
+
+def needed(comps: list[Comparison], states: dict[str, ComparisonState]) -> list[Trial]:
+    """The trials the current plan needs, each once, in seed order (the earliest waves first)."""
+    wanted: dict[str, Trial] = {}
+    for comp in comps:
+        planned = states[comp.name].planned
+        for seeds in (comp.baseline, comp.variant):
+            for seed in range(planned):
+                if seed in seeds:
+                    wanted.setdefault(seeds[seed].key, seeds[seed])
+    return sorted(wanted.values(), key=lambda t: t.config.seed)
+
+
+def verdict_line(name: str, state: ComparisonState, metric: str) -> str:
+    j = state.judgement
+    shown = str(state.verdict) if not state.blocked else f"blocked by {state.blocked}"
+    if j is None or len(state.pairs) < 2:
+        return f"{name}: {shown}, {len(state.pairs)} paired seeds"
+    return (
+        f"{name}: {shown}, {len(state.pairs)} paired seeds, {metric} difference {j.mean:+.4g} "
+        f"[{j.ci[0]:+.4g}, {j.ci[1]:+.4g}]"
+    )
+
+
+def ledger_results(policy: SeedPolicy, records: dict, retry_failed: bool = False) -> dict[str, tuple[str, float]]:
+    """Trial key -> (status, the policy's metric) of every ended trial in the ledger (failed ones left out when
+    they are to be retried)."""
+    return {
+        key: (record.status, float(record.metrics.get(policy.metric, math.nan)))
+        for key, record in records.items()
+        if record.status in DONE_STATUSES or (record.status == Status.FAILED and not retry_failed)
+    }
+
+
+def verdict_rows(policy: SeedPolicy, trials: list[Trial], records: dict) -> list[dict]:
+    """Each comparison's verdict, seeds and difference as the ledger stands (`gatelab status`)."""
+    comps = comparisons(trials)
+    states = replay(policy, comps, ledger_results(policy, records))
+    rows = []
+    for comp in comps:
+        state, j = states[comp.name], states[comp.name].judgement
+        rows.append(
+            {
+                "comparison": comp.name,
+                "verdict": "blocked" if state.blocked else str(state.verdict),
+                "blocked_by": state.blocked,
+                "seeds": len(state.pairs),
+                "planned": state.planned,
+                "mean_difference": j.mean if j and state.pairs else None,
+                "ci": list(j.ci) if j and len(state.pairs) >= 2 else None,
+                "p_different": j.p_different if j else None,
+                "line": verdict_line(comp.name, state, policy.metric),
+            }
+        )
+    return rows
+
+
+class AdaptiveSeeds:
+    """The chooser of a `seeds:` grid on the dispatch loop."""
+
+    def __init__(self, spec, store, uri, parent, trials, records, retry_failed: bool, out) -> None:
+        self.spec, self.store, self.uri, self.parent, self.out = spec, store, uri, parent, out
+        self.policy: SeedPolicy = spec.seeds
+        self.comps = comparisons(trials)
+        self.results = ledger_results(self.policy, records, retry_failed)
+        self.statuses: dict[str, str] = {key: status for key, (status, _) in self.results.items()}
+        self.timings: dict[str, dict] = {}
+        self.states = replay(self.policy, self.comps, self.results)
+
+    def more(self, loop: DispatchLoop) -> bool:
+        queued = False
+        for trial in needed(self.comps, self.states):
+            if trial.key not in self.results and not loop.has(trial.key):
+                tags = trial_tags(self.spec, trial.overrides, **{"gatelab.seeds": "adaptive"})
+                job = trial_job(
+                    self.spec,
+                    self.store,
+                    self.uri,
+                    self.parent,
+                    key=trial.key,
+                    config=trial.config,
+                    run_name=f"{trial.label} [{trial.key}]",
+                    tags=tags,
+                )
+                loop.enqueue(job, label=trial.label)
+                queued = True
+        return queued
+
+    def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:
+        key = sent.job.key
+        self.statuses[key] = result.status
+        self.timings[key] = {"wall_s": sent.wall_s(), **result.timings}
+        line = f"  {result.status:9} {key} {sent.label}"
+        if result.error:
+            line += f"\n{result.error.rstrip()}"
+        self.out(line)
+        if result.status == Status.BUSY:
+            return  # another process runs it; its result reaches the ledger and the next submit
+        value = result.summary.get(self.policy.metric, math.nan) if not result.skipped else math.nan
+        if result.skipped:  # done before: the ledger has its value
+            record = trial_records_for_key(self.uri, experiment_name(self.spec), key)
+            value = float(record.metrics.get(self.policy.metric, math.nan)) if record else math.nan
+        self.results[key] = (result.status, float(value))
+        before = {name: (s.verdict, s.blocked) for name, s in self.states.items()}
+        self.states = replay(self.policy, self.comps, self.results)
+        for name, state in self.states.items():
+            if (state.verdict, state.blocked) != before[name] and (state.verdict != Verdict.OPEN or state.blocked):
+                self.out("  verdict   " + verdict_line(name, state, self.policy.metric))
+
+    def poll(self, loop: DispatchLoop) -> None:
+        pass
+
+    def headline(self) -> str:
+        counts = Counter(str(s.verdict) if not s.blocked else "blocked" for s in self.states.values())
+        return f"seeds {self.spec.name}: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+
+    def interrupted(self, running: int) -> str:
+        return (
+            f"{running} running trial(s) stopped; `gatelab resume {self.spec.source}` continues the seed plan from "
+            "the ledger"
+        )
