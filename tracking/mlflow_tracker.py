@@ -32,12 +32,20 @@ from mlflow.utils.validation import (
 )
 
 from gatelab.tracking.store import experiment_artifact_location
+from gatelab.trainer.config.outcome import Status
 
 STATUS_TAG = "gatelab.status"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 # gatelab status -> MLflow run status. Divergence is a result (docs/design.md), so the run itself FINISHED.
-_TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
-STATUSES = ("running", *_TERMINAL)
+# A preempted run is KILLED in MLflow's terms until a retry or `gatelab resume` reopens it.
+_TERMINAL = {
+    Status.FINISHED: "FINISHED",
+    Status.DIVERGED: "FINISHED",
+    Status.FAILED: "FAILED",
+    Status.KILLED: "KILLED",
+    Status.PREEMPTED: "KILLED",
+}
+STATUSES = (Status.RUNNING, *_TERMINAL)  # what a run's gatelab.status may hold (BUSY is never stored)
 
 _log = logging.getLogger(__name__)
 
@@ -232,7 +240,7 @@ class MlflowTracker:
         if status not in STATUSES:
             raise ValueError(f"unknown gatelab status {status!r}; expected one of {', '.join(STATUSES)}")
         self.flush()
-        if status == self._status == "running":
+        if status == self._status == Status.RUNNING:
             return  # already so, in MLflow and in the tag: three requests saved per trial start
         self.client.set_tag(self.run_id, STATUS_TAG, status)
         self._status = status

@@ -2,13 +2,18 @@
 
 A process may die at any instant (docs/design.md, "State lives in MLflow and on storage"), so a checkpoint is
 written to a temporary file in the same directory and renamed: a reader sees the old file or the new one, never
-half.
+half. The file and then its directory are fsynced, so the rename itself survives a power loss.
+
+Storage can still damage a file (a truncated copy, a disk error): a resume checks the newest checkpoints'
+integrity (the zip archive's CRCs, without unpickling), sets an unreadable one aside under a `.damaged` name
+(kept, not deleted) and continues from the newest readable one.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,6 +33,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         # Never unpickle arbitrary objects: our checkpoints hold tensors and plain data only.
@@ -46,9 +52,39 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def newest_checkpoint(directory: Path) -> Path | None:
+def damage_of(path: Path) -> str | None:
+    """Why a checkpoint file cannot be read (truncated, empty, a CRC mismatch), or None when it is whole."""
+    try:
+        with zipfile.ZipFile(path) as archive:  # torch.save writes a zip archive
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"{type(err).__name__}: {err}"
+    return f"CRC mismatch in {bad}" if bad else None
+
+
+def newest_readable_checkpoint(directory: Path, warn) -> Path | None:
+    """The newest whole checkpoint. Each damaged newer one is renamed `<name>.damaged` (set aside, not deleted)
+    and reported through warn(message); when none is whole, warn says the trial starts over."""
     found = list_checkpoints(directory)
-    return found[-1][1] if found else None
+    for _, path in reversed(found):
+        damage = damage_of(path)
+        if damage is None:
+            return path
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        _fsync_directory(path.parent)
+        warn(f"checkpoint {path.name} is damaged ({damage}); set aside as {aside.name}")
+    if found:
+        warn("no readable checkpoint is left: the trial starts over from step 0")
+    return None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def prune_checkpoints(directory: Path, keep_last: int) -> None:

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,14 +21,15 @@ import torch
 import yaml
 
 from gatelab.trainer import plots
-from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_checkpoint
+from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_readable_checkpoint
 from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL
-from gatelab.trainer.config.outcome import Status, TrialResult
+from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, is_run_setting, run_tags, to_dict
 from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
 from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
 from gatelab.trainer.lightning_module import GatedLMModule, TrialDataModule
+from gatelab.trainer.preemption import NoteSigterm
 from gatelab.trainer.tracker import Tracker
 from gatelab.trainer.trial_callback import TrialReporter
 
@@ -134,6 +136,12 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
     return summary
 
 
+def _warn(tracker: Tracker, text: str) -> None:
+    """A problem the trial recovered from: on stderr (a grid's worker log) and as a tag of the run."""
+    print(f"gatelab: warning: {text}", file=sys.stderr, flush=True)
+    tracker.set_tags({"gatelab.warning": text[:500]})
+
+
 def _quiet_lightning() -> None:
     """Lightning's start-up banners and a deprecation inside its own pytree helper say nothing about the
     trial; with many trials per grid they bury the progress lines."""
@@ -196,12 +204,19 @@ def run_trial(
     if launch is not None and launch.prepare is not None:
         trainer = launch.prepare(trainer)
     fit_started = time.perf_counter()
-    trainer.fit(
-        module,
-        datamodule=TrialDataModule(config, splits, module),
-        ckpt_path=newest_checkpoint(checkpoint_dir),
-        weights_only=True,
-    )
+    try:
+        with NoteSigterm():
+            trainer.fit(
+                module,
+                datamodule=TrialDataModule(config, splits, module),
+                ckpt_path=newest_readable_checkpoint(checkpoint_dir, lambda text: _warn(tracker, text)),
+                weights_only=True,
+            )
+    except (SystemExit, KeyboardInterrupt):
+        if reporter.preempted is None:
+            raise
+        tracker.set_status(Status.PREEMPTED)
+        raise TrialPreempted(*reporter.preempted) from None
     fit_ended = time.perf_counter()
     if reporter.train_device is not None:
         # Back where it trained: after fit Lightning leaves the module on the CPU, where a GPU trial's final

@@ -18,6 +18,7 @@ from gatelab.trainer.checkpoint import checkpoint_path, prune_checkpoints
 from gatelab.trainer.config.metric_names import STEP, TRAIN_LOSS, VAL_LOSS, VAL_PPL
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
+from gatelab.trainer.preemption import signal_name
 from gatelab.trainer.spikes import SpikeDetector
 from gatelab.trainer.tracker import Tracker
 
@@ -42,6 +43,7 @@ class TrialReporter(pl.Callback):
         self._paused = 0.0  # seconds spent evaluating/checkpointing since that reading
         self.checkpoint_seconds = 0.0  # total time writing checkpoints (overhead in `gatelab bench grid`)
         self.train_device = None  # where fit trained: Lightning's teardown moves the module to the CPU after it
+        self.preempted: tuple[int, str] | None = None  # (step, signal) when SIGTERM or Ctrl-C stopped training
 
     def on_train_start(self, trainer, module) -> None:
         self.train_device = module.device
@@ -73,6 +75,16 @@ class TrialReporter(pl.Callback):
         trainer.save_checkpoint(checkpoint_path(self.checkpoint_dir, step), weights_only=False)
         prune_checkpoints(self.checkpoint_dir, self.config.checkpoint.keep_last)
         self.checkpoint_seconds += time.perf_counter() - started
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        """SIGTERM or Ctrl-C (trainer/preemption.py): write the checkpoint of the step the trial is on."""
+        name = signal_name(exception)
+        if name is None:
+            return
+        step = trainer.global_step
+        if step > 0 and not checkpoint_path(self.checkpoint_dir, step).exists():
+            self.save_checkpoint(trainer, step)
+        self.preempted = (step, name)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if len(module._step_losses) < self.config.schedule.grad_accum:

@@ -8,12 +8,13 @@ same run. torch is imported only when training actually starts.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gatelab.grid.spec.identity import trial_key
 from gatelab.grid.spec.trial_file import load_trial_config
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT
-from gatelab.trainer.config.outcome import Status
+from gatelab.trainer.config.outcome import Status, TrialPreempted
 from gatelab.trainer.corpus import data_fingerprint
 
 TRAIN_EXPERIMENT = "gatelab-train"
@@ -55,6 +56,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{verb} trial {key} (MLflow run {tracker.run_id})")
         try:
             result = run_trial(config, tracker, store.checkpoints_dir / key, store.cache_dir, progress=True)
+        except TrialPreempted as stop:  # SIGTERM or Ctrl-C: the step's checkpoint is saved, the run says so
+            print(f"trial {key} {stop}; rerun the same command to resume from it", file=sys.stderr)
+            return 143 if stop.signal_name == "SIGTERM" else 130  # 128 + the signal, as a shell reports it
         except Exception:
             tracker.set_status(Status.FAILED)
             raise

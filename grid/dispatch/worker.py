@@ -9,6 +9,7 @@ retried. Divergence is a result (`diverged`), not an error.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 import traceback
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gatelab.grid.dispatch.failures import failure_reason
-from gatelab.trainer.config.outcome import Status, TrialResult
+from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, run_tags
 
 
@@ -104,6 +105,11 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
                 from gatelab.trainer.run import run_trial  # torch: only inside the worker
             import_s += time.perf_counter() - import_started
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
+        except TrialPreempted as stop:
+            # SIGTERM (a spot notice, `ray stop`): the step's checkpoint is saved and the run says `preempted`.
+            # The worker ends as a lost one would, so Ray retries the task (its max_retries) from that step.
+            print(f"gatelab: trial {job.key} {stop}", file=sys.stderr, flush=True)
+            os._exit(143)
         except Exception as err:  # deterministic: record, do not retry
             tracker.set_tags({ERROR_TAG: failure_reason(err)[:500]})
             tracker.set_status(Status.FAILED)

@@ -24,6 +24,9 @@ class Status(str, Enum):
     """An error in the trial (config, data, out of memory, a bug): recorded with its reason, not retried."""
     KILLED = "killed"
     """Stopped on purpose (a pruned Optuna trial)."""
+    PREEMPTED = "preempted"
+    """Stopped by SIGTERM (a spot instance's notice, `ray stop`) or Ctrl-C, with a checkpoint at the step it was
+    on: not done, not failed; a retry or `gatelab resume` continues from that step."""
     BUSY = "busy"
     """Not run here: another process holds the trial's lock (a concurrent submit). Never stored."""
 
@@ -33,6 +36,14 @@ class Status(str, Enum):
 
 DONE_STATUSES = (Status.FINISHED, Status.DIVERGED)  # results: never run again
 ENDED_STATUSES = (*DONE_STATUSES, Status.FAILED)  # nothing more will happen without a retry
+
+
+class TrialPreempted(Exception):
+    """Raised by run_trial after SIGTERM or Ctrl-C, once the checkpoint of the step it was on is written."""
+
+    def __init__(self, step: int, signal_name: str) -> None:
+        super().__init__(f"preempted by {signal_name} at step {step}; the checkpoint of that step is saved")
+        self.step, self.signal_name = step, signal_name
 
 
 @dataclass(frozen=True)
