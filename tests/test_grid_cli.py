@@ -1,6 +1,8 @@
 """The grid commands as a user runs them: bad grids, driver SIGKILL then resume, concurrent submits."""
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -109,3 +111,48 @@ def test_two_concurrent_submits_run_each_trial_once(home, tmp_path):
         assert_history_complete(client, run.info.run_id, 60)
     parents = client.search_runs([runs[0].info.experiment_id], filter_string="tags.`gatelab.kind` = 'grid'")
     assert len(parents) == 1
+
+
+def _parent(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _trial_workers(driver: int) -> list[int]:
+    """PIDs of the Ray workers under this driver that run a trial now (Ray names the process after the task)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not (entry.name.isdigit() and b"ray::run_grid_trial" in (entry / "cmdline").read_bytes()):
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != driver:
+                pid = _parent(pid)
+            if pid == driver:
+                pids.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def test_sigterm_to_a_trial_worker_checkpoints_its_step_and_ray_retries_from_it(home, tmp_path):
+    # What a spot instance's termination notice or `ray stop` does to a running trial.
+    grid = write_grid(
+        tmp_path / "preempt.yaml", "preempt", ["g1_headwise_sigmoid"], max_steps=300, checkpoint_every=1000, seeds=(7,)
+    )
+    proc = gatelab("submit", str(grid), home=home)
+    store = Store(home)
+    _wait_for(
+        lambda: _trial_workers(proc.pid) and any(r["step"] >= 20 for r in _statuses(grid, home).values()), 400, proc
+    )
+    [worker] = _trial_workers(proc.pid)
+    os.kill(worker, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    [row] = _statuses(grid, home).values()
+    assert row["status"] == "finished"
+    [trial_dir] = store.checkpoints_dir.glob("*/checkpoints")
+    steps = sorted(int(p.stem.split("-")[1]) for p in trial_dir.glob("step-*.ckpt"))
+    assert steps[-1] == 300 and 20 <= steps[0] < 300, steps  # the preempted step's checkpoint, no interval
+    client, [run] = child_runs(store.tracking_uri, "preempt")
+    assert run.data.tags["gatelab.attempt"] == "2"  # Ray's retry reopened the same run
+    assert_history_complete(client, run.info.run_id, 300)
