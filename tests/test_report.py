@@ -188,6 +188,15 @@ PLAN = {
     ("g1_headwise_sigmoid", 1.0e-2, 1): "diverged",
 }
 GATE_HIST = [50, 30, 10, 5, 5] + [0] * 15 + [0, 0]
+FIGURES = [
+    "forest.png",
+    "val_loss_gap.png",
+    "f_attn_heatmap.png",
+    "gate_histograms.png",
+    "loss_curves.png",
+    "lr_sweep.png",
+    "long_context.png",
+]
 
 
 def _log_like_the_trainer(uri, experiment, parent, trial, outcome) -> None:
@@ -392,19 +401,44 @@ def test_lr_stability_section_and_parent_run_metrics(grid):
 
 def test_figures_are_written_linked_and_logged_on_the_parent_run(grid):
     md = (grid["out"] / "report.md").read_text()
-    names = ["loss_curves.png", "f_attn_per_layer.png", "gate_histograms.png", "lr_sweep.png", "long_context.png"]
-    for name in names:
+    for name in FIGURES:
         assert (grid["out"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in md
+    assert md.index("](forest.png)") < md.index("](loss_curves.png)")  # the answer first
     logged = {a.path for a in MlflowClient(tracking_uri=grid["uri"]).list_artifacts(grid["parent"], "report")}
-    assert {f"report/{n}" for n in ["report.md", *names]} <= logged
+    assert {f"report/{n}" for n in ["report.md", "forest.json", *FIGURES]} <= logged
+
+
+def test_forest_numbers_are_the_paired_differences_of_the_runs(grid):
+    forest = json.loads((grid["out"] / "forest.json").read_text())
+    assert forest["metric"] == "final_val_loss" and "Holm over the 1 tested" in forest["method"]
+    rows = {row["label"]: row for row in forest["rows"]}
+    assert list(rows) == ["g1_elementwise_sigmoid", "g1_headwise_sigmoid"]  # the baseline is not a row
+    # at the best LR (3e-3): seed i of the variant minus seed i of the baseline, by hand from PLAN
+    gated = rows["g1_elementwise_sigmoid"]
+    diffs = [1.90 - 2.00, 1.95 - 2.10]
+    assert gated["per_seed"] == pytest.approx({"0": diffs[0], "1": diffs[1]})
+    assert gated["mean"] == pytest.approx(statistics.fmean(diffs)) and gated["n"] == 2
+    half = math.tan(math.pi * 0.475) * statistics.stdev(diffs) / math.sqrt(2)  # t quantile, 1 df: tan(pi (q - 1/2))
+    assert gated["ci"] == pytest.approx([statistics.fmean(diffs) - half, statistics.fmean(diffs) + half])
+    assert (gated["level"], gated["verdict"], gated["family"]) == (pytest.approx(0.95), "not significant", "position")
+    assert gated["paper"] == pytest.approx(math.log(5.761 / 6.026))  # Table 1 rows 5 and 1
+    # the trial trained here: its logged final loss minus the baseline's seed 0; one pair, no test
+    client = MlflowClient(tracking_uri=grid["uri"])
+    real = next(t for t in grid["trials"] if PLAN[(t.config.variant, t.config.optim.lr, t.config.seed)] == "real")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("rep").experiment_id], filter_string=f"tags.trial_key = '{real.key}'"
+    )
+    headwise = rows["g1_headwise_sigmoid"]
+    assert headwise["per_seed"] == pytest.approx({"0": run.data.metrics["final_val_loss"] - 2.00})
+    assert (headwise["verdict"], headwise["ci"], headwise["family"]) == ("not tested", None, "granularity")
 
 
 def test_html_and_csv_formats(grid, tmp_path):
     home = str(grid["store"].home)
     assert main(["report", str(grid["file"]), "--home", home, "--out", str(tmp_path), "--format", "html"]) == 0
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<img src='data:image/png;base64,") == 5 and "<th>PPL (paper, 15A2B MoE)</th>" in page
+    assert page.count("<img src='data:image/png;base64,") == len(FIGURES) and "<th>PPL (paper, 15A2B MoE)</th>" in page
     assert main(["report", str(grid["file"]), "--home", home, "--out", str(tmp_path), "--format", "csv"]) == 0
     with (tmp_path / "report.csv").open() as handle:
         rows = list(csv.DictReader(handle))

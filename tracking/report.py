@@ -2,10 +2,10 @@
 
 Read per trial run (trainer/run.py logs them): the summary metrics final_val_loss, final_val_ppl, spike_count,
 f_attn, m_act, gate_mean, f_attn_layer_<i>, long_ppl_x<f>_<rope|yarn>; the histories train_loss, val_loss and
-spike_ratio; the probes.json artifact (gate-score histogram). Written: report.<md|html|csv> and PNG figures
-in the output folder (with the paper's headline orderings checked, tracking/claims.py), the same files under
-`report/` on the grid's parent run, and, when the grid sweeps more than one LR, the metrics
-`max_stable_lr.<variant>` on the parent run.
+spike_ratio; the probes.json artifact (gate-score histogram). Written: report.<md|html|csv>, PNG figures (with
+the paper's headline orderings checked, tracking/claims.py) and forest.json (the forest plot's numbers,
+tracking/forest.py) in the output folder, the same files under `report/` on the grid's parent run, and, when
+the grid sweeps more than one LR, the metrics `max_stable_lr.<variant>` on the parent run.
 
 Choices a reader should know (also printed in the report):
 - Measured figures ("ours") come from this grid's small models; the paper's ("paper") from the 15A2B MoE
@@ -15,6 +15,8 @@ Choices a reader should know (also printed in the report):
 - Diverged trials are results (docs/design.md): they count against LR stability and are listed per row, but their
   PPL (NaN or capped) is left out of means and pairs.
 - A variant is "better" only with a paired t-test over >= 2 seeds and p < 0.05 (docs/design.md, Evidence).
+- The forest plot's verdicts also correct for the number of variants (Holm), and for a `seeds:` grid are the
+  driver's own (tracking/forest.py), so a table row's p < 0.05 need not be 'different' there.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.claims import OrderingCheck, check_orderings
+from gatelab.tracking.forest import Forest, forest
 from gatelab.tracking.ledger import GRID_TAG, KIND_TAG, trial_records
 from gatelab.tracking.report_figures import make_figures
 from gatelab.tracking.stats import (
@@ -54,13 +57,13 @@ from gatelab.tracking.stats import (
     mean_of,
     row_name,
 )
-from gatelab.trainer.config.metric_names import SPIKE_COUNT, TRAIN_LOSS, VAL_LOSS
+from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, SPIKE_COUNT, TRAIN_LOSS, VAL_LOSS
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
 FORMATS = ("md", "html", "csv")
-HISTORIES = (TRAIN_LOSS, VAL_LOSS, "spike_ratio")
+HISTORIES = (TRAIN_LOSS, VAL_LOSS, "spike_ratio", FINAL_VAL_LOSS)  # the final one: its step ends the gap curves
 PAPER_MODEL = "15A2B MoE"  # Tables 1, 3 and 4 all come from the 15A2B MoE trained on 400B tokens
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]+")
 
@@ -74,7 +77,7 @@ class Report:
     outcomes: tuple[TrialOutcome, ...]
     """Every trial of the grid with its status."""
     files: tuple[Path, ...]
-    """Written files: the report document first, then figures."""
+    """Written files: the report document first, then figures, then forest.json."""
     parent_run_id: str | None
     """The grid's parent run the files were logged to (None: not found, nothing logged)."""
     max_stable: dict
@@ -83,6 +86,9 @@ class Report:
     """Whether the files went to the parent run (proxied artifacts need the server's URI)."""
     orderings: tuple[OrderingCheck, ...] = ()
     """The paper's headline orderings as measured here (tracking/claims.py)."""
+    forest: Forest | None = None
+    """The forest plot's numbers: each variant's paired difference to the baseline, interval and verdict
+    (tracking/forest.py); also written as forest.json."""
 
     @property
     def unfinished(self) -> list[TrialOutcome]:
@@ -470,6 +476,9 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
     sweep = len({t.lr for t in inp.trials}) > 1
     cols = columns(inp, rows, sweep, long_factor(outcomes))
     orderings = check_orderings(rows, outcomes)
+    answer = forest(inp, rows, outcomes)
+    numbers = out_dir / "forest.json"
+    numbers.write_text(json.dumps(answer.to_json(), indent=1) + "\n")
     if fmt == "csv":  # the tables only
         raw = [(name, get) for c in cols for name, get in c.raw]
         unfinished = [
@@ -482,12 +491,12 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         ]
         pictures = []
     else:
-        pictures = make_figures(inp, rows, outcomes, out_dir)
+        pictures = make_figures(inp, rows, outcomes, out_dir, answer)
         items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")), orderings)
         path = out_dir / f"report.{fmt}"
         path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
         documents = [path]
-    files = [*documents, *(path for path, _ in pictures)]
+    files = [*documents, *(path for path, _ in pictures), numbers]
     client = MlflowClient(tracking_uri=uri)
     parent = find_parent_run(client, inp)
     stable = stable_metrics(rows) if sweep else {}
@@ -508,6 +517,7 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         max_stable=stable,
         artifacts_logged=artifacts_logged,
         orderings=tuple(orderings),
+        forest=answer,
     )
 
 

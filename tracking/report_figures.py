@@ -1,8 +1,10 @@
 """PNG figures of a grid report (matplotlib, headless), one file per question the paper asks:
 
+- the answer figures of tracking/comparison_figures.py first: forest.png (each variant's paired difference to
+  the baseline, its interval and verdict), val_loss_gap.png (the gap along training) and f_attn_heatmap.png
+  (first-token attention per variant and layer, Fig. 2);
 - loss_curves.png: train and validation loss per variant, spikes marked (Fig. 1 right: gating "nearly
-  eliminat[es]" loss spikes);
-- f_attn_per_layer.png: first-token attention per layer, baseline vs gated variants (Fig. 2);
+  eliminat[es]" loss spikes) — the raw curves, the only figure that shows where each spike and divergence was;
 - gate_histograms.png: gate-score distribution per gated variant (Fig. 3);
 - lr_sweep.png: final loss and spike count against the learning rate (Table 2's "max LR" question);
 - long_context.png: validation PPL against evaluation length, RoPE and YaRN (Table 5 at small scale).
@@ -21,8 +23,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from gatelab.tracking.comparison_figures import f_attn_heatmap, forest_plot, gap_curves  # noqa: E402
+from gatelab.tracking.forest import Forest, val_loss_gaps  # noqa: E402
 from gatelab.tracking.stats import (
     ReportInput,
     TrialOutcome,
@@ -85,28 +88,6 @@ def loss_curves(curves: dict[str, list[dict]], path: Path) -> Path | None:
         "Validation loss (markers) and train loss (thin) per variant; red v = loss spike, dotted = diverged",
         fontsize=10,
     )
-    return _save(fig, path)
-
-
-def f_attn_per_layer(per_layer: dict[str, list[float]], gated: set[str], baseline: str, path: Path) -> Path | None:
-    """`per_layer`: variant -> mean (over seeds) first-token attention per layer (paper Fig. 2)."""
-    shown = {name: values for name, values in per_layer.items() if values and (name == baseline or name in gated)}
-    if not shown:
-        return None
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    others = [name for name in shown if name != baseline]
-    for color, name in zip(_colors(len(others)), others):
-        ax.plot(range(len(shown[name])), shown[name], "o-", ms=3, lw=1, color=color, label=name)
-    if baseline in shown:
-        ax.plot(range(len(shown[baseline])), shown[baseline], "s-", ms=5, lw=2.5, color="black", label=baseline)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(
-        xlabel="layer",
-        ylabel="attention on the first token",
-        ylim=(0, 1),
-        title="F-Attn per layer, mean over seeds (paper Fig. 2: baseline 0.467 vs G1 0.048 on average)",
-    )
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -216,10 +197,22 @@ def mean_curve(series: Sequence[Sequence[float]]) -> list[float]:
 
 
 def make_figures(
-    inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], out_dir: Path
+    inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome], out_dir: Path, forest: Forest
 ) -> list[tuple[Path, str]]:
-    """The report's PNGs (those with data), each with a caption."""
-    made: list[tuple[Path | None, str]] = []
+    """The report's PNGs (those with data), each with a caption; the answer first."""
+    base = next((row_name(r) for r in rows if r.variant.name == inp.baseline), inp.baseline)
+    made: list[tuple[Path | None, str]] = [
+        (
+            forest_plot(forest, base, out_dir / "forest.png"),
+            f"Each variant against the baseline: {forest.metric} difference paired by seed with its interval "
+            f"and verdict, grouped by what the variant changes; diamonds: the paper's difference (15A2B MoE, "
+            f"Table 1 / Table 3 PPL). {forest.method[0].upper()}{forest.method[1:]}. Numbers: forest.json",
+        ),
+        (
+            gap_curves(val_loss_gaps(inp, rows), base, out_dir / "val_loss_gap.png"),
+            "Validation-loss gap to the baseline along training, per family (seed mean ± 1 standard error)",
+        ),
+    ]
     curves: dict[str, list[dict]] = {}
     for outcome in outcomes:
         if outcome.status not in DONE_STATUSES:
@@ -240,11 +233,9 @@ def make_figures(
                 "diverged_at": diverged,
             }
         )
-    made.append(
-        (
-            loss_curves(curves, out_dir / "loss_curves.png"),
-            "Loss curves per variant with loss spikes marked (paper Fig. 1, right)",
-        )
+    loss_curve_figure = (
+        loss_curves(curves, out_dir / "loss_curves.png"),
+        "Loss curves per variant with loss spikes marked (paper Fig. 1, right)",
     )
     per_layer, hists, means, long = {}, {}, {}, {}
     for row in rows:
@@ -257,12 +248,10 @@ def make_figures(
             hists[name] = [sum(c) for c in zip(*pooled)]
             means[name] = (row.gate_mean.mean if row.gate_mean else None, row.variant.paper_gate_mean)
         long[name] = {rope: _long_points(finished, rope) for rope in ("rope", "yarn")}
-    gated = {row_name(r) for r in rows if r.variant.gated}
-    base = next((row_name(r) for r in rows if r.variant.name == inp.baseline), inp.baseline)
     made.append(
         (
-            f_attn_per_layer(per_layer, gated, base, out_dir / "f_attn_per_layer.png"),
-            "First-token attention per layer, baseline vs gated variants (paper Fig. 2)",
+            f_attn_heatmap(per_layer, out_dir / "f_attn_heatmap.png"),
+            "First-token attention share per variant and layer, mean over seeds (paper Fig. 2, Table 4 F-Attn)",
         )
     )
     made.append(
@@ -271,6 +260,7 @@ def make_figures(
             "Gate-score histograms of the gated variants (paper Fig. 3)",
         )
     )
+    made.append(loss_curve_figure)
     if len({t.lr for t in inp.trials}) > 1:
         points: dict[str, list] = {row_name(r): [] for r in rows}
         for o in outcomes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
+from gatelab.tracking.sequential import SeedRule
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT, long_ppl, parse_long_ppl
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
@@ -68,6 +69,9 @@ class VariantSpec:
     """M-Act (Table 4)."""
     paper_f_attn: float | None = None
     """F-Attn (Table 4)."""
+    axes: dict = field(default_factory=dict)
+    """The variant's design axes (`Variant.axes`: gate_position, gate_granularity, ...); the forest plot groups
+    by them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +92,13 @@ class ReportInput:
     """The variant every other one is compared with."""
     margin: float = STABLE_MARGIN
     """Relative margin above the best loss that still counts as a stable LR."""
+    seed_rule: SeedRule | None = None
+    """A `seeds:` grid's policy as the verdicts use it; None for a grid with fixed seeds."""
+    seed_metric: str = FINAL_VAL_LOSS
+    """The summary metric a `seeds:` grid compares (its policy's `metric`)."""
+    comparisons: tuple = ()
+    """A `seeds:` grid's comparisons exactly as its driver forms them (grid/spec/seed_policy.py), with this
+    report's TrialSpecs by seed: tracking/seed_plan.py judges them for the forest plot."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,10 +177,17 @@ def mean_std(values: Iterable[float]) -> MeanStd | None:
     return MeanStd(mean=statistics.fmean(finite), std=std, n=len(finite))
 
 
+def paired_differences(variant: Mapping[int, float], baseline: Mapping[int, float]) -> dict[int, float]:
+    """Seed -> variant - baseline over the seeds both have a finite value for, in seed order."""
+    seeds = sorted(s for s in set(variant) & set(baseline) if math.isfinite(variant[s]) and math.isfinite(baseline[s]))
+    return {s: variant[s] - baseline[s] for s in seeds}
+
+
 def paired_comparison(variant: Mapping[int, float], baseline: Mapping[int, float]) -> PairedComparison:
     """Compare per-seed values (lower is better), pairing equal seeds; a paired t-test
     (scipy.stats.ttest_rel) needs >= 2 pairs. Non-finite values are left out of the pairs."""
-    seeds = sorted(s for s in set(variant) & set(baseline) if math.isfinite(variant[s]) and math.isfinite(baseline[s]))
+    paired = paired_differences(variant, baseline)
+    seeds = sorted(paired)
     if not seeds:
         why = (
             "no seeds in common with the baseline"
@@ -177,7 +195,7 @@ def paired_comparison(variant: Mapping[int, float], baseline: Mapping[int, float
             else "no finite pairs with the baseline"
         )
         return PairedComparison(n_pairs=0, mean_diff=None, test=why, statistic=None, p_value=None)
-    diffs = [variant[s] - baseline[s] for s in seeds]
+    diffs = [paired[s] for s in seeds]
     mean_diff = statistics.fmean(diffs)
     if len(seeds) == 1:
         return PairedComparison(n_pairs=1, mean_diff=mean_diff, test="n=1, no test", statistic=None, p_value=None)

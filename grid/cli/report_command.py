@@ -14,6 +14,7 @@ from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import Trial, expand, format_value, short_keys
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.grid.spec.seed_policy import Comparison, comparisons
 from gatelab.trainer.config.catalog import load_catalog
 from gatelab.trainer.config.model_cost import added_params
 
@@ -30,6 +31,7 @@ def condition(trial: Trial) -> str:
 
 def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     """The grid and the catalog as tracking.report needs them."""
+    from gatelab.grid.dispatch.adaptive import rule_of
     from gatelab.grid.dispatch.ray_jobs import experiment_name
     from gatelab.tracking.report import ReportInput, TrialSpec, VariantSpec
 
@@ -52,6 +54,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             paper_gate_mean=paper.gate_mean,
             paper_m_act=paper.m_act,
             paper_f_attn=paper.f_attn,
+            axes=variant.axes,
         )
     specs = tuple(
         TrialSpec(
@@ -65,6 +68,21 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         )
         for t in trials
     )
+    seeds = {}
+    if spec.seeds is not None:  # the driver's own comparisons, over this report's trials (same keys)
+        by_key = {s.key: s for s in specs}
+        seeds = {
+            "seed_rule": rule_of(spec.seeds),
+            "seed_metric": spec.seeds.metric,
+            "comparisons": tuple(
+                Comparison(
+                    c.name,
+                    {seed: by_key[t.key] for seed, t in c.variant.items()},
+                    {seed: by_key[t.key] for seed, t in c.baseline.items()},
+                )
+                for c in comparisons(trials)
+            ),
+        }
     return ReportInput(
         grid=spec.name,
         experiment=experiment_name(spec),
@@ -72,6 +90,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         trials=specs,
         variants=variants,
         margin=margin,
+        **seeds,
     )
 
 

@@ -1,11 +1,10 @@
 """Adaptive seeds: which seeds of a `seeds:` grid to run, decided from the results the ledger holds.
 
 Each comparison is one variant against the baseline under one condition (the values of the grid's other axes),
-on paired seeds. Its planned seed count starts at the policy's `min`; whenever its pairs up to that count are
-all in and the verdict (tracking/sequential.py) is still open, it grows by one, up to `max`. The baseline of a
-condition runs as many seeds as its comparisons plan. Everything is derived again from the ledger's results
-after every result, so a killed driver resumes where it was, a resubmit of a decided grid starts nothing, and
-`gatelab status` shows the same verdicts as the driver.
+on paired seeds; how its planned seed count grows and how it is judged is tracking/seed_plan.py, shared with the
+report. The baseline of a condition runs as many seeds as its comparisons plan. Everything is derived again from
+the ledger's results after every result, so a killed driver resumes where it was, a resubmit of a decided grid
+starts nothing, and `gatelab status` shows the same verdicts as the driver.
 
 A pair whose trial failed, diverged or lacks the metric blocks its comparison (no more seeds for it) and is
 said so; `gatelab resume` retries failed trials.
@@ -15,29 +14,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
 
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.ray_jobs import experiment_name, trial_job, trial_tags
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.seed_policy import Comparison, SeedPolicy, comparisons
+from gatelab.tracking import seed_plan
 from gatelab.tracking.ledger import trial_records_for_key
-from gatelab.tracking.sequential import SeedRule, Verdict, judge
-from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
-
-
-@dataclass
-class ComparisonState:
-    """Where one comparison stands."""
-
-    planned: int
-    """Seeds it runs now (min at the start, one more per open wave)."""
-    pairs: list[float] = field(default_factory=list)
-    """Paired differences (variant - baseline) of its complete seeds, in seed order."""
-    verdict: Verdict = Verdict.OPEN
-    blocked: str | None = None
-    """Why no more seeds can help (a trial failed, diverged or lacks the metric)."""
-    judgement: object = None
+from gatelab.tracking.seed_plan import ComparisonState
+from gatelab.tracking.sequential import SeedRule, Verdict
+from gatelab.trainer.config.outcome import Status, TrialResult
 
 
 def rule_of(policy: SeedPolicy) -> SeedRule:
@@ -47,39 +33,8 @@ def rule_of(policy: SeedPolicy) -> SeedRule:
 def replay(
     policy: SeedPolicy, comps: list[Comparison], results: dict[str, tuple[str, float]]
 ) -> dict[str, ComparisonState]:
-    """Every comparison's state from the results (trial key -> (status, metric value)): waves are replayed
-    until nothing changes, so the same results always give the same plan and verdicts."""
-    rule = rule_of(policy)
-    states = {c.name: ComparisonState(planned=policy.min) for c in comps}
-    while True:
-        for comp in comps:
-            state = states[comp.name]
-            state.pairs, state.blocked = _pairs(comp, state.planned, results)
-        verdicts = judge({name: state.pairs for name, state in states.items()}, rule)
-        grown = False
-        for name, state in states.items():
-            state.judgement, state.verdict = verdicts[name], verdicts[name].verdict
-            waiting = len(state.pairs) < state.planned
-            if state.verdict == Verdict.OPEN and not waiting and not state.blocked and state.planned < policy.max:
-                state.planned += 1
-                grown = True
-        if not grown:
-            return states
-
-
-def _pairs(comp: Comparison, planned: int, results: dict[str, tuple[str, float]]) -> tuple[list[float], str | None]:
-    """Paired differences of the first complete seeds below `planned`, and what blocks the next pair."""
-    pairs = []
-    for seed in range(planned):
-        trials = [comp.variant.get(seed), comp.baseline.get(seed)]
-        outcomes = [results.get(t.key) if t else None for t in trials]
-        if any(o is None or o[0] not in (*DONE_STATUSES, Status.FAILED) for o in outcomes):
-            return pairs, None  # not run yet, or running
-        for trial, (status, value) in zip(trials, outcomes):
-            if status != Status.FINISHED or not math.isfinite(value):
-                return pairs, f"{trial.key} ({trial.label}) {status}"
-        pairs.append(outcomes[0][1] - outcomes[1][1])
-    return pairs, None
+    """Every comparison's state from the results (trial key -> (status, metric value)), tracking/seed_plan.py."""
+    return seed_plan.replay(rule_of(policy), comps, results)
 
 
 def needed(comps: list[Comparison], states: dict[str, ComparisonState]) -> list[Trial]:
@@ -106,13 +61,8 @@ def verdict_line(name: str, state: ComparisonState, metric: str) -> str:
 
 
 def ledger_results(policy: SeedPolicy, records: dict, retry_failed: bool = False) -> dict[str, tuple[str, float]]:
-    """Trial key -> (status, the policy's metric) of every ended trial in the ledger (failed ones left out when
-    they are to be retried)."""
-    return {
-        key: (record.status, float(record.metrics.get(policy.metric, math.nan)))
-        for key, record in records.items()
-        if record.status in DONE_STATUSES or (record.status == Status.FAILED and not retry_failed)
-    }
+    """Trial key -> (status, the policy's metric) of every ended trial in the ledger (tracking/seed_plan.py)."""
+    return seed_plan.ledger_results(policy.metric, records, retry_failed)
 
 
 def verdict_rows(policy: SeedPolicy, trials: list[Trial], records: dict) -> list[dict]:
