@@ -160,7 +160,11 @@ def open_trial_run(
     if existing is None:
         return _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params), None
     tracker = MlflowTracker.resume(uri, existing.run_id)
-    tracker.log_params(params or {})
+    try:
+        tracker.log_params(params or {})
+    except BaseException:  # a conflicting value: the run is not this trial's; stop the tracker's sender
+        tracker.close()
+        raise
     tracker.set_tags({ATTEMPT_TAG: str(existing.attempt + 1)})
     if existing.error is not None:  # the failure is being retried: its reason no longer describes the run
         client.delete_tag(existing.run_id, ERROR_TAG)
