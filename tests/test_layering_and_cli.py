@@ -164,3 +164,12 @@ def test_output_into_a_pipe_that_closes_ends_quietly():
     )
     assert done.stdout.startswith("key ") and len(done.stdout.splitlines()) == 2
     assert done.stderr == "", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("grid", ["no_such_grid", "tiny_trial"])  # unknown; a trial config, not a grid
+def test_ui_with_a_bad_grid_exits_2_with_one_line_and_starts_nothing(grid, tmp_path):
+    result = run_cli("ui", grid, "--home", str(tmp_path / "home"), "--port", "1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("gatelab: error: ") and grid in result.stderr
+    assert not (tmp_path / "home").exists()

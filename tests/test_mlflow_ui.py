@@ -1,11 +1,14 @@
-"""The MLflow UI, checked in a real browser: `gatelab ui` on a finished smoke grid, opened in headless Chromium.
+"""The MLflow UI, checked in a real browser: `gatelab ui GRID` on a finished smoke grid, opened in headless Chromium.
 
 A 3-variant, 6-step cut of ablations/smoke.yaml is submitted (Ray + the home's MLflow server, ~45 s), its server
-stopped, and `gatelab ui --home H --port P` started on the same home. Playwright drives Debian's `chromium`
-(`apt-get install chromium`; .ci/run installs it; no `playwright install`): it opens the grid's experiment in
-the training-runs view, ticks the axis tags in the table's "Columns" selector, expands the parent run
-"grid smoke", and checks, cell by cell, that every child run is listed with its own variant and gate-axis tags.
-The screenshot goes to the test's tmp dir (always) and, once every check passed, to docs/img/mlflow-ui-smoke.png.
+stopped, and `gatelab ui smoke --set ... --home H --port P` started on the same home; it prints the grid's
+runs-table and compare-runs addresses. Playwright drives Debian's `chromium` (`apt-get install chromium`; .ci/run
+installs it; no `playwright install`). On the runs table (the training-runs view) it ticks the axis tags in the
+"Columns" selector, expands the parent run "grid smoke", and checks, cell by cell, that every child run is listed
+with its own variant and gate-axis tags. On the compare-runs page it checks that the parallel-coordinates plot
+offers every gate axis as a parameter, plots three of them and the LR against final_val_ppl, and reads the
+plot's axis titles back. The screenshots go to the test's tmp dir (always) and, once every check passed, to
+docs/img/mlflow-ui-smoke.png and docs/img/mlflow-compare-smoke.png.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.mlflow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "img" / "mlflow-ui-smoke.png"
+COMPARE_SCREENSHOT = ROOT / "docs" / "img" / "mlflow-compare-smoke.png"
 VARIANTS = ["baseline", "g1_elementwise_sigmoid", "g1_headwise_sigmoid"]
+# The grid's cut: given to `submit` and to `ui`, which must name the same trials.
+GRID_SETS = ["--set", "base.schedule.max_steps=6", "--set", f"axes.variant=[{', '.join(VARIANTS)}]"]
 # What the catalog (trainer/config/catalog.py) gives each variant: the UI must show these, cell by cell.
 EXPECTED_AXES = {
     "baseline": {"gate_position": "none"},
@@ -37,6 +43,10 @@ EXPECTED_AXES = {
     "g1_headwise_sigmoid": {"gate_position": "g1", "gate_granularity": "headwise", "gate_activation": "sigmoid"},
 }
 TAG_COLUMNS = ["variant", "seed", "gate_position", "gate_granularity", "gate_activation"]
+# Params of every gated trial run: what the compare page's parallel-coordinates plot can offer.
+AXIS_PARAMS = ["gate_position", "gate_granularity", "gate_sharing", "gate_combine", "gate_activation", "gate_input"]
+PLOTTED_PARAMS = ["gate_position", "gate_granularity", "gate_activation", "optim.lr"]
+OPEN_OPTION = ".du-bois-light-select-dropdown:not(.du-bois-light-select-dropdown-hidden)"
 HIDDEN_ATTRIBUTES = ["Dataset", "Source", "Models"]  # empty for these runs; hidden to make room for the tags
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -115,6 +125,42 @@ def _table(page: Page) -> list[dict[str, str]]:
     }""")
 
 
+def _pick(page: Page, select, names: list[str]) -> list[str]:
+    """Choose `names` in a multi-select of the compare page (antd, virtualised: only options near the top are
+    rendered, so each is searched first); returns the names it offered that were searched for but missing."""
+    select.click()
+    dropdown = page.locator(OPEN_OPTION)
+    dropdown.wait_for()
+    missing = []
+    for name in names:
+        select.locator("input").fill(name)
+        option = dropdown.locator(f'.du-bois-light-select-item-option[title="{name}"]')
+        if option.count() == 0:
+            page.wait_for_timeout(300)
+        if option.count() == 0:
+            missing.append(name)
+            continue
+        option.click()
+    page.keyboard.press("Escape")
+    return missing
+
+
+def _offered(page: Page, select, names: list[str]) -> list[str]:
+    """Which of `names` the multi-select offers as options (searched one by one; nothing is chosen)."""
+    select.click()
+    dropdown = page.locator(OPEN_OPTION)
+    dropdown.wait_for()
+    found = []
+    for name in names:
+        select.locator("input").fill(name)
+        page.wait_for_timeout(200)
+        if dropdown.locator(f'.du-bois-light-select-item-option[title="{name}"]').count():
+            found.append(name)
+    select.locator("input").fill("")
+    page.keyboard.press("Escape")
+    return found
+
+
 def _own_session_with_ctrl_c() -> None:
     """In the `gatelab ui` child before exec: its own process group, and SIGINT at its default even when this
     test was started with SIGINT ignored (a background job of a non-interactive shell), so that Python turns
@@ -135,7 +181,7 @@ def _stop_ui(proc: subprocess.Popen, store: Store) -> None:
     stop_server(store)
 
 
-def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
+def test_mlflow_ui_lists_child_runs_with_axis_tags_and_compares_gate_axes(tmp_path):
     chromium = _chromium()
     if chromium is None:
         pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; or set GATELAB_CHROMIUM)")
@@ -143,17 +189,7 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
     store = Store(home)
     started = time.monotonic()
     # A finished smoke grid: 3 variants x 1 seed, 6 steps each.
-    out = _run(
-        "submit",
-        str(ROOT / "ablations" / "smoke.yaml"),
-        "--home",
-        str(home),
-        "--set",
-        "base.schedule.max_steps=6",
-        "--set",
-        f"axes.variant=[{', '.join(VARIANTS)}]",
-        timeout_s=300,
-    )
+    out = _run("submit", str(ROOT / "ablations" / "smoke.yaml"), "--home", str(home), *GRID_SETS, timeout_s=300)
     assert "grid smoke: 3 done, 0 failed" in out, out[-4000:]
     _run("stop-server", "--home", str(home), timeout_s=60)
     assert running_server(store) is None
@@ -163,7 +199,7 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
     ui_log = tmp_path / "gatelab-ui.log"
     with ui_log.open("w") as log:
         ui = subprocess.Popen(
-            _gatelab("ui", "--home", str(home), "--port", str(port)),
+            _gatelab("ui", "smoke", *GRID_SETS, "--home", str(home), "--port", str(port)),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -171,22 +207,33 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
         )
     try:
         deadline = time.monotonic() + 120
-        # The banner is printed once the server answers /health and is recorded for the home.
-        while f"MLflow UI at {uri}" not in ui_log.read_text() or not is_healthy(uri, timeout_s=1.0):
+        # The banner is printed once the server answers /health and is recorded for the home; the grid's
+        # addresses follow it, the runs table last.
+        while "runs table:" not in ui_log.read_text() or not is_healthy(uri, timeout_s=1.0):
             assert ui.poll() is None, f"gatelab ui exited {ui.returncode}:\n{ui_log.read_text()[-4000:]}"
             assert time.monotonic() < deadline, "gatelab ui did not answer /health within 120 s"
             time.sleep(0.3)
         assert running_server(store).port == port  # the UI's own server, recorded for the home
+        printed = ui_log.read_text()
+        assert f"MLflow UI at {uri}" in printed and "grid smoke: 3 of 3 trials have runs" in printed, printed
+        compare_url = next(word for word in printed.split() if "#/compare-runs?" in word)
+        runs_table_url = next(word for word in printed.split() if "/runs?workflowType=" in word)
 
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name("smoke")
+        assert runs_table_url == f"{uri}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
         children = client.search_runs([experiment.experiment_id], filter_string="tags.`gatelab.kind` = 'trial'")
         assert sorted(run.data.tags["variant"] for run in children) == sorted(VARIANTS)
+        assert all(run.info.run_id in compare_url for run in children), compare_url
         expected = {}  # run name -> {tag: the text its cell must show}
         for run in children:
-            tags = run.data.tags
+            tags, params = run.data.tags, run.data.params
             for key, value in EXPECTED_AXES[tags["variant"]].items():
                 assert tags.get(key) == value, (tags["variant"], key, tags.get(key))
+                assert params.get(key) == value, (tags["variant"], key, params.get(key))  # params as well
+            assert (params["seed"], params["optim.lr"]) == ("0", "0.003"), params
+            if tags["variant"] != "baseline":
+                assert set(AXIS_PARAMS) <= set(params), sorted(params)
             expected[run.info.run_name] = {tag: tags.get(tag) or "-" for tag in TAG_COLUMNS}
             assert tags["variant"] in run.info.run_name
 
@@ -201,8 +248,8 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
                     "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
                     "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
                 )
-                # The experiment page opens in the GenAI view; the training-runs table is this workflow type.
-                page.goto(f"{uri}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning")
+                # The experiment page opens in the GenAI view; `gatelab ui` prints the training-runs view's.
+                page.goto(runs_table_url)
                 parent = page.get_by_role("link", name="grid smoke", exact=True)
                 parent.wait_for(timeout=60_000)
 
@@ -226,6 +273,20 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
                 page.screenshot(path=str(shot))
                 rows = _table(page)
                 footer = page.get_by_text("matching runs").inner_text()
+
+                # The compare page of the grid's three trials, as `gatelab ui smoke` printed it.
+                page.goto(compare_url)
+                page.get_by_text(f"Comparing {len(VARIANTS)} Runs from 1 Experiment").wait_for(timeout=60_000)
+                panel = page.get_by_role("tabpanel")  # the open "Parallel Coordinates Plot" tab
+                panel.get_by_text("Parameters:").wait_for()
+                params_select, metrics_select = panel.locator(".du-bois-light-select").all()
+                offered = _offered(page, params_select, [*AXIS_PARAMS, "seed", "optim.lr"])
+                panel.get_by_role("button", name="Clear All").click()
+                missing = _pick(page, params_select, PLOTTED_PARAMS) + _pick(page, metrics_select, ["final_val_ppl"])
+                page.wait_for_timeout(1000)  # plotly redraws
+                plotted = [t.text_content() for t in panel.locator(".parcoords .axis-title").all()]
+                compare_shot = tmp_path / "mlflow-compare-smoke.png"
+                page.screenshot(path=str(compare_shot))
             finally:
                 browser.close()
     finally:
@@ -246,6 +307,12 @@ def test_mlflow_ui_lists_child_runs_with_axis_tag_columns(tmp_path):
     )
     assert footer.strip() == f"{1 + len(VARIANTS)} matching runs", footer
     assert shot.stat().st_size > 10_000
+
+    assert offered == [*AXIS_PARAMS, "seed", "optim.lr"], offered  # every gate axis is a plottable parameter
+    assert missing == [], missing
+    assert plotted == [*PLOTTED_PARAMS, "final_val_ppl"], plotted
+    assert compare_shot.stat().st_size > 10_000
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, SCREENSHOT)
+    shutil.copyfile(compare_shot, COMPARE_SCREENSHOT)
     assert time.monotonic() - started < 240

@@ -447,3 +447,35 @@ def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
     record = trial_records(server_uri, "ledger-failures")["k7"]
     assert (record.status, record.error, record.attempt) == ("running", None, 2)  # ... without the old reason
     assert ERROR_TAG not in MlflowClient(server_uri).get_run(tracker.run_id).data.tags
+
+
+def test_a_trial_run_gets_its_params_at_creation_and_a_resume_keeps_them(server_uri):
+    from gatelab.tracking.ledger import open_trial_run
+    from gatelab.trainer.config.trial import TrialConfig, run_params
+
+    params = run_params(TrialConfig(variant="g1_headwise_sigmoid", seed=3))
+    assert {"gate_position": "g1", "gate_granularity": "headwise", "optim.lr": 3e-3, "seed": 3}.items() <= (
+        params.items()
+    )
+    expected = {key: str(value) for key, value in params.items()}
+    client = MlflowClient(server_uri)
+    tracker, existing = open_trial_run(server_uri, "ledger-params", None, "p1", "g1 [p1]", {}, params)
+    tracker.close()
+    assert existing is None and client.get_run(tracker.run_id).data.params == expected  # before any training
+    # A resume (the same run reopened, as after a crash) logs the same params again: accepted, unchanged.
+    resumed, existing = open_trial_run(server_uri, "ledger-params", None, "p1", "g1 [p1]", {}, params)
+    resumed.close()
+    assert existing.run_id == resumed.run_id == tracker.run_id and existing.attempt == 1
+    assert client.get_run(tracker.run_id).data.params == expected
+    # A different value for the same run is refused: params are immutable, and the trial key fixes these.
+    with pytest.raises(ParamConflictError, match="gate_granularity"):
+        open_trial_run(
+            server_uri, "ledger-params", None, "p1", "g1 [p1]", {}, {**params, "gate_granularity": "elementwise"}
+        )
+    # A run whose creator died before logging them (or an older gatelab) gets them on its next attempt.
+    bare, _ = open_trial_run(server_uri, "ledger-params", None, "p2", "g1 [p2]", {})
+    bare.close()
+    assert client.get_run(bare.run_id).data.params == {}
+    filled, _ = open_trial_run(server_uri, "ledger-params", None, "p2", "g1 [p2]", {}, params)
+    filled.close()
+    assert filled.run_id == bare.run_id and client.get_run(bare.run_id).data.params == expected

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from gatelab.grid.spec.trial_file import load_trial_config
 from gatelab.tracking import Store, stop_server
+from gatelab.trainer.config.trial import run_params
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
@@ -69,6 +70,11 @@ def test_sigkill_then_rerun_equals_uninterrupted(home, tmp_path):
             assert by_step[step] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, step)
     for key in ("f_attn", "sink_eps", "m_act", "gate_mean", "final_val_loss"):  # the final probes: once each
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [240], key
+    # The gate axes, LR and seed are params (what the compare page plots), kept through the resume, tags too.
+    axes = config.variant_definition().axes
+    assert {key: str(value) for key, value in run_params(config).items()}.items() <= run.data.params.items()
+    assert {"gate_position", "gate_granularity", "gate_activation", "optim.lr", "seed"} <= set(run.data.params)
+    assert axes.items() <= run.data.tags.items() and run.data.tags["gatelab.attempt"] == "2"  # resumed once
 
 
 def test_bad_config_exits_2_with_one_line_and_no_run(home, tmp_path):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -137,19 +139,32 @@ def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
 
 
 def open_trial_run(
-    uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str, tags: dict[str, str]
+    uri: str,
+    experiment: str,
+    parent_run_id: str | None,
+    key: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[MlflowTracker | None, TrialRecord | None]:
     """The trial's tracker: its existing run reopened (resume) or a new run (a child of parent_run_id when
-    given); (None, record) when the trial is already done. Call it only while holding the trial's lock (or
-    from the single process that owns it), so two processes never create two runs for one key."""
+    given); (None, record) when the trial is already done. `params` (facts the trial key fixes, such as the
+    gate axes) are logged when the run is created, and again on resume, where an identical value is skipped:
+    that fills in a run whose creator died before logging them. Call it only while holding the trial's lock
+    (or from the single process that owns it), so two processes never create two runs for one key."""
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_or_create_experiment(client, experiment)
     existing = _newest_trial_run(client, experiment_id, key)
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
     if existing is None:
-        return _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags), None
+        return _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params), None
     tracker = MlflowTracker.resume(uri, existing.run_id)
+    try:
+        tracker.log_params(params or {})
+    except BaseException:  # a conflicting value: the run is not this trial's; stop the tracker's sender
+        tracker.close()
+        raise
     tracker.set_tags({ATTEMPT_TAG: str(existing.attempt + 1)})
     if existing.error is not None:  # the failure is being retried: its reason no longer describes the run
         client.delete_tag(existing.run_id, ERROR_TAG)
@@ -157,7 +172,14 @@ def open_trial_run(
 
 
 def record_failure(
-    uri: str, experiment: str, parent_run_id: str | None, key: str, run_name: str, tags: dict[str, str], error: str
+    uri: str,
+    experiment: str,
+    parent_run_id: str | None,
+    key: str,
+    run_name: str,
+    tags: dict[str, str],
+    error: str,
+    params: Mapping[str, Any] | None = None,
 ) -> bool:
     """Mark a trial failed whose worker could not say so itself (killed for memory, or lost with its retry budget
     spent): its newest run, or a new child run when the worker died before opening one, gets status `failed`
@@ -170,9 +192,10 @@ def record_failure(
     tracker = (
         MlflowTracker.resume(uri, existing.run_id)
         if existing is not None
-        else _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags)
+        else _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params)
     )
     try:
+        tracker.log_params(params or {})  # a reopened run whose creator died before logging them
         tracker.set_tags({ERROR_TAG: error[:500]})
         tracker.set_status(Status.FAILED)
     finally:
@@ -188,6 +211,7 @@ def _new_trial_run(
     key: str,
     run_name: str,
     tags: dict[str, str],
+    params: Mapping[str, Any] | None,
 ) -> MlflowTracker:
     return MlflowTracker.create(
         uri,
@@ -196,6 +220,7 @@ def _new_trial_run(
         parent_run_id=parent_run_id,
         experiment_id=experiment_id,
         tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags},
+        params=params,
     )
 
 

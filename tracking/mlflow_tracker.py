@@ -139,12 +139,13 @@ class MlflowTracker:
         run_name: str | None = None,
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
         experiment_id: str | None = None,
         **options: Any,
     ) -> MlflowTracker:
         """Start a new run in `experiment` (created if missing; `experiment_id` when the caller already knows
-        it), optionally a child of `parent_run_id`. `options` go to the constructor (flush_every,
-        flush_interval_s, asynchronous)."""
+        it), optionally a child of `parent_run_id`, with `tags` and then `params` logged. `options` go to the
+        constructor (flush_every, flush_interval_s, asynchronous)."""
         client = MlflowClient(tracking_uri=tracking_uri)
         experiment_id = experiment_id or get_or_create_experiment(client, experiment)
         run_tags = {key: truncate_value(value, MAX_TAG_VAL_LENGTH) for key, value in (tags or {}).items()}
@@ -152,7 +153,9 @@ class MlflowTracker:
         if parent_run_id is not None:
             run_tags[PARENT_RUN_TAG] = parent_run_id
         run = client.create_run(experiment_id, tags=run_tags, run_name=run_name)
-        return cls(client, run.info.run_id, run=run, **options)
+        tracker = cls(client, run.info.run_id, run=run, **options)
+        tracker.log_params(params or {})
+        return tracker
 
     @classmethod
     def resume(cls, tracking_uri: str, run_id: str, **options: Any) -> MlflowTracker:

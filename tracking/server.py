@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,22 +148,29 @@ def local_server(store: Store, *, keep_running: bool = False, timeout_s: float =
             stop_server(store, pid=info.pid)
 
 
-def ui(store: Store, port: int = 5000, *, timeout_s: float = 120.0) -> int:
+def ui(
+    store: Store, port: int = 5000, *, timeout_s: float = 120.0, on_ready: Callable[[str], None] | None = None
+) -> int:
     """`gatelab ui`: serve the store on 127.0.0.1:`port` in the foreground until Ctrl-C; returns the exit code.
 
     The foreground server is recorded like any other, so trials started meanwhile log through it. If the store
-    already has a live server, its URL is printed and nothing new is started."""
+    already has a live server, its URL is printed and nothing new is started. `on_ready(uri)` runs once the
+    server answers (say, to print a grid's pages), before serving in the foreground."""
     store.ensure()
     with _server_lock(store):
         existing = running_server(store)
         if existing is None:
             info = _start_locked(store, port=port, timeout_s=timeout_s)
     if existing is not None:
-        print(f"gatelab: MLflow UI already running at {existing.uri} (pid {existing.pid})")
+        print(f"gatelab: MLflow UI already running at {existing.uri} (pid {existing.pid})", flush=True)
+        if on_ready is not None:
+            on_ready(existing.uri)
         return 0
     try:
         _interrupt_on(signal.SIGINT, signal.SIGTERM)
         print(f"gatelab: MLflow UI at {info.uri} (store {store.home}); Ctrl-C to stop", flush=True)
+        if on_ready is not None:
+            on_ready(info.uri)
         return _CHILDREN[info.pid].wait()
     except KeyboardInterrupt:
         return 0

@@ -1,4 +1,5 @@
-"""`gatelab submit | resume | status | ui | stop-server` — the user's main job, on a laptop or a cluster."""
+"""`gatelab submit | resume | status | ui | stop-server` — the user's main job, on a laptop or a cluster (`ui` lives in
+grid/cli/ui_command.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from gatelab.grid.cli.dry_run import trial_rows, trial_table
 from gatelab.grid.cli.terminal import table, tally
+from gatelab.grid.cli.ui_command import add_ui_command
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
@@ -196,12 +198,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    from gatelab.tracking.server import ui
-
-    return ui(Store.open(args.home), port=args.port)
-
-
 def cmd_stop_server(args: argparse.Namespace) -> int:
     from gatelab.tracking.server import stop_server
 
@@ -231,10 +227,7 @@ def add_grid_commands(commands) -> None:
     common(status, runs=False)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
-    ui = commands.add_parser("ui", help="the MLflow UI of this home, on 127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--home", default=None)
-    ui.set_defaults(func=cmd_ui)
+    add_ui_command(commands)
     stop = commands.add_parser("stop-server", help="stop the MLflow server a submit left running")
     stop.add_argument("--home", default=None)
     stop.set_defaults(func=cmd_stop_server)

@@ -15,6 +15,7 @@ from gatelab.grid.spec.identity import trial_key
 from gatelab.grid.spec.trial_file import load_trial_config
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT
 from gatelab.trainer.config.outcome import Status, TrialPreempted
+from gatelab.trainer.config.trial import run_params
 from gatelab.trainer.corpus import data_fingerprint
 
 TRAIN_EXPERIMENT = "gatelab-train"
@@ -45,7 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = Store.open(args.home)
     with local_server(store) as uri:
         # The same ledger lookup as a grid's workers: reopen an unfinished run, skip a done one.
-        tracker, existing = open_trial_run(uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {})
+        tracker, existing = open_trial_run(
+            uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {}, run_params(config)
+        )
         if tracker is None:
             print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")
             print_summary(key, existing.status, existing.metrics)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
-from gatelab.trainer.config.trial import TrialConfig, run_tags
+from gatelab.trainer.config.trial import TrialConfig, run_params, run_tags
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
         if not acquired:
             return TrialResult(Status.BUSY, key=job.key)
         tracker, existing = open_trial_run(
-            job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name, job.tags
+            job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name, job.tags, run_params(job.config)
         )
         if tracker is None:
             return TrialResult(existing.status, key=job.key, skipped=True)
@@ -140,6 +140,7 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
                     job.run_name,
                     {**job.tags, **run_tags(job.config)},
                     message,
+                    run_params(job.config),
                 )
     except Exception as unrecorded:  # noqa: BLE001 - e.g. the MLflow server is what failed; keep the grid going
         return f"{message} (not recorded in MLflow: {type(unrecorded).__name__}: {unrecorded})"

@@ -290,6 +290,15 @@ def to_dict(config) -> dict:
     return out
 
 
+def run_params(config: TrialConfig) -> dict[str, object]:
+    """Params a trial's run gets when it is created: every gate axis, the LR and the seed. The compare-runs page's
+    parallel-coordinates plot offers only params and metrics, not tags, so the axes are params as well as tags.
+    LR and seed use the keys and values of the flattened config the trainer logs (trainer/run.py), so logging
+    them here first is the same param, not a second one. Every value is fixed by the trial key, so a resumed
+    run logs them again unchanged."""
+    return {"optim.lr": config.optim.lr, "seed": config.seed, **config.variant_definition().axes}
+
+
 def run_tags(config: TrialConfig) -> dict[str, str]:
     """Tags of a trial's run: variant, paper reference, seed, LR, preset and every gate axis, so the MLflow UI
     can filter, group and compare runs by them."""
