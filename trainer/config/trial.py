@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
 from gatelab.trainer.config.catalog import Variant, get_variant, load_catalog
+from gatelab.trainer.config.gate_spec import GateSpec
 from gatelab.trainer.config.invalid import InvalidValue
 from gatelab.trainer.config.presets import ModelConfig, preset
 from gatelab.trainer.corpus import DataConfig
@@ -296,7 +297,10 @@ def run_params(config: TrialConfig) -> dict[str, object]:
     LR and seed use the keys and values of the flattened config the trainer logs (trainer/run.py), so logging
     them here first is the same param, not a second one. Every value is fixed by the trial key, so a resumed
     run logs them again unchanged."""
-    return {"optim.lr": config.optim.lr, "seed": config.seed, **config.variant_definition().axes}
+    # An ungated variant has no gate axes; as params they read "none" (not the UI's "unknown"), so the baseline
+    # lines up with the gated variants on every parallel-coordinates axis.
+    ungated = {f"gate_{f.name}": "none" for f in fields(GateSpec)}
+    return {"optim.lr": config.optim.lr, "seed": config.seed, **ungated, **config.variant_definition().axes}
 
 
 def run_tags(config: TrialConfig) -> dict[str, str]:
