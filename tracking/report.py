@@ -90,10 +90,6 @@ class Report:
     """The forest plot's numbers: each variant's paired difference to the baseline, interval and verdict
     (tracking/forest.py); also written as forest.json."""
 
-    @property
-    def unfinished(self) -> list[TrialOutcome]:
-        return [o for o in self.outcomes if o.status not in DONE_STATUSES]
-
 
 def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[TrialOutcome]:
     """Every trial's run, metrics and histories; with `histograms`, the gated trials' probes.json, read only
@@ -106,7 +102,7 @@ def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[Tria
         for trial in inp.trials:
             record = records.get(trial.key)
             if record is None:
-                outcomes.append(TrialOutcome(trial=trial, status="new", run_id=None, metrics={}, history={}))
+                outcomes.append(TrialOutcome(trial=trial, status=Status.NEW, run_id=None, metrics={}, history={}))
                 continue
             history, hist = {}, None
             if record.status in DONE_STATUSES:
@@ -293,6 +289,13 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
     return cols
 
 
+def unfinished_trials(inp: ReportInput, outcomes) -> list[TrialOutcome]:
+    """Trials without a result. A `seeds:` grid lists all its seeds up to max, of which the verdicts run only
+    what they need: its seeds never started are not unfinished, just not needed (yet)."""
+    adaptive = inp.seed_rule is not None
+    return [o for o in outcomes if o.status not in DONE_STATUSES and not (adaptive and o.status == Status.NEW)]
+
+
 # --- the document ----------------------------------------------------------------------------------------
 
 
@@ -373,7 +376,7 @@ def blocks(
     out += [("img", path, caption) for path, caption in pictures]
     if not artifacts:
         out.append(("p", "Gate-score histograms need probes.json artifacts, which only the tracking server serves."))
-    unfinished = [o for o in outcomes if o.status not in DONE_STATUSES]
+    unfinished = unfinished_trials(inp, outcomes)
     out.append(("h2", f"Unfinished trials ({len(unfinished)})"))
     out.append(
         (
@@ -481,9 +484,7 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
     numbers.write_text(json.dumps(answer.to_json(), indent=1) + "\n")
     if fmt == "csv":  # the tables only
         raw = [(name, get) for c in cols for name, get in c.raw]
-        unfinished = [
-            [o.trial.key, o.trial.variant, o.status, o.trial.label] for o in outcomes if o.status not in DONE_STATUSES
-        ]
+        unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished_trials(inp, outcomes)]
         documents = [
             _csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
             _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished),

@@ -8,11 +8,11 @@ from gatelab.grid.cli.terminal import table, tally
 from gatelab.grid.spec.expand import Trial, format_value, short_keys
 from gatelab.grid.spec.seed_policy import seed_counts
 from gatelab.grid.spec.trial_cost import training_flops
+from gatelab.trainer.config.outcome import Status
 
 if TYPE_CHECKING:
     from gatelab.grid.spec.grid_spec import GridSpec
 
-NEW = "new"
 COLUMNS = ("key", "variant", "overrides", "status", "est. FLOPs")
 
 
@@ -39,7 +39,7 @@ def trial_rows(spec: GridSpec, trials: list[Trial], statuses: dict[str, str] | N
             "variant": trial.config.variant,
             "label": trial.label,
             "overrides": dict(trial.overrides),
-            "status": statuses.get(trial.key, NEW),
+            "status": statuses.get(trial.key, Status.NEW),
             "est_flops": training_flops(trial),
         }
         for trial in trials

@@ -150,7 +150,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             {
                 "key": trial.key,
                 "variant": trial.config.variant,
-                "status": record.status if record else "new",
+                "status": record.status if record else Status.NEW,
                 "step": int(metrics.get(STEP, 0)),
                 "max_steps": trial.config.schedule.max_steps,
                 "val_ppl": metrics.get(FINAL_VAL_PPL, metrics.get(VAL_PPL)),

@@ -95,9 +95,10 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gatelab.tracking.report import write_report
+    from gatelab.tracking.report import unfinished_trials, write_report
     from gatelab.tracking.server import local_server
     from gatelab.tracking.store import Store, resolve_home
+    from gatelab.trainer.config.outcome import DONE_STATUSES
 
     spec = load_grid(Path(args.grid), args.set or [])
     inp = report_input(spec, expand(spec), args.margin)
@@ -106,11 +107,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     def run(uri: str) -> int:
         report = write_report(inp, uri, out_dir, args.format)
-        unfinished = report.unfinished
-        print(
-            f"grid {spec.name}: {len(report.rows)} variants, {len(report.outcomes) - len(unfinished)} trials "
-            f"done, {len(unfinished)} unfinished"
-        )
+        unfinished = unfinished_trials(inp, report.outcomes)
+        done = sum(o.status in DONE_STATUSES for o in report.outcomes)
+        print(f"grid {spec.name}: {len(report.rows)} variants, {done} trials done, {len(unfinished)} unfinished")
         for outcome in unfinished:
             print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
         print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")

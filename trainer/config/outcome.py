@@ -27,6 +27,8 @@ class Status(str, Enum):
     PREEMPTED = "preempted"
     """Stopped by SIGTERM (a spot instance's notice, `ray stop`) or Ctrl-C, with a checkpoint at the step it was
     on: not done, not failed; a retry or `gatelab resume` continues from that step."""
+    NEW = "new"
+    """No run yet: how a table shows a trial the ledger does not know. Never stored."""
     BUSY = "busy"
     """Not run here: another process holds the trial's lock (a concurrent submit). Never stored."""
 
