@@ -137,3 +137,44 @@ def test_a_signal_during_gatelab_train_saves_the_step_and_a_rerun_continues_from
     assert run.data.tags["gatelab.status"] == "finished"
     assert_history_complete(client, run.info.run_id, 400)
     assert os.path.exists(checkpoints)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A size-limited filesystem (tmpfs), mounted for the test and gone after it; a skip where mounting is
+    not allowed (not root, or a container without the capability)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+
+    def resize(size_bytes: int, remount: bool = False) -> None:
+        options = f"{'remount,' if remount else ''}size={size_bytes}"
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.decode().strip()}")
+
+    yield mount, resize
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_fails_the_checkpoint_cleanly_and_a_resume_continues_after_space_is_freed(finished, small_disk):
+    from gatelab.grid.dispatch.failures import failure_reason
+    from gatelab.trainer.config.outcome import DiskFull
+
+    work, reference, expected = finished
+    size = (work / "trial" / "checkpoints" / "step-00000004.ckpt").stat().st_size
+    mount, resize = small_disk
+    resize(int(size * 2.5))  # room for two checkpoints (steps 4 and 8), not the third
+    trial = mount / "trial"
+    with pytest.raises(DiskFull) as raised:
+        run_trial(CONFIG, InMemoryTracker(), trial, work / "cache")
+    assert failure_reason(raised.value).startswith("disk_full: no space left")
+    checkpoints = trial / "checkpoints"
+    assert [step for step, _ in list_checkpoints(checkpoints)] == [4, 8]
+    assert all(damage_of(path) is None for _, path in list_checkpoints(checkpoints))  # the older ones intact
+    assert not list(checkpoints.glob(".*tmp*"))  # no temporary file left behind
+    resize(int(size * 6), remount=True)  # space freed
+    tracker = InMemoryTracker()
+    result = run_trial(CONFIG, tracker, trial, work / "cache")
+    assert result.status == "finished" and [s for s, _ in tracker.metrics["train_loss"]] == list(range(9, 13))
+    assert tracker.metrics["train_loss"] == [(s, v) for s, v in reference.metrics["train_loss"] if s > 8]
+    assert result.summary["final_val_loss"] == expected.summary["final_val_loss"]

@@ -11,6 +11,7 @@ integrity (the zip archive's CRCs, without unpickling), sets an unreadable one a
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import zipfile
@@ -19,7 +20,19 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from gatelab.trainer.config.outcome import DiskFull
+
 _NAME = re.compile(r"^step-(\d{8})\.ckpt$")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _out_of_space(err: BaseException | None) -> bool:
+    """Whether an error, or one it was raised while handling, is a full device or quota."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,9 +42,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(checkpoint, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            # Through a Python file: a full disk then surfaces as OSError(ENOSPC) behind torch's own error
+            # ("unexpected pos ..."), where a path given to torch.save would say nothing about the cause.
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException as err:
+            tmp.unlink(missing_ok=True)  # no half-written file left behind; the older checkpoints stay
+            if _out_of_space(err):
+                raise DiskFull(f"no space left on the device of {path.parent} writing {path.name}") from err
+            raise
         os.replace(tmp, path)
         _fsync_directory(path.parent)
 

@@ -11,10 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.grid.spec.identity import trial_key
 from gatelab.grid.spec.trial_file import load_trial_config
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT
-from gatelab.trainer.config.outcome import Status, TrialPreempted
+from gatelab.trainer.config.outcome import DiskFull, Status, TrialPreempted
 from gatelab.trainer.config.trial import run_params
 from gatelab.trainer.corpus import data_fingerprint
 
@@ -62,6 +63,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         except TrialPreempted as stop:  # SIGTERM or Ctrl-C: the step's checkpoint is saved, the run says so
             print(f"trial {key} {stop}; rerun the same command to resume from it", file=sys.stderr)
             return 143 if stop.signal_name == "SIGTERM" else 130  # 128 + the signal, as a shell reports it
+        except DiskFull as full:  # the older checkpoints are intact: free space, rerun, and it resumes
+            tracker.set_status(Status.FAILED)
+            print(
+                f"gatelab: error: trial {key}: {failure_reason(full)}; free space and rerun to resume", file=sys.stderr
+            )
+            return 1
         except Exception:
             tracker.set_status(Status.FAILED)
             raise

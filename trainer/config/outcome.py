@@ -40,6 +40,11 @@ DONE_STATUSES = (Status.FINISHED, Status.DIVERGED)  # results: never run again
 ENDED_STATUSES = (*DONE_STATUSES, Status.FAILED)  # nothing more will happen without a retry
 
 
+class DiskFull(OSError):
+    """A checkpoint did not fit on its device: deterministic until space is freed, so a trial ends `failed`
+    with the reason `disk_full` (not retried); `gatelab resume` continues from the newest intact checkpoint."""
+
+
 class TrialPreempted(Exception):
     """Raised by run_trial after SIGTERM or Ctrl-C, once the checkpoint of the step it was on is written."""
 
