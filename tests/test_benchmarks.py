@@ -63,3 +63,11 @@ def test_bench_trainer_json_from_the_command_line(capsys):
     assert main(["bench", "trainer", "--model", "tiny", "--steps", "12", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["compiled"] is False and result["gatelab_mfu"]["mfu_measured"] > 0
+
+
+@pytest.mark.mlflow
+def test_bench_report_times_status_resubmit_and_report_on_a_synthetic_grid(capsys):
+    assert main(["bench", "report", "--trials", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["trials"] == 20 and set(result["seconds"]) == {"status", "resubmit", "report"}
+    assert all(seconds > 0 for seconds in result["seconds"].values())

@@ -8,6 +8,7 @@ one reads these tags and knows which trials are finished, which to resume and wh
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
+from gatelab.trainer.config.metric_names import GATE_HIST_TAG
 from gatelab.trainer.config.outcome import DONE_STATUSES, ENDED_STATUSES, Status
 
 KIND_TAG = "gatelab.kind"
@@ -47,6 +49,8 @@ class TrialRecord:
     """How many times a process has started the trial (gatelab.attempt)."""
     error: str | None = None
     """Why a failed trial failed (ERROR_TAG), e.g. "out_of_memory: CUDA out of memory. ..."."""
+    gate_hist: tuple[int, ...] | None = None
+    """A gated trial's gate-score histogram counts (GATE_HIST_TAG), when its run carries them."""
 
 
 def _record(run) -> TrialRecord:
@@ -60,6 +64,7 @@ def _record(run) -> TrialRecord:
         run.info.end_time,
         int(tags.get(ATTEMPT_TAG, "1")),
         tags.get(ERROR_TAG),
+        tuple(json.loads(tags[GATE_HIST_TAG])) if GATE_HIST_TAG in tags else None,
     )
 
 

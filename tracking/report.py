@@ -31,6 +31,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from gatelab.tracking.bulk_history import histories
 from gatelab.tracking.claims import OrderingCheck, check_orderings
 from gatelab.tracking.forest import Forest, forest
 from gatelab.tracking.ledger import GRID_TAG, KIND_TAG, trial_records
@@ -65,6 +67,7 @@ __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "writ
 FORMATS = ("md", "html", "csv")
 HISTORIES = (TRAIN_LOSS, VAL_LOSS, "spike_ratio", FINAL_VAL_LOSS)  # the final one: its step ends the gap curves
 PAPER_MODEL = "15A2B MoE"  # Tables 1, 3 and 4 all come from the 15A2B MoE trained on 400B tokens
+ARTIFACT_DOWNLOADS = 8  # probes.json files fetched at once: each is a small request, mostly waiting
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]+")
 
 
@@ -93,36 +96,48 @@ class Report:
 
 def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[TrialOutcome]:
     """Every trial's run, metrics and histories; with `histograms`, the gated trials' probes.json, read only
-    through an http(s) server URI (the store serves artifacts only through its server, tracking/__init__.py)."""
+    through an http(s) server URI (the store serves artifacts only through its server, tracking/__init__.py).
+    In bulk: the runs in one search, the histories ~100 runs per request (tracking/bulk_history.py), the
+    artifacts several at a time."""
     client = MlflowClient(tracking_uri=uri)
     records = trial_records(uri, inp.experiment)
     artifacts = histograms and uri.startswith(("http://", "https://"))
-    outcomes = []
+    done = {t.key: records[t.key] for t in inp.trials if t.key in records and records[t.key].status in DONE_STATUSES}
+    history = histories(uri, [r.run_id for r in done.values()], HISTORIES)
     with tempfile.TemporaryDirectory(prefix="gatelab-report-") as tmp:
-        for trial in inp.trials:
-            record = records.get(trial.key)
-            if record is None:
-                outcomes.append(TrialOutcome(trial=trial, status=Status.NEW, run_id=None, metrics={}, history={}))
-                continue
-            history, hist = {}, None
-            if record.status in DONE_STATUSES:
-                history = {
-                    key: sorted((m.step, m.value) for m in client.get_metric_history(record.run_id, key))
-                    for key in HISTORIES
-                }
-                variant = inp.variants.get(trial.variant)
-                if artifacts and record.status == Status.FINISHED and variant is not None and variant.gated:
-                    hist = _gate_hist(client, record.run_id, Path(tmp) / trial.key)
-            outcomes.append(
-                TrialOutcome(
-                    trial=trial,
-                    status=record.status,
-                    run_id=record.run_id,
-                    metrics=record.metrics,
-                    history=history,
-                    gate_hist=hist,
+        wanted = [  # runs from before the histogram rode on a tag: their probes.json
+            t
+            for t in inp.trials
+            if artifacts
+            and t.key in done
+            and done[t.key].gate_hist is None
+            and done[t.key].status == Status.FINISHED
+            and t.variant in inp.variants
+            and inp.variants[t.variant].gated
+        ]
+        with ThreadPoolExecutor(max_workers=ARTIFACT_DOWNLOADS) as pool:
+            hists = dict(
+                zip(
+                    (t.key for t in wanted),
+                    pool.map(lambda t: _gate_hist(client, done[t.key].run_id, Path(tmp) / t.key), wanted),
                 )
             )
+    outcomes = []
+    for trial in inp.trials:
+        record = records.get(trial.key)
+        if record is None:
+            outcomes.append(TrialOutcome(trial=trial, status=Status.NEW, run_id=None, metrics={}, history={}))
+            continue
+        outcomes.append(
+            TrialOutcome(
+                trial=trial,
+                status=record.status,
+                run_id=record.run_id,
+                metrics=record.metrics,
+                history=history.get(record.run_id, {}) if trial.key in done else {},
+                gate_hist=record.gate_hist or hists.get(trial.key),
+            )
+        )
     return outcomes
 
 

@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+from matplotlib.collections import LineCollection  # noqa: E402
 
 from gatelab.tracking.comparison_figures import f_attn_heatmap, forest_plot, gap_curves  # noqa: E402
 from gatelab.tracking.forest import Forest, val_loss_gaps  # noqa: E402
@@ -33,10 +34,18 @@ from gatelab.tracking.stats import (
     final_loss,
     row_name,
 )  # noqa: E402
-from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, SPIKE_COUNT, TRAIN_LOSS, VAL_LOSS, parse_long_ppl
+from gatelab.trainer.config.metric_names import (
+    DIVERGED_AT_STEP,
+    GATE_HIST_BINS,
+    SPIKE_COUNT,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    parse_long_ppl,
+)
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
-HIST_BINS = 20  # trainer/probes.py: 20 bins on [0, 1], then [underflow, overflow]
+HIST_BINS = GATE_HIST_BINS  # trainer/probes.py: bins on [0, 1], then [underflow, overflow]
+LEGEND_MAX_RUNS = 10  # beyond this a panel's legend hides the curves (and takes seconds to lay out)
 
 
 def _save(fig, path: Path) -> Path:
@@ -67,23 +76,30 @@ def loss_curves(curves: dict[str, list[dict]], path: Path) -> Path | None:
         return None
     fig, axes = _panels(len(curves))
     for ax, (name, runs) in zip(axes, curves.items()):
-        spikes = 0
-        for color, run in zip(_colors(len(runs)), runs):
-            if run["train"]:
-                ax.plot(*zip(*run["train"]), lw=0.6, alpha=0.45, color=color)
+        spikes, marks = 0, []
+        colors = _colors(len(runs))
+        # every train curve of the panel as one artist: a grid of many seeds draws in a fraction of the time
+        trains = [(run["train"], color) for run, color in zip(runs, colors) if run["train"]]
+        ax.add_collection(LineCollection([t for t, _ in trains], colors=[c for _, c in trains], lw=0.6, alpha=0.45))
+        ax.autoscale_view()
+        labelled = len(runs) <= LEGEND_MAX_RUNS
+        for color, run in zip(colors, runs):
             if run["val"]:
-                ax.plot(*zip(*run["val"]), "o-", ms=2.5, lw=1.2, color=color, label=run["label"])
+                label = run["label"] if labelled else None
+                ax.plot(*zip(*run["val"]), "o-", ms=2.5, lw=1.2, color=color, label=label)
             train_at = dict(run["train"])
-            for step, ratio in run["spikes"]:
-                ax.plot(step, train_at.get(step, math.nan), "v", color="red", ms=6)
+            marks += [(step, train_at.get(step, math.nan)) for step, _ in run["spikes"]]
             spikes += len(run["spikes"])
             if run["diverged_at"] is not None:
                 ax.axvline(run["diverged_at"], color="red", ls=":", lw=1)
-        ax.set_title(f"{name} ({spikes} spikes)", fontsize=9)
+        if marks:  # one artist for all of the panel's spikes
+            ax.plot(*zip(*marks), "v", color="red", ms=6, ls="none")
+        ax.set_title(f"{name} ({len(runs)} runs, {spikes} spikes)", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        if labelled:
+            ax.legend(fontsize=6)
     fig.suptitle(
         "Validation loss (markers) and train loss (thin) per variant; red v = loss spike, dotted = diverged",
         fontsize=10,

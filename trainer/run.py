@@ -22,7 +22,7 @@ import yaml
 
 from gatelab.trainer import plots
 from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_readable_checkpoint
-from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL
+from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL, GATE_HIST_TAG
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, is_run_setting, run_tags, to_dict
 from gatelab.trainer.data import build_datasets
@@ -115,6 +115,8 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
         )
         reporter.record({**report.to_metrics(), **longctx}, step)
         (trial_dir / "probes.json").write_text(json.dumps(report.to_dict(), indent=1))
+        if report.gate_hist_counts:
+            tracker.set_tags({GATE_HIST_TAG: json.dumps(report.gate_hist_counts)})
         figures.append(plots.f_attn_per_layer(report, title, plot_dir / "f_attn_per_layer.png"))
         if report.gate_mean is not None:
             figures.append(plots.gate_histogram(report, title, plot_dir / "gate_histogram.png"))

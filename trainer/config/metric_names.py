@@ -23,6 +23,9 @@ DIVERGED_AT_STEP = "diverged_at_step"
 # Gate scores in [0, 1] are histogrammed in this many bins, plus an underflow and an overflow count (SiLU and
 # identity scores are unbounded).
 GATE_HIST_BINS = 20
+# The gate-score histogram counts also ride on a run tag (JSON), so a report reads them with the run in one
+# search instead of downloading every gated run's probes.json.
+GATE_HIST_TAG = "gatelab.gate_hist"
 
 # Long-context perplexity (the paper's Table 5): at `factor` x the training length, plain RoPE or YaRN.
 ROPE_MODES = ("rope", "yarn")
