@@ -16,7 +16,7 @@ import math
 from collections import Counter
 
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
-from gatelab.grid.dispatch.ray_jobs import experiment_name, trial_job, trial_tags
+from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.seed_policy import Comparison, SeedPolicy, comparisons
 from gatelab.tracking import seed_plan
@@ -104,17 +104,7 @@ class AdaptiveSeeds:
         queued = False
         for trial in needed(self.comps, self.states):
             if trial.key not in self.results and not loop.has(trial.key):
-                tags = trial_tags(self.spec, trial.overrides, **{"gatelab.seeds": "adaptive"})
-                job = trial_job(
-                    self.spec,
-                    self.store,
-                    self.uri,
-                    self.parent,
-                    key=trial.key,
-                    config=trial.config,
-                    run_name=f"{trial.label} [{trial.key}]",
-                    tags=tags,
-                )
+                job = job_for(self.spec, self.store, self.uri, self.parent, trial, **{"gatelab.seeds": "adaptive"})
                 loop.enqueue(job, label=trial.label)
                 queued = True
         return queued

@@ -77,6 +77,21 @@ def trial_task(spec: GridSpec):
     )
 
 
+def job_for(spec: GridSpec, store: Store, tracking_uri: str, parent_run_id: str, trial, *, suffix: str = "", **tags):
+    """The job of one of the grid's trials (anything with key, config, overrides and label), its run named
+    `<label> [<key>]<suffix>` and tagged by trial_tags with the driver's own `tags`."""
+    return trial_job(
+        spec,
+        store,
+        tracking_uri,
+        parent_run_id,
+        key=trial.key,
+        config=trial.config,
+        run_name=f"{trial.label} [{trial.key}]{suffix}",
+        tags=trial_tags(spec, trial.overrides, **tags),
+    )
+
+
 def trial_job(
     spec: GridSpec,
     store: Store,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from optuna.trial import Trial, TrialState
 
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
-from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, start_ray, trial_job, trial_tags
+from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.search_study import (
     FINISHED,
     distribution,
@@ -175,21 +175,8 @@ class _Driver:
             if run.key in self.slots:
                 self.slots[run.key].trial_ids.add(trial._trial_id)
                 continue
-            tags = trial_tags(
-                self.spec,
-                run.overrides,
-                **{"gatelab.search": "optuna", "optuna.study": study_name, "optuna.trial_number": str(trial.number)},
-            )
-            job = trial_job(
-                self.spec,
-                self.store,
-                self.uri,
-                self.parent,
-                key=run.key,
-                config=run.config,
-                run_name=f"{run.label} [{run.key}] optuna #{trial.number}",
-                tags=tags,
-            )
+            tags = {"gatelab.search": "optuna", "optuna.study": study_name, "optuna.trial_number": str(trial.number)}
+            job = job_for(self.spec, self.store, self.uri, self.parent, run, suffix=f" optuna #{trial.number}", **tags)
             self.slots[run.key] = _Slot(job, {trial._trial_id})
             self.loop.enqueue(job, label=run.label)
         self.out(

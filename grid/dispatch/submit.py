@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gatelab.grid.dispatch.adaptive import AdaptiveSeeds, needed, verdict_line
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
-from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, start_ray, trial_job, trial_tags
+from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.seed_policy import seed_counts
@@ -131,21 +131,7 @@ class _FixedList:
         if not self.pending:
             return False
         trial = self.pending.pop(0)
-        tags = trial_tags(self.spec, trial.overrides)
-        run_name = f"{trial.label} [{trial.key}]"
-        loop.enqueue(
-            trial_job(
-                self.spec,
-                self.store,
-                self.uri,
-                self.parent,
-                key=trial.key,
-                config=trial.config,
-                run_name=run_name,
-                tags=tags,
-            ),
-            label=trial.label,
-        )
+        loop.enqueue(job_for(self.spec, self.store, self.uri, self.parent, trial), label=trial.label)
         return True
 
     def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:
