@@ -20,6 +20,7 @@ from gatelab.grid.spec.config_loader import ConfigError, read_yaml
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.search_spec import study_plans
 from gatelab.tracking import Store
+from gatelab.tracking.stats import max_stable_lr
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
 
@@ -248,6 +249,58 @@ def test_search_per_variant_end_to_end_then_resubmit_does_nothing(served_store, 
     assert main(["status", str(grid), "--home", str(store.home)]) == 0
     table = capsys.readouterr().out
     assert "study e2e/baseline: 1 run(s) per trial; 2 complete" in table and "#1   COMPLETE" in table
+
+
+def test_report_of_a_search_lists_every_trial_its_best_and_max_stable_lr(served_store, local_ray, tmp_path, capsys):
+    """`gatelab report` on a finished search: every Optuna trial with its state, each study's best trial, the
+    figures, and per variant the max stable LR that max_stable_lr gives on the same runs (logged on the parent)."""
+    store, uri = served_store
+    # up to LR 40: the tiny model diverges at the top (test_diverged_trial_...), so some trials may be unstable
+    grid = write_search(
+        tmp_path / "rep.yaml",
+        "rep",
+        variants=("baseline", "g1_elementwise_sigmoid"),
+        n_trials=3,
+        params={"optim.lr": {"log_uniform": [1.0e-3, 40.0]}},
+    )
+    run_search(load_grid(grid), store, uri)
+    out = tmp_path / "report"
+    assert main(["report", str(grid), "--home", str(store.home), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    text = (out / "report.md").read_text()
+    assert (out / "search_optim.lr.png").stat().st_size > 0 and "](search_optim.lr.png)" in text
+    assert "unfinished" not in printed  # the grid's base points are not reported as trials
+    client, runs = child_runs(uri, "rep")
+    by_key = {r.data.tags["trial_key"]: r for r in runs}
+    [parent] = client.search_runs(
+        [client.get_experiment_by_name("rep").experiment_id], filter_string="tags.`gatelab.kind` = 'grid'"
+    )
+    states = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+    for name, study in load_studies(store, "rep").items():
+        label = name.split("/")[1]
+        trials = study.get_trials(deepcopy=False)
+        assert len(trials) == 3
+        finite = [t for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
+        best = min(finite, key=lambda t: t.value).number if finite else None
+        for t in trials:
+            state = "diverged" if t.user_attrs.get("gatelab.error") == "diverged" else states[t.state.name]
+            mark = " (best)" if t.number == best else ""
+            assert f"| {label} | #{t.number}{mark} | {state} |" in text, (label, t.number, state, text)
+        results = [
+            (t.params["optim.lr"], run.data.tags["gatelab.status"], run.data.metrics.get("final_val_loss", math.nan))
+            for t in trials
+            for run in (by_key[k] for k in t.user_attrs["gatelab.keys"])
+        ]
+        expected = max_stable_lr(results)
+        logged = parent.data.metrics.get(f"max_stable_lr.{label}")
+        assert logged == (pytest.approx(expected, rel=1e-12) if expected is not None else None), (label, results)
+        assert (f"#{best}" if best is not None else "none") in printed.split(f"study {name}:")[1].split("\n")[0]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/search_optim.lr.png"} <= artifacts
+
+    assert main(["report", str(grid), "--home", str(store.home), "--out", str(out), "--format", "csv"]) == 0
+    lines = (out / "search_trials.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 6 and len((out / "search_studies.csv").read_text().strip().splitlines()) == 1 + 2
 
 
 def test_diverged_trial_is_told_the_worst_value_or_fail(served_store, local_ray, tmp_path):

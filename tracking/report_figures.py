@@ -133,9 +133,17 @@ def gate_histograms(
 
 
 def lr_sweep(
-    points: dict[str, list[tuple[float, str, float, float]]], stable: dict[str, float | None], path: Path
+    points: dict[str, list[tuple[float, str, float, float]]],
+    stable: dict[str, float | None],
+    path: Path,
+    *,
+    xlabel: str = "peak learning rate",
+    short: str = "LR",
+    log: bool = True,
 ) -> Path | None:
-    """`points`: variant -> (lr, status, final_loss, spike_count) per trial; `stable`: max stable LR."""
+    """`points`: series (a variant, or a search's study) -> (x, status, final_loss, spike_count) per run;
+    `stable`: max stable x per series. x is the LR of a sweep, or any searched parameter (`xlabel`, `short`;
+    `log`: a log axis, as for a log-uniform search)."""
     points = {name: rows for name, rows in points.items() if rows}
     if not points:
         return None
@@ -160,23 +168,23 @@ def lr_sweep(
         if ok:
             loss_ax.plot(*zip(*ok), "o-", color=color, label=name)
         bad = [lr for lr in lrs if any(s == Status.DIVERGED for s, _, _ in by_lr[lr])]
-        if bad:  # nudged apart so variants that diverged at the same LR stay visible
-            nudge = 1 + 0.015 * (index - len(points) / 2)
-            loss_ax.plot([lr * nudge for lr in bad], [top] * len(bad), "x", color=color, ms=9, mew=2)
+        if bad:  # nudged apart so variants that diverged at the same x stay visible
+            nudge = 0.015 * (index - len(points) / 2)
+            spread = [lr * (1 + nudge) if log else lr + nudge * (max(lrs) - min(lrs) or 1) for lr in bad]
+            loss_ax.plot(spread, [top] * len(bad), "x", color=color, ms=9, mew=2)
         spike_ax.plot(
             lrs, [statistics.fmean(sp for _, _, sp in by_lr[lr]) for lr in lrs], "o-", color=color, label=name
         )
         if stable.get(name) is not None:
             loss_ax.axvline(stable[name], color=color, ls=":", lw=1)
+    scale = "log" if log else "linear"
     loss_ax.set(
-        xscale="log",
-        xlabel="peak learning rate",
+        xscale=scale,
+        xlabel=xlabel,
         ylabel="final val loss",
-        title="Final loss vs LR (x = diverged, dotted = max stable LR)",
+        title=f"Final loss vs {short} (x = diverged, dotted = max stable {short})",
     )
-    spike_ax.set(
-        xscale="log", xlabel="peak learning rate", ylabel="loss spikes (mean over seeds)", title="Spike count vs LR"
-    )
+    spike_ax.set(xscale=scale, xlabel=xlabel, ylabel="loss spikes (mean over seeds)", title=f"Spike count vs {short}")
     spike_ax.legend(fontsize=7)
     return _save(fig, path)
 

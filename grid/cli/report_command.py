@@ -94,6 +94,73 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     )
 
 
+def search_report_input(spec: GridSpec, store, margin: float):
+    """A search grid's studies as tracking.search_report needs them: the journal's trials (read by
+    grid/dispatch/search_study.py, which imports optuna) as plain data."""
+    from gatelab.grid.dispatch.ray_jobs import experiment_name
+    from gatelab.grid.dispatch.search_study import search_studies
+    from gatelab.tracking.search_report import SearchParam, SearchReportInput, SearchStudy, SearchTrial
+
+    search = spec.search
+    studies = []
+    for plan, rows, best in search_studies(spec, store):
+        label = ",".join(format_value(v) for v in plan.per_values.values()) or spec.name
+        trials = tuple(
+            SearchTrial(
+                number=row["number"],
+                state=row["told"],
+                # Optuna stores a pruned trial's last reported loss as its value: not an objective value
+                value=None if row["told"] == "pruned" else row["value"],
+                params=row["params"],
+                keys=tuple(row["keys"]),
+                error=(
+                    f"at step {row['last_step']}, val loss {row['value']:.4g}"
+                    if row["told"] == "pruned" and row["value"] is not None
+                    else row["error"]
+                ),
+            )
+            for row in rows
+        )
+        studies.append(SearchStudy(name=plan.name, label=label, trials=trials, best=best))
+    params = tuple(
+        SearchParam(
+            key=p.key,
+            log=p.kind == "log_uniform",
+            # bools are ints to Python but not a scale to draw or a "largest stable" to find
+            numeric=p.kind != "choice"
+            or all(isinstance(c, int | float) and not isinstance(c, bool) for c in p.choices),
+        )
+        for p in search.params
+    )
+    return SearchReportInput(
+        grid=spec.name,
+        experiment=experiment_name(spec),
+        metric=search.objective.metric,
+        direction=search.objective.direction,
+        params=params,
+        studies=tuple(studies),
+        margin=margin,
+    )
+
+
+def _print_search(spec: GridSpec, inp, report, out_dir: Path) -> None:
+    for study in inp.studies:
+        best = next((t for t in study.trials if t.number == study.best), None)
+        told = ", ".join(f"#{t.number} {t.state}" for t in study.trials) or "not started"
+        stable = " ".join(f"max stable {k}={v:.4g}" for k, v in report.max_stable[study.name].items() if v is not None)
+        print(
+            f"study {study.name}: {told}; best "
+            + (f"#{best.number} {spec.search.objective.metric}={best.value:.4g}" if best else "none")
+            + (f"; {stable}" if stable else "")
+        )
+    print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")
+    if report.parent_run_id:
+        where = "logged under report/ on" if report.artifacts_logged else "files not logged (no server URI) to"
+        print(f"{where} the grid's parent run {report.parent_run_id}")
+    else:
+        print("the grid has no parent run in MLflow (never submitted?): nothing logged there")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from gatelab.tracking.report import unfinished_trials, write_report
     from gatelab.tracking.server import local_server
@@ -101,11 +168,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gatelab.trainer.config.outcome import DONE_STATUSES
 
     spec = load_grid(Path(args.grid), args.set or [])
-    inp = report_input(spec, expand(spec), args.margin)
     store = Store(resolve_home(args.home))
     out_dir = Path(args.out) if args.out else store.home / "reports" / spec.name
+    # A search's trials are Optuna's, not the grid's expansion (which would list only its base points)
+    inp = (
+        search_report_input(spec, store, args.margin) if spec.search else report_input(spec, expand(spec), args.margin)
+    )
 
     def run(uri: str) -> int:
+        if spec.search:
+            from gatelab.tracking.search_report import write_search_report
+
+            _print_search(spec, inp, write_search_report(inp, uri, out_dir, args.format), out_dir)
+            return 0
         report = write_report(inp, uri, out_dir, args.format)
         unfinished = unfinished_trials(inp, report.outcomes)
         done = sum(o.status in DONE_STATUSES for o in report.outcomes)

@@ -38,6 +38,7 @@ from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.search_study import (
     FINISHED,
+    best_trial,
     distribution,
     journal_path,
     journal_storage,
@@ -404,10 +405,7 @@ def run_search(
             outcome = SearchOutcome()
         for name, study in studies.items():
             outcome.counts[name] = study_counts(study)
-            complete = [
-                t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if math.isfinite(t.value)
-            ]
-            if complete:
-                best = (min if spec.search.objective.direction == "minimize" else max)(complete, key=lambda t: t.value)
+            best = best_trial(study.get_trials(deepcopy=False), spec.search.objective.direction)
+            if best is not None:
                 outcome.best[name] = (best.value, dict(best.params))
         return outcome

@@ -1,9 +1,10 @@
 """The Optuna side of a grid search: the journal beside the MLflow store, studies, samplers and pruners built
-from a SearchSpec (every setting explicit), and what `gatelab status` / `submit --dry-run` print for a search.
-Imported only by search commands (it imports optuna)."""
+from a SearchSpec (every setting explicit), and what `gatelab status` / `submit --dry-run` print and `gatelab
+report` reads of a search. Imported only by search commands (it imports optuna)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import optuna
@@ -109,23 +110,46 @@ def needs(study: optuna.Study, n_trials: int) -> int:
     return n_trials - sum(counts[s.name] for s in FINISHED) - counts["RUNNING"]
 
 
-# --- status and dry-run -----------------------------------------------------------------------------------
+# --- status, dry-run and report --------------------------------------------------------------------------------
 
 
 def search_rows(spec: GridSpec, store: Store) -> list[dict]:
     """One row per Optuna trial of every study, from the journal (nothing started or created)."""
+    return [row for _, rows, _ in search_studies(spec, store) for row in rows]
+
+
+def told_state(frozen: FrozenTrial) -> str:
+    """complete | pruned | diverged | failed | running | waiting: a diverged trial is Optuna's COMPLETE (told the
+    worst value) or FAIL by the grid's `diverged:`, told apart only by the driver's gatelab.error."""
+    if frozen.user_attrs.get("gatelab.error") == "diverged":
+        return "diverged"
+    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
+        frozen.state.name, frozen.state.name.lower()
+    )
+
+
+def best_trial(trials, direction: str):
+    """The COMPLETE trial with the best finite value (a diverged trial told +-inf is never best); None if none."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and math.isfinite(t.value)]
+    if not complete:
+        return None
+    return (min if direction == "minimize" else max)(complete, key=lambda t: t.value)
+
+
+def search_studies(spec: GridSpec, store: Store) -> list[tuple[StudyPlan, list[dict], int | None]]:
+    """Every study of the grid (in plan order) with its trials as rows and its best trial's number, from the
+    journal; a study not yet created has no rows."""
     path = journal_path(store, spec.name)
-    if not path.exists():
-        return []
-    storage = JournalStorage(JournalFileBackend(str(path)))
-    names = set(optuna.get_all_study_names(storage))
-    rows = []
+    storage = JournalStorage(JournalFileBackend(str(path))) if path.exists() else None
+    names = set(optuna.get_all_study_names(storage)) if storage else set()
+    out = []
     for plan in study_plans(spec):
-        if plan.name not in names:
-            continue
-        for frozen in optuna.load_study(study_name=plan.name, storage=storage).get_trials(deepcopy=False):
-            rows.append(_row(plan.name, frozen))
-    return rows
+        trials = []
+        if plan.name in names:
+            trials = optuna.load_study(study_name=plan.name, storage=storage).get_trials(deepcopy=False)
+        best = best_trial(trials, spec.search.objective.direction)
+        out.append((plan, [_row(plan.name, t) for t in trials], best.number if best else None))
+    return out
 
 
 def _row(study: str, frozen: FrozenTrial) -> dict:
@@ -133,6 +157,7 @@ def _row(study: str, frozen: FrozenTrial) -> dict:
         "study": study,
         "number": frozen.number,
         "state": frozen.state.name,
+        "told": told_state(frozen),
         "value": frozen.value,
         "params": dict(frozen.params),
         "keys": frozen.user_attrs.get("gatelab.keys", []),
