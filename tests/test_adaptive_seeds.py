@@ -68,9 +68,18 @@ def test_the_same_results_give_the_same_plan():
     assert first == {n: (s.planned, str(s.verdict)) for n, s in replay(spec.seeds, comps, results).items()}
 
 
+@pytest.fixture
+def ray_shut_down_after():
+    """The in-process submits below start a local Ray; later tests start their own."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 @pytest.mark.ray
 @pytest.mark.mlflow
-def test_an_adaptive_grid_on_ray_decides_resumes_and_reports(tmp_path, capsys):
+def test_an_adaptive_grid_on_ray_decides_resumes_and_reports(tmp_path, capsys, ray_shut_down_after):
     home = str(tmp_path / "home")
     quick = [
         f"--set={q}"
