@@ -22,7 +22,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric  # noqa: E402
 
 from gatelab.tracking import (  # noqa: E402
     STATUS_TAG,
@@ -40,7 +39,7 @@ from gatelab.tracking import (  # noqa: E402
     ui,
 )
 from gatelab.tracking import server as server_module  # noqa: E402
-from gatelab.tracking.mlflow_tracker import _pack  # noqa: E402
+from gatelab.tracking.outbox import batch_op, merged  # noqa: E402
 from gatelab.trainer.tracker import Tracker  # noqa: E402
 
 pytestmark = [pytest.mark.mlflow]
@@ -247,13 +246,16 @@ def test_mlflow_tracker_matches_the_tracker_protocol():
         assert list(inspect.signature(getattr(MlflowTracker, name)).parameters) == expected, name
 
 
-def test_pack_keeps_each_call_in_one_batch():
-    def call(n: int, step: int) -> list[Metric]:
-        return [Metric(f"k{i}", 0.0, 0, step) for i in range(n)]
+def test_merged_keeps_each_call_in_one_batch():
+    def call(n: int, step: int) -> dict:
+        return batch_op(metrics=[(f"k{i}", 0.0, 0, step) for i in range(n)])
 
-    batches = list(_pack([call(400, 0), call(400, 1), call(400, 2), call(2100, 3)], 1000))
+    big = [(f"k{i}", 0.0, 0, 3) for i in range(2100)]  # the tracker cuts a call over 1000 into 1000s
+    ops = [call(400, 0), call(400, 1), call(400, 2), *(batch_op(metrics=big[i : i + 1000]) for i in (0, 1000, 2000))]
+    batches = [request["metrics"] for request, _ in merged(ops)]
     assert [len(b) for b in batches] == [800, 400, 1000, 1000, 100]
-    assert {m.step for m in batches[0]} == {0, 1} and {m.step for m in batches[1]} == {2}
+    assert {m[3] for m in batches[0]} == {0, 1} and {m[3] for m in batches[1]} == {2}
+    assert [count for _, count in merged(ops)] == [2, 1, 1, 1, 1]
 
 
 def test_background_sender_flushes_on_its_own(server_uri):

@@ -3,16 +3,19 @@
 Each tracker owns an explicit `MlflowClient(tracking_uri)` rather than the fluent `mlflow.*` API, whose active
 run and tracking URI are process globals: several trials in one process would clash.
 
-Metrics are buffered and sent with `log_batch` (docs/libraries.md, MLflow: one request per batch, at most 1000
-metrics and 100 params+tags per batch). The metrics of one `log_metrics` call always travel in the same batch
-(unless it alone exceeds 1000), and batches are sent in order, so after a crash the stored history is a prefix
-of what was logged: `last_steps()` never names a step whose metrics are half stored.
+Everything a trial logs goes into the run's outbox (tracking/outbox.py) and is sent in order, metrics in
+`log_batch` requests (docs/libraries.md, MLflow: at most 1000 metrics and 100 params+tags per batch). The
+metrics of one `log_metrics` call always travel in the same batch (unless it alone exceeds 1000), so after a
+crash the stored history is a prefix of what was logged: `last_steps()` never names a step whose metrics are half
+stored. When the server does not answer, training goes on: the outbox keeps what is unsent, is written to the
+trial's journal at every flush (before each checkpoint), and is sent when the server is back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -31,6 +34,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from gatelab.tracking.outbox import MAX_BUFFERED_METRICS, Outbox, batch_op, merged
+from gatelab.tracking.run_writer import RunWriter, ServerAway
 from gatelab.tracking.store import experiment_artifact_location
 from gatelab.trainer.config.outcome import Status
 
@@ -48,6 +53,8 @@ _TERMINAL = {
 STATUSES = (Status.RUNNING, *_TERMINAL)  # what a run's gatelab.status may hold (BUSY is never stored)
 
 _log = logging.getLogger(__name__)
+FINAL_WAIT_S = 60.0  # how long an ending trial waits for an absent server (a driver restarts its own in seconds)
+AWAY_RETRY_S = 2.0  # how often a tracker tries an absent server again
 
 # Ending a run makes MLflow print "View run ... at" and fetch the run once more just to build that link; with
 # many trials per grid the lines bury gatelab's own progress and the fetch is a wasted request per trial.
@@ -89,7 +96,10 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
 
 
 class MlflowTracker:
-    """One MLflow run seen through the `Tracker` protocol. Build with `create(...)` or `resume(...)`."""
+    """One MLflow run seen through the `Tracker` protocol. Build with `create(...)` or `resume(...)`.
+
+    Everything logged goes through the run's outbox (tracking/outbox.py) and is sent in order; when the server is
+    away, training goes on and the outbox is kept in `journal` (if given) at every flush, so nothing is lost."""
 
     def __init__(
         self,
@@ -100,10 +110,16 @@ class MlflowTracker:
         flush_interval_s: float = 5.0,
         asynchronous: bool = True,
         run: Any = None,
+        journal: Path | None = None,
+        final_wait_s: float = FINAL_WAIT_S,
+        max_buffered_metrics: int = MAX_BUFFERED_METRICS,
     ) -> None:
         """Wrap an existing run. `flush_every`: buffered metrics that trigger a send; `flush_interval_s`: the
         longest a metric waits; `asynchronous`: send from a background thread (flush() still blocks);
-        `run`: the run as just created (saves fetching it; the tracker then knows every metric the run holds)."""
+        `run`: the run as just created (saves fetching it; the tracker then knows every metric the run holds);
+        `journal`: where unsent operations are kept while the server is away (the trial directory's
+        JOURNAL_NAME); `final_wait_s`: how long closing waits for an absent server before leaving the rest in
+        the journal; `max_buffered_metrics`: the outbox's bound, beyond which logging waits for the server."""
         self.client = client
         self.run_id = run_id
         # A run this tracker created holds only what it logs, so last_steps() can answer without a request.
@@ -117,12 +133,14 @@ class MlflowTracker:
         self._status = run.data.tags.get(STATUS_TAG) if run.info.status == "RUNNING" else None
         self._flush_every = max(1, flush_every)
         self._flush_interval_s = flush_interval_s
-        self._buffer: list[list[Metric]] = []  # one entry per log_metrics call
-        self._buffered = 0
+        self._final_wait_s = final_wait_s
+        self._outbox = Outbox(run_id, journal, max_buffered_metrics)
+        self._writer = RunWriter(client, run_id, self.artifact_uri)
+        self._unsent_metrics = 0  # metrics logged since the last send was started
         self._last_send = time.monotonic()
-        self._buffer_lock = threading.Lock()
-        self._send_lock = threading.Lock()  # held while a batch is taken and sent: keeps batches in order
+        self._send_lock = threading.Lock()  # one sender at a time: keeps operations in order
         self._error: BaseException | None = None
+        self._away_since: float | None = None  # when the server stopped answering, while it does not
         self._closed = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,7 +163,7 @@ class MlflowTracker:
     ) -> MlflowTracker:
         """Start a new run in `experiment` (created if missing; `experiment_id` when the caller already knows
         it), optionally a child of `parent_run_id`, with `tags` and then `params` logged. `options` go to the
-        constructor (flush_every, flush_interval_s, asynchronous)."""
+        constructor (flush_every, flush_interval_s, asynchronous, journal, ...)."""
         client = MlflowClient(tracking_uri=tracking_uri)
         experiment_id = experiment_id or get_or_create_experiment(client, experiment)
         run_tags = {key: truncate_value(value, MAX_TAG_VAL_LENGTH) for key, value in (tags or {}).items()}
@@ -172,7 +190,7 @@ class MlflowTracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params; a key already stored with the same value is skipped, a different value raises
         ParamConflictError. Values over 6000 characters are truncated with a note (compared truncated)."""
-        new: list[Param] = []
+        new: list[tuple[str, str]] = []
         for key, value in params.items():
             text = truncate_value(value, MAX_PARAM_VAL_LENGTH)
             if text != str(value):
@@ -184,52 +202,57 @@ class MlflowTracker:
                         "params are immutable: put changing facts in tags or metrics, or start a new run"
                     )
                 continue
-            new.append(Param(key, text))
+            new.append((key, text))
         for chunk in _chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=chunk)
-            self._params.update({param.key: param.value for param in chunk})
+            self._add(batch_op(params=chunk))
+            self._params.update(chunk)
+        if new:
+            self._send_now()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set (overwrite) tags; values over 8000 characters are truncated with a note."""
-        run_tags = [RunTag(key, truncate_value(value, MAX_TAG_VAL_LENGTH)) for key, value in tags.items()]
+        run_tags = [(key, truncate_value(value, MAX_TAG_VAL_LENGTH)) for key, value in tags.items()]
         for chunk in _chunks(run_tags, MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=chunk)
+            self._add(batch_op(tags=chunk))
+        if run_tags:
+            self._send_now()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer scalar metrics at `step` (NaN is kept: divergence is a result; MLflow stores +-inf as
         +-1.8e308). Sent when `flush_every` are buffered, every `flush_interval_s`, or on flush()."""
         self._raise_pending()
-        if self._closed:
-            raise RuntimeError(f"MlflowTracker for run {self.run_id} is closed")
         timestamp = int(time.time() * 1000)
-        batch = [Metric(key, float(value), timestamp, int(step)) for key, value in metrics.items()]
+        batch = [(key, float(value), timestamp, int(step)) for key, value in metrics.items()]
         if not batch:
             return
         if self._own_steps is not None:
-            for metric in batch:
-                self._own_steps[metric.key] = max(metric.step, self._own_steps.get(metric.key, metric.step))
-        with self._buffer_lock:
-            self._buffer.append(batch)
-            self._buffered += len(batch)
-            due = self._buffered >= self._flush_every or time.monotonic() - self._last_send >= self._flush_interval_s
+            for key, _, _, at in batch:
+                self._own_steps[key] = max(at, self._own_steps.get(key, at))
+        for chunk in _chunks(batch, MAX_METRICS_PER_BATCH):  # one call's metrics travel together
+            self._add(batch_op(metrics=chunk))
+        self._unsent_metrics += len(batch)
+        if self._outbox.full():
+            self._wait_for_room()
+        due = self._unsent_metrics >= self._flush_every or time.monotonic() - self._last_send >= self._flush_interval_s
         if due:
             if self._thread is not None:
                 self._wake.set()
             else:
-                self._send_buffered()
-                self._raise_pending()
+                self.flush()
 
     def log_artifact(self, local_path: Path, artifact_dir: str | None = None) -> None:
-        """Upload a file (or a directory's files) into the run's artifacts under `artifact_dir`."""
+        """Upload a file (or a directory's files) into the run's artifacts under `artifact_dir`. The file must
+        stay where it is until sent (the trial directory's files do)."""
         self._check_artifact_access()
-        self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+        self._add({"op": "artifact", "path": str(Path(local_path).absolute()), "dir": artifact_dir})
+        self._send_now()
 
     def last_steps(self) -> dict[str, int]:
         """Largest logged step per metric key, after flushing the buffer (empty for a fresh run). One request:
         MLflow keeps, per key, the latest metric as the entry with the largest step."""
-        self.flush()
         if self._own_steps is not None:
             return dict(self._own_steps)
+        self._drain(self._final_wait_s, keep=False)
         latest = self.client.get_run(self.run_id).data.to_proto().metrics
         return {metric.key: metric.step for metric in latest}
 
@@ -238,25 +261,34 @@ class MlflowTracker:
         return max(self.last_steps().values(), default=None)
 
     def set_status(self, status: str) -> None:
-        """Set `gatelab.status`; a terminal status also flushes, ends the MLflow run (finished/diverged ->
-        FINISHED, failed -> FAILED, killed -> KILLED) and closes the tracker for metrics."""
+        """Set `gatelab.status`; a terminal status also ends the MLflow run (finished/diverged -> FINISHED,
+        failed -> FAILED, killed and preempted -> KILLED) and closes the tracker: what the server has not
+        confirmed within `final_wait_s` stays in the journal."""
         if status not in STATUSES:
             raise ValueError(f"unknown gatelab status {status!r}; expected one of {', '.join(STATUSES)}")
-        self.flush()
+        self._raise_pending()
         if status == self._status == Status.RUNNING:
             return  # already so, in MLflow and in the tag: three requests saved per trial start
-        self.client.set_tag(self.run_id, STATUS_TAG, status)
+        self._add(batch_op(tags=[(STATUS_TAG, status)]))
         self._status = status
         if status in _TERMINAL:
-            self.client.set_terminated(self.run_id, status=_TERMINAL[status])
+            self._add({"op": "status", "status": _TERMINAL[status], "end_time": int(time.time() * 1000)})
             self.close()  # an ended run takes no more metrics; artifacts may still be added
         else:
-            self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self._add({"op": "status", "status": RunStatus.to_string(RunStatus.RUNNING), "end_time": None})
+            self._send_now()
 
     def flush(self) -> None:
-        """Block until every metric logged so far is stored; re-raise a failure of the background sender."""
-        self._send_buffered()
+        """Send everything logged so far. While the server is away it is kept in the journal instead (durable
+        before a checkpoint); without a journal that raises. Re-raises a failure of the background sender."""
         self._raise_pending()
+        self._drain(0.0, keep=True)
+        self._raise_pending()
+
+    @property
+    def unsent(self) -> int:
+        """Operations the server has not confirmed (0 once everything arrived)."""
+        return len(self._outbox)
 
     # -- extras ---------------------------------------------------------------------------------------------
 
@@ -271,16 +303,18 @@ class MlflowTracker:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
     def close(self) -> None:
-        """Flush and stop the background sender; the run's status is left as it is."""
+        """Send what is left (waiting up to `final_wait_s` for an absent server, then keeping the rest in the
+        journal) and stop the background sender; the run's status is left as it is."""
         if self._closed:
             return
+        self._closed = True
         try:
-            self.flush()
+            self._drain(self._final_wait_s, keep=True)
         finally:
-            self._closed = True
             self._wake.set()
             if self._thread is not None:
                 self._thread.join(timeout=30)
+        self._raise_pending()
 
     def __enter__(self) -> MlflowTracker:
         return self
@@ -290,35 +324,113 @@ class MlflowTracker:
 
     # -- internals ------------------------------------------------------------------------------------------
 
+    def _add(self, op: dict) -> None:
+        if self._closed and op["op"] != "artifact":
+            raise RuntimeError(f"MlflowTracker for run {self.run_id} is closed")
+        self._outbox.add(op)
+
     def _run_sender(self) -> None:
         while not self._closed:
-            self._wake.wait(timeout=self._flush_interval_s)
+            wait = self._flush_interval_s if self._away_since is None else AWAY_RETRY_S
+            self._wake.wait(timeout=wait)
             self._wake.clear()
-            self._send_buffered()
+            if self._closed:
+                return
+            try:
+                self._send_pending()
+            except ServerAway:
+                pass
 
-    def _send_buffered(self) -> None:
-        """Send everything buffered now, in order. A failed batch and the rest go back to the buffer's front
-        and the error is kept for the caller (the client has already retried the request)."""
+    def _send_now(self) -> None:
+        """Send what is pending unless the server is away (then the sender thread keeps trying)."""
+        if self._closed:  # no sender thread any more: an artifact added after the end waits here or is journaled
+            self._drain(self._final_wait_s, keep=True)
+            return
+        if self._away_since is not None:
+            self._wake.set()
+            return
+        try:
+            self._send_pending()
+        except ServerAway:
+            self._wake.set()
+        self._raise_pending()
+
+    def _send_pending(self) -> None:
+        """Send the outbox in order; ServerAway leaves the rest for later. An operation the server refuses is
+        dropped and its error kept for the caller (the next call raises it)."""
         with self._send_lock:
-            with self._buffer_lock:
-                pending, self._buffer, self._buffered = self._buffer, [], 0
-                self._last_send = time.monotonic()
-            batches = list(_pack(pending, MAX_METRICS_PER_BATCH))
-            for index, batch in enumerate(batches):
+            self._unsent_metrics = 0
+            self._last_send = time.monotonic()
+            for request, count in merged(self._outbox.pending()):
                 try:
-                    self.client.log_batch(self.run_id, metrics=batch)
+                    self._writer.send(request)
+                except ServerAway:
+                    self._note_away()
+                    raise
                 except Exception as error:  # noqa: BLE001 - handed to the caller by _raise_pending
-                    unsent = [metric for rest in batches[index:] for metric in rest]
-                    with self._buffer_lock:
-                        self._buffer.insert(0, unsent)
-                        self._buffered += len(unsent)
                     self._error = error
-                    return
+                    self._outbox.confirm(count)
+                    continue
+                self._outbox.confirm(count)
+            self._note_back()
+
+    def _drain(self, wait_s: float, *, keep: bool) -> None:
+        """Send everything, trying for up to `wait_s` while the server is away; then keep the rest in the
+        journal (`keep`) or raise."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._send_pending()
+                return
+            except ServerAway as away:
+                if time.monotonic() >= deadline:
+                    if keep and self._outbox.save():
+                        return
+                    raise RuntimeError(
+                        f"MLflow server at {self.client.tracking_uri} is away; {len(self._outbox)} operations of "
+                        f"run {self.run_id} unsent"
+                    ) from away
+                time.sleep(min(AWAY_RETRY_S, max(0.0, deadline - time.monotonic())))
+
+    def _wait_for_room(self) -> None:
+        """The outbox is full: training waits here for the server (keeping the outbox in the journal)."""
+        print(
+            f"gatelab: {self._outbox.metrics} metrics of run {self.run_id} wait for the MLflow server; training "
+            "waits for it too",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._outbox.save()
+        while self._outbox.full():
+            try:
+                self._send_pending()
+            except ServerAway:
+                time.sleep(AWAY_RETRY_S)
+
+    def _note_away(self) -> None:
+        if self._away_since is None:
+            self._away_since = time.monotonic()
+            print(
+                f"gatelab: MLflow server at {self.client.tracking_uri} does not answer; run {self.run_id} keeps "
+                "training and keeps its metrics until it is back",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _note_back(self) -> None:
+        if self._away_since is not None:
+            away_s = time.monotonic() - self._away_since
+            self._away_since = None
+            print(
+                f"gatelab: MLflow server back after {away_s:.0f} s; run {self.run_id} is up to date",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _raise_pending(self) -> None:
         error, self._error = self._error, None
         if error is not None:
-            raise RuntimeError(f"sending metrics of MLflow run {self.run_id} failed; they stay buffered") from error
+            raise RuntimeError(f"MLflow refused an operation of run {self.run_id}") from error
 
     def _check_artifact_access(self) -> None:
         uri = self.client.tracking_uri
@@ -332,16 +444,3 @@ class MlflowTracker:
 def _chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-def _pack(calls: list[list[Metric]], limit: int) -> Iterable[list[Metric]]:
-    """Group whole log_metrics calls into batches of at most `limit` metrics (a call over `limit` is split)."""
-    batch: list[Metric] = []
-    for call in calls:
-        for chunk in _chunks(call, limit):
-            if len(batch) + len(chunk) > limit:
-                yield batch
-                batch = []
-            batch.extend(chunk)
-    if batch:
-        yield batch

@@ -1,0 +1,134 @@
+"""A trial run's outbox: what its tracker logged that the MLflow server has not yet confirmed, in order.
+
+Why: the tracking server can go away mid-grid (killed, restarted, a network blip). Training must not wait for
+it, and nothing logged may be lost or stored twice:
+- an operation leaves the outbox only once the server confirmed it, so a request that failed (or whose answer
+  was lost) is sent again; MLflow stores a metric (key, value, timestamp, step) once however often it arrives,
+  and tags, params, statuses and artifacts are the same when written twice, so sending again is harmless;
+- while the server is away the outbox is written to the trial directory (`JOURNAL_NAME`) before every
+  checkpoint and when the trial ends, so a worker killed meanwhile loses nothing: the next process that opens
+  the trial, or `gatelab submit|resume|status`, sends the journal first (`tracking/catch_up.py`);
+- it is bounded (`max_metrics`): when full, logging waits for the server rather than growing without limit.
+
+Operations are JSON-able dicts, one per line in the journal:
+  {"op": "batch", "metrics": [[key, value, timestamp_ms, step], ...], "params": [[key, value]], "tags": [...]}
+  {"op": "status", "status": "FINISHED", "end_time": ms or null}   (MLflow's run status)
+  {"op": "artifact", "path": "/abs/local/file", "dir": "plots" or null}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+JOURNAL_NAME = "mlflow-unsent.jsonl"
+MAX_BUFFERED_METRICS = 500_000  # ~100 MB of Python objects: hours of a fast trial's logging
+
+
+def batch_op(metrics=(), params=(), tags=()) -> dict:
+    return {"op": "batch", "metrics": [list(m) for m in metrics], "params": [list(p) for p in params],
+            "tags": [list(t) for t in tags]}  # fmt: skip
+
+
+def metric_count(op: dict) -> int:
+    return len(op.get("metrics", ())) if op["op"] == "batch" else 0
+
+
+def merged(ops: Iterable[dict]) -> list[tuple[dict, int]]:
+    """Consecutive batch operations joined into requests within MLflow's batch limits (at most 1000 metrics and
+    100 params+tags each), order kept: [(request op, how many outbox operations it carries)]."""
+    out: list[tuple[dict, int]] = []
+    for op in ops:
+        if out and op["op"] == "batch" and out[-1][0]["op"] == "batch":
+            last, count = out[-1]
+            fits_metrics = len(last["metrics"]) + len(op["metrics"]) <= MAX_METRICS_PER_BATCH
+            fits_rest = len(last["params"]) + len(last["tags"]) + len(op["params"]) + len(op["tags"])
+            if fits_metrics and fits_rest <= MAX_PARAMS_TAGS_PER_BATCH:
+                out[-1] = (batch_op(last["metrics"] + op["metrics"], last["params"] + op["params"],
+                                    last["tags"] + op["tags"]), count + 1)  # fmt: skip
+                continue
+        out.append((op, 1))
+    return out
+
+
+class Outbox:
+    """Pending operations of one run, oldest first; thread-safe (training adds, a sender confirms)."""
+
+    def __init__(self, run_id: str, journal: Path | None = None, max_metrics: int = MAX_BUFFERED_METRICS) -> None:
+        self.run_id, self.journal, self.max_metrics = run_id, journal, max_metrics
+        self._ops: list[dict] = []
+        self._metrics = 0
+        self._lock = threading.Lock()
+
+    def add(self, op: dict) -> None:
+        with self._lock:
+            self._ops.append(op)
+            self._metrics += metric_count(op)
+
+    def pending(self) -> list[dict]:
+        """A copy of what is unconfirmed, oldest first."""
+        with self._lock:
+            return list(self._ops)
+
+    def confirm(self, count: int) -> None:
+        """The oldest `count` operations are stored by the server."""
+        with self._lock:
+            done, self._ops = self._ops[:count], self._ops[count:]
+            self._metrics -= sum(metric_count(op) for op in done)
+            empty = not self._ops
+        if empty:
+            self.forget_journal()
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def full(self) -> bool:
+        return self._metrics >= self.max_metrics
+
+    @property
+    def metrics(self) -> int:
+        return self._metrics
+
+    def save(self) -> bool:
+        """Write what is pending to the journal, durably (temporary file, fsync, rename); False when there is no
+        journal. Nothing pending: the journal is removed."""
+        if self.journal is None:
+            return False
+        ops = self.pending()
+        if not ops:
+            self.forget_journal()
+            return True
+        write_journal(self.journal, self.run_id, ops)
+        return True
+
+    def forget_journal(self) -> None:
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
+
+
+def write_journal(path: Path, run_id: str, ops: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.write(json.dumps({"run_id": run_id}) + "\n")
+        for op in ops:
+            handle.write(json.dumps(op) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_journal(path: Path) -> tuple[str, list[dict]]:
+    """(run id, operations) of a journal written by `write_journal` (whole, by its atomic rename)."""
+    header, *lines = path.read_text().splitlines()
+    return json.loads(header)["run_id"], [json.loads(line) for line in lines if line.strip()]
