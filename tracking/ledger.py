@@ -7,17 +7,16 @@ one reads these tags and knows which trials are finished, which to resume and wh
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from gatelab.tracking.catch_up import send_journal
+from gatelab.tracking.file_lock import file_lock
 from gatelab.tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
 from gatelab.trainer.config.metric_names import GATE_HIST_TAG
 from gatelab.trainer.config.outcome import DONE_STATUSES, ENDED_STATUSES, Status
@@ -26,6 +25,7 @@ KIND_TAG = "gatelab.kind"
 GRID_TAG = "gatelab.grid"
 KEY_TAG = "trial_key"
 ATTEMPT_TAG = "gatelab.attempt"
+JOURNAL_WAIT_S = 600.0  # a trial opened while the server is away waits this long for it, then fails to start
 ERROR_TAG = "gatelab.error"  # why a failed trial failed: "<reason>: <first line of the error>"
 
 
@@ -66,23 +66,6 @@ def _record(run) -> TrialRecord:
         tags.get(ERROR_TAG),
         tuple(json.loads(tags[GATE_HIST_TAG])) if GATE_HIST_TAG in tags else None,
     )
-
-
-@contextmanager
-def file_lock(path: Path, blocking: bool = True):
-    """An flock held for the block; yields False instead of waiting when blocking=False and it is taken.
-    The kernel drops it when the holder dies, so a killed process never leaves a stale lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def ensure_parent_run(uri: str, experiment: str, grid_name: str, tags: dict[str, str], lock_dir: Path) -> str:
@@ -151,20 +134,26 @@ def open_trial_run(
     run_name: str,
     tags: dict[str, str],
     params: Mapping[str, Any] | None = None,
+    journal: Path | None = None,
 ) -> tuple[MlflowTracker | None, TrialRecord | None]:
     """The trial's tracker: its existing run reopened (resume) or a new run (a child of parent_run_id when
     given); (None, record) when the trial is already done. `params` (facts the trial key fixes, such as the
     gate axes) are logged when the run is created, and again on resume, where an identical value is skipped:
     that fills in a run whose creator died before logging them. Call it only while holding the trial's lock
-    (or from the single process that owns it), so two processes never create two runs for one key."""
+    (or from the single process that owns it), so two processes never create two runs for one key.
+    `journal`: the trial's file of operations kept while the server was away (tracking/outbox.py); what an
+    earlier process left there is sent first (it may say the trial is done), and the tracker keeps its own there."""
+    if journal is not None and journal.exists():
+        send_journal(uri, journal, wait_s=JOURNAL_WAIT_S)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_or_create_experiment(client, experiment)
     existing = _newest_trial_run(client, experiment_id, key)
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
     if existing is None:
-        return _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params), None
-    tracker = MlflowTracker.resume(uri, existing.run_id)
+        tracker = _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params, journal)
+        return tracker, None
+    tracker = MlflowTracker.resume(uri, existing.run_id, journal=journal)
     try:
         tracker.log_params(params or {})
     except BaseException:  # a conflicting value: the run is not this trial's; stop the tracker's sender
@@ -217,6 +206,7 @@ def _new_trial_run(
     run_name: str,
     tags: dict[str, str],
     params: Mapping[str, Any] | None,
+    journal: Path | None = None,
 ) -> MlflowTracker:
     return MlflowTracker.create(
         uri,
@@ -226,6 +216,7 @@ def _new_trial_run(
         experiment_id=experiment_id,
         tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags},
         params=params,
+        journal=journal,
     )
 
 

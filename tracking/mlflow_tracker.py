@@ -53,7 +53,16 @@ _TERMINAL = {
 STATUSES = (Status.RUNNING, *_TERMINAL)  # what a run's gatelab.status may hold (BUSY is never stored)
 
 _log = logging.getLogger(__name__)
-FINAL_WAIT_S = 60.0  # how long an ending trial waits for an absent server (a driver restarts its own in seconds)
+# How long an ending trial waits for an absent server before leaving the rest in its journal: a driver restarts
+# its own server within seconds (tracking/server_watch.py); GATELAB_SERVER_WAIT_S sets it (a remote server's
+# planned downtime may call for longer).
+SERVER_WAIT_ENV = "GATELAB_SERVER_WAIT_S"
+
+
+def server_wait_s() -> float:
+    return float(os.environ.get(SERVER_WAIT_ENV, "60"))
+
+
 AWAY_RETRY_S = 2.0  # how often a tracker tries an absent server again
 
 # Ending a run makes MLflow print "View run ... at" and fetch the run once more just to build that link; with
@@ -111,7 +120,7 @@ class MlflowTracker:
         asynchronous: bool = True,
         run: Any = None,
         journal: Path | None = None,
-        final_wait_s: float = FINAL_WAIT_S,
+        final_wait_s: float | None = None,
         max_buffered_metrics: int = MAX_BUFFERED_METRICS,
     ) -> None:
         """Wrap an existing run. `flush_every`: buffered metrics that trigger a send; `flush_interval_s`: the
@@ -119,7 +128,8 @@ class MlflowTracker:
         `run`: the run as just created (saves fetching it; the tracker then knows every metric the run holds);
         `journal`: where unsent operations are kept while the server is away (the trial directory's
         JOURNAL_NAME); `final_wait_s`: how long closing waits for an absent server before leaving the rest in
-        the journal; `max_buffered_metrics`: the outbox's bound, beyond which logging waits for the server."""
+        the journal (default: server_wait_s()); `max_buffered_metrics`: the outbox's bound, beyond which
+        logging waits for the server."""
         self.client = client
         self.run_id = run_id
         # A run this tracker created holds only what it logs, so last_steps() can answer without a request.
@@ -133,7 +143,7 @@ class MlflowTracker:
         self._status = run.data.tags.get(STATUS_TAG) if run.info.status == "RUNNING" else None
         self._flush_every = max(1, flush_every)
         self._flush_interval_s = flush_interval_s
-        self._final_wait_s = final_wait_s
+        self._final_wait_s = server_wait_s() if final_wait_s is None else final_wait_s
         self._outbox = Outbox(run_id, journal, max_buffered_metrics)
         self._writer = RunWriter(client, run_id, self.artifact_uri)
         self._unsent_metrics = 0  # metrics logged since the last send was started

@@ -64,6 +64,7 @@ class Outbox:
         self._ops: list[dict] = []
         self._metrics = 0
         self._lock = threading.Lock()
+        self._journaled = False  # only a journal this outbox wrote is its to remove (DDP ranks share a trial's)
 
     def add(self, op: dict) -> None:
         with self._lock:
@@ -104,11 +105,13 @@ class Outbox:
             self.forget_journal()
             return True
         write_journal(self.journal, self.run_id, ops)
+        self._journaled = True
         return True
 
     def forget_journal(self) -> None:
-        if self.journal is not None:
+        if self.journal is not None and self._journaled:
             self.journal.unlink(missing_ok=True)
+            self._journaled = False
 
 
 def write_journal(path: Path, run_id: str, ops: list[dict]) -> None:

@@ -122,6 +122,18 @@ def ensure_server(store: Store, *, timeout_s: float = 120.0) -> tuple[ServerInfo
         return info, True
 
 
+def revive_server(store: Store, uri: str, *, timeout_s: float = 120.0) -> bool:
+    """Start the server recorded for `store` at `uri` again, on the same port, if its process is gone; True when
+    this call did. A server stopped on purpose (its record removed) or replaced by another is left alone, and so
+    is a live one that is slow to answer. ServerStartError when the port is taken or it does not come up."""
+    with _server_lock(store):
+        info = read_state(store)
+        if info is None or info.uri != uri or _pid_alive(info.pid):
+            return False
+        _start_locked(store, port=info.port, timeout_s=timeout_s)
+        return True
+
+
 def stop_server(store: Store, *, pid: int | None = None, timeout_s: float = 15.0) -> bool:
     """Stop the recorded server (only if it is `pid`, when given); True if one was stopped."""
     with _server_lock(store):
@@ -144,8 +156,9 @@ def local_server(store: Store, *, keep_running: bool = False, timeout_s: float =
     try:
         yield info.uri
     finally:
-        if started and not keep_running:
-            stop_server(store, pid=info.pid)
+        current = read_state(store)  # the same server, or the one revive_server started in its place
+        if started and not keep_running and current is not None and current.uri == info.uri:
+            stop_server(store, pid=current.pid)
 
 
 def ui(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gatelab.grid.cli.dry_run import trial_rows, trial_table
@@ -19,19 +21,45 @@ from gatelab.trainer.config.metric_names import FINAL_VAL_PPL, SPIKE_COUNT, STEP
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 
+@contextmanager
+def driver_tracking(spec, store: Store) -> Iterator[str]:
+    """The tracking URI a driver logs to, after sending what trials kept on disk while it was away
+    (tracking/catch_up.py). The home's own server is kept up while the driver runs (tracking/server_watch.py)
+    and outlives it: a concurrent submit or a trial may still be logging through it."""
+    from gatelab.tracking.catch_up import catch_up
+    from gatelab.tracking.server import local_server
+    from gatelab.tracking.server_watch import ServerWatch
+
+    checkpoint_root = spec.storage.root(store.checkpoints_dir)
+    if spec.tracking.uri:
+        catch_up(spec.tracking.uri, checkpoint_root)
+        yield spec.tracking.uri
+        return
+    with local_server(store, keep_running=True) as uri, ServerWatch(store, uri):
+        catch_up(uri, checkpoint_root)
+        yield uri
+
+
 def _records(spec, store: Store) -> dict:
-    """The ledger as stored, read without starting anything (an absent store means: all new)."""
+    """The ledger as stored, read without starting anything (an absent store means: all new) unless trials
+    kept results on disk while the server was away: those are sent first, through the home's server."""
+    from gatelab.tracking.catch_up import catch_up, journals
     from gatelab.tracking.ledger import trial_records
-    from gatelab.tracking.server import running_server
+    from gatelab.tracking.server import ensure_server, running_server
 
     uri = spec.tracking.uri
+    checkpoint_root = spec.storage.root(store.checkpoints_dir)
     if uri is None:
         if not store.db_path.exists():
             return {}
         # Through the live server when there is one: a second SQLite client racing the server's own
         # schema set-up on a fresh store fails ("no such column").
         server = running_server(store)
+        if server is None and journals(checkpoint_root):
+            server, _ = ensure_server(store)  # artifacts in the journals reach the store only through it
         uri = server.uri if server else store.tracking_uri
+    if journals(checkpoint_root):
+        catch_up(uri, checkpoint_root)
     from gatelab.grid.dispatch.ray_jobs import experiment_name
 
     for attempt in range(5):
@@ -63,7 +91,6 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
             print(trial_table(spec, trials, statuses))
         return 0
     from gatelab.grid.dispatch.submit import submit
-    from gatelab.tracking.server import local_server
 
     def run(uri: str) -> int:
         outcome = submit(
@@ -84,10 +111,7 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
         print(f"open the MLflow UI: gatelab ui --home {store.home}")
         return 1 if failed else 0
 
-    if spec.tracking.uri:
-        return run(spec.tracking.uri)
-    # The server outlives this submit: a concurrent submit or a trial may still be logging through it.
-    with local_server(store, keep_running=True) as uri:
+    with driver_tracking(spec, store) as uri:
         return run(uri)
 
 
@@ -99,7 +123,6 @@ def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> 
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
         return 0
     from gatelab.grid.dispatch.search import run_search
-    from gatelab.tracking.server import local_server
 
     def run(uri: str) -> int:
         outcome = run_search(spec, store, uri, address=args.address, max_concurrent=args.max_concurrent)
@@ -112,9 +135,7 @@ def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> 
         print(f"open the MLflow UI: gatelab ui --home {store.home}")
         return 1 if outcome.errors else 0
 
-    if spec.tracking.uri:
-        return run(spec.tracking.uri)
-    with local_server(store, keep_running=True) as uri:
+    with driver_tracking(spec, store) as uri:
         return run(uri)
 
 

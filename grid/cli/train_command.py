@@ -40,15 +40,18 @@ def print_summary(key: str, status: str, summary: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.tracking import Store, local_server
     from gatelab.tracking.ledger import open_trial_run
+    from gatelab.tracking.outbox import JOURNAL_NAME
+    from gatelab.tracking.server_watch import ServerWatch
 
     config = load_trial_config(Path(args.config), args.set or [])
     fingerprint = data_fingerprint(config.data)  # a missing or empty dataset fails here, before any run
     key = trial_key(config, fingerprint)
     store = Store.open(args.home)
-    with local_server(store) as uri:
+    trial_dir = store.checkpoints_dir / key
+    with local_server(store) as uri, ServerWatch(store, uri):
         # The same ledger lookup as a grid's workers: reopen an unfinished run, skip a done one.
         tracker, existing = open_trial_run(
-            uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {}, run_params(config)
+            uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {}, run_params(config), trial_dir / JOURNAL_NAME
         )
         if tracker is None:
             print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")
@@ -59,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         verb = "resuming" if existing else "starting"
         print(f"{verb} trial {key} (MLflow run {tracker.run_id})")
         try:
-            result = run_trial(config, tracker, store.checkpoints_dir / key, store.cache_dir, progress=True)
+            result = run_trial(config, tracker, trial_dir, store.cache_dir, progress=True)
         except TrialPreempted as stop:  # SIGTERM or Ctrl-C: the step's checkpoint is saved, the run says so
             print(f"trial {key} {stop}; rerun the same command to resume from it", file=sys.stderr)
             return 143 if stop.signal_name == "SIGTERM" else 130  # 128 + the signal, as a shell reports it

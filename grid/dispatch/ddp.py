@@ -40,8 +40,9 @@ def _train_loop(payload: dict) -> None:
         return
     if rank == 0:
         from gatelab.tracking.mlflow_tracker import MlflowTracker
+        from gatelab.tracking.outbox import JOURNAL_NAME
 
-        tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"])
+        tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"], journal=trial_dir / JOURNAL_NAME)
     else:
         tracker = InMemoryTracker()  # other ranks compute the same metrics; only rank 0's are kept
     launch = Launch(

@@ -13,11 +13,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from gatelab.grid.dispatch.ray_jobs import trial_task
 from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
 from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.tracking.catch_up import catch_up_trial
 from gatelab.tracking.ledger import trial_records
 from gatelab.trainer.config.metric_names import STEP
 from gatelab.trainer.config.outcome import Status, TrialResult
@@ -131,9 +133,13 @@ class DispatchLoop:
 
     def _result(self, ref, job: TrialJob) -> TrialResult:
         try:
-            return self.ray.get(ref)
+            result = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:  # killed for memory, or the retry budget spent
             return TrialResult(key=job.key, status=Status.FAILED, error=record_unreported_failure(job, err))
+        # One that ended while the server was away kept its last operations on disk: the ledger hears of them before
+        # the chooser reads it.
+        catch_up_trial(self.uri, Path(job.checkpoint_root) / job.key)
+        return result
 
     def _progress(self, chooser: Chooser) -> None:
         records = trial_records(self.uri, self.experiment) if self.in_flight else {}

@@ -79,6 +79,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("gatelab.tracking.ledger"):
         from gatelab.tracking.ledger import ERROR_TAG, file_lock, open_trial_run
+        from gatelab.tracking.outbox import JOURNAL_NAME
     import_s = time.perf_counter() - import_started
 
     trial_dir = Path(job.checkpoint_root) / job.key
@@ -86,7 +87,14 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
         if not acquired:
             return TrialResult(Status.BUSY, key=job.key)
         tracker, existing = open_trial_run(
-            job.tracking_uri, job.experiment, job.parent_run_id, job.key, job.run_name, job.tags, run_params(job.config)
+            job.tracking_uri,
+            job.experiment,
+            job.parent_run_id,
+            job.key,
+            job.run_name,
+            job.tags,
+            run_params(job.config),
+            journal=trial_dir / JOURNAL_NAME,
         )
         if tracker is None:
             return TrialResult(existing.status, key=job.key, skipped=True)
