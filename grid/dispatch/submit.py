@@ -58,8 +58,17 @@ def submit(
     )
     records = trial_records(tracking_uri, experiment)
     if spec.seeds is not None:
-        return submit_adaptive(
-            spec, trials, store, tracking_uri, parent, records, retry_failed, address, max_concurrent, out
+        return _submit_adaptive(
+            spec,
+            trials,
+            store,
+            tracking_uri,
+            parent=parent,
+            records=records,
+            retry_failed=retry_failed,
+            address=address,
+            max_concurrent=max_concurrent,
+            out=out,
         )
     outcome = SubmitOutcome()
     skip = set(DONE_STATUSES) | (set() if retry_failed else {Status.FAILED})
@@ -88,8 +97,18 @@ def submit(
     return outcome
 
 
-def submit_adaptive(
-    spec, trials, store, uri, parent, records, retry_failed, address, max_concurrent, out
+def _submit_adaptive(
+    spec: GridSpec,
+    trials: list[Trial],
+    store: Store,
+    uri: str,
+    *,
+    parent: str,
+    records: dict,
+    retry_failed: bool,
+    address: str | None,
+    max_concurrent: int | None,
+    out,
 ) -> SubmitOutcome:
     """A `seeds:` grid: the seeds its verdicts still need (grid/dispatch/adaptive.py)."""
     chooser = AdaptiveSeeds(spec, store, uri, parent, trials, records, retry_failed, out)
