@@ -34,6 +34,7 @@ TOKEN_SUFFIXES = (".bin", ".npy")
 _SAMPLE_BYTES = 1 << 16  # head and tail of each user file hashed into the fingerprint
 _FULL_CHECK_TOKENS = 1 << 26  # token files up to this size get a full max() check; bigger ones a sample
 _CHECK_CHUNK = 1 << 20
+_NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file (numpy.lib.format)
 _TOKENIZER_BOS = ("<|begin_of_text|>", "<s>", "<bos>", "[BOS]", "<|endoftext|>")
 _TOKENIZER_EOS = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "[EOS]")
 
@@ -197,8 +198,23 @@ def list_source(cfg: DataConfig) -> Listing:
 
 
 def data_fingerprint(cfg: DataConfig) -> str:
-    """The data's part of a trial's identity; cheap (lists and stats files, builds nothing)."""
+    """The data's part of a trial's identity; cheap (lists and stats files, builds nothing). A user's text file
+    that holds binary data near its start is a DataError here already."""
     return _keys(cfg, list_source(cfg))[1]
+
+
+def checked_fingerprint(cfg: DataConfig, vocab_size: int) -> str:
+    """`data_fingerprint` after every check that needs no tokenizing, so a command can refuse bad data before it
+    creates anything: token files hold whole elements of data.token_dtype and ids below vocab_size (as
+    `tokenize_source` checks them), and byte-level text's BOS/EOS ids fit the vocabulary. Text read through a
+    `tokenizer` is checked against vocab_size only once tokenized."""
+    listing = list_source(cfg)
+    fingerprint = _keys(cfg, listing)[1]
+    if listing.kind == "tokens":
+        _token_files(cfg, listing, vocab_size)
+    elif cfg.tokenizer is None:
+        _check_max_id(cfg, max(BOS_ID, EOS_ID), vocab_size)  # byte-level: every document ends with EOS
+    return fingerprint
 
 
 def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None) -> Tokenized:
@@ -207,21 +223,13 @@ def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = N
     token_key, fingerprint = _keys(cfg, listing)
     if listing.kind == "text":
         tokens, names, starts, ends, bos, eos, max_id = _text_corpus(cfg, listing, Path(cache_dir), token_key)
-        if vocab_size is not None and max_id >= vocab_size:
-            raise DataError(
-                f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, the model has {vocab_size}"
-            )
+        if vocab_size is not None:
+            _check_max_id(cfg, max_id, vocab_size)
         segments = Segments(
             files=(tokens,), file_S=np.zeros(len(names), dtype=np.int64), start_S=starts, end_S=ends, names=names
         )
         return Tokenized(fingerprint=fingerprint, segments=segments, pair=False, bos_id=bos, eos_id=eos)
-    files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
-    lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
-    if listing.pair and lengths.min() < 2:
-        raise DataError(
-            f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
-            f"{lengths.min()} tokens, expected at least 2"
-        )
+    files, lengths = _token_files(cfg, listing, vocab_size)
     segments = Segments(
         files=files,
         file_S=np.arange(len(files), dtype=np.int64),
@@ -281,7 +289,10 @@ def _keys(cfg: DataConfig, listing: Listing) -> tuple[str, str]:
         # A user's file can be edited in place without changing its size; the interpreter's stdlib is not,
         # and hashing 31 MB on every warm load would cost more than the whole cached load.
         for entry, rel, size in zip(files, listing.rel_paths, listing.sizes):
-            entry.append(_sample_digest(listing.root / rel, size))
+            head, digest = _sample_digest(listing.root / rel, size)
+            if listing.kind == "text":
+                _refuse_binary(cfg, rel, head)
+            entry.append(digest)
     tokens = {
         "version": FORMAT_VERSION,
         "kind": listing.kind,
@@ -297,11 +308,30 @@ def _hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sample_digest(path: Path, size: int) -> str:
+def _sample_digest(path: Path, size: int) -> tuple[bytes, str]:
+    """(the file's first _SAMPLE_BYTES, a digest of its head and tail)."""
     with open(path, "rb") as f:
         head = f.read(_SAMPLE_BYTES)
         f.seek(max(size - _SAMPLE_BYTES, 0))
-        return hashlib.sha256(head + f.read(_SAMPLE_BYTES)).hexdigest()[:16]
+        return head, hashlib.sha256(head + f.read(_SAMPLE_BYTES)).hexdigest()[:16]
+
+
+def _refuse_binary(cfg: DataConfig, rel: str, head: bytes) -> None:
+    """A NUL byte near the start marks binary data (the test git uses): byte-level tokenizing would train on it
+    without complaint (every byte is a valid id), so a compressed file or a token array taken as text fails here."""
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise DataError(
+            f"data.source {cfg.source!r}: {rel} holds binary data (a NUL byte at offset {nul}), expected text; "
+            "pre-tokenized ids belong in .bin/.npy files read with data.format 'tokens' or 'auto'"
+        )
+
+
+def _check_max_id(cfg: DataConfig, max_id: int, vocab_size: int) -> None:
+    if max_id >= vocab_size:
+        raise DataError(
+            f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, the model has {vocab_size}"
+        )
 
 
 def _file_sha256(path: str) -> str:
@@ -399,9 +429,26 @@ def _load_tokenizer(path: str):
     return tok, bos, eos
 
 
+def _token_files(cfg: DataConfig, listing: Listing, vocab_size: int | None) -> tuple[tuple[TokenFile, ...], np.ndarray]:
+    """The listing's validated token files and their lengths in tokens (a train/val pair needs 2 in each)."""
+    files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
+    lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
+    if listing.pair and lengths.min() < 2:
+        raise DataError(
+            f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
+            f"{lengths.min()} tokens, expected at least 2"
+        )
+    return files, lengths
+
+
 def _token_file(path: Path, dtype: str, vocab_size: int | None) -> TokenFile:
     """A validated pre-tokenized file: whole elements, integer ids, and every id < vocab_size."""
     if path.suffix == ".npy":
+        with open(path, "rb") as f:
+            if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:  # else numpy guesses a pickle and says so
+                raise DataError(
+                    f"data.source {str(path)!r}: no .npy header (expected a token array written by numpy.save)"
+                )
         try:
             arr = np.load(path, mmap_mode="r")
         except ValueError as e:
