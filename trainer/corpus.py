@@ -1,8 +1,8 @@
 """Training text as token ranges: the embedded stdlib corpus or user data, listed, fingerprinted, tokenized, cached.
 
 Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity
-(grid/spec/identity.py) on a machine without torch. `trainer.data` splits the `Tokenized` result and cuts it into
-torch datasets of windows.
+(grid/spec/identity.py), and `checked_fingerprint` to refuse bad data early, on a machine without torch.
+`split_train_val` splits the `Tokenized` result; `trainer.data` cuts the splits into torch datasets of windows.
 
 Layout on disk: text is tokenized once into a flat token array `<cache_dir>/<key>.tokens.npy` (each non-empty
 file's tokens followed by EOS), its document offsets `<key>.docs.npy` and `<key>.meta.json` (written last, so
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import sysconfig
 import tempfile
@@ -211,7 +212,7 @@ def checked_fingerprint(cfg: DataConfig, vocab_size: int) -> str:
     listing = list_source(cfg)
     fingerprint = _keys(cfg, listing)[1]
     if listing.kind == "tokens":
-        _token_files(cfg, listing, vocab_size)
+        split_train_val(_token_source(cfg, listing, fingerprint, vocab_size), cfg.val_percent)  # enough tokens?
     elif cfg.tokenizer is None:
         _check_max_id(cfg, max(BOS_ID, EOS_ID), vocab_size)  # byte-level: every document ends with EOS
     return fingerprint
@@ -229,15 +230,43 @@ def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = N
             files=(tokens,), file_S=np.zeros(len(names), dtype=np.int64), start_S=starts, end_S=ends, names=names
         )
         return Tokenized(fingerprint=fingerprint, segments=segments, pair=False, bos_id=bos, eos_id=eos)
-    files, lengths = _token_files(cfg, listing, vocab_size)
-    segments = Segments(
-        files=files,
-        file_S=np.arange(len(files), dtype=np.int64),
-        start_S=np.zeros_like(lengths),
-        end_S=lengths,
-        names=listing.rel_paths,
-    )
-    return Tokenized(fingerprint=fingerprint, segments=segments, pair=listing.pair, bos_id=None, eos_id=None)
+    return _token_source(cfg, listing, fingerprint, vocab_size)
+
+
+def split_train_val(tok: Tokenized, val_percent: float) -> tuple[Segments, Segments]:
+    """(train, validation) ranges: a nanoGPT pair's two files, else split by file (`_split`)."""
+    if tok.pair:
+        return tok.segments.subset(np.array([0])), tok.segments.subset(np.array([1]))
+    # Without BOS a window needs 2 tokens: one input, one target.
+    return _split(tok.segments, val_percent, min_tokens=1 if tok.bos_id is not None else 2)
+
+
+def _split(segments: Segments, val_percent: float, min_tokens: int) -> tuple[Segments, Segments]:
+    """Validation = files whose sha256(relative path) bucket < val_percent: the same on every machine and
+    unaffected by adding other files (Python's hash() is salted per process). When that leaves a split
+    empty (a single file, a handful of files), the last val_percent of the tokens is validation instead."""
+    buckets = [int.from_bytes(hashlib.sha256(n.encode()).digest()[:8], "big") % 10_000 for n in segments.names]
+    is_val_S = np.array(buckets, dtype=np.int64) < round(val_percent * 100)
+    if is_val_S.any() and not is_val_S.all():
+        return segments.subset(~is_val_S), segments.subset(is_val_S)
+    len_S = segments.end_S - segments.start_S
+    total = int(len_S.sum())
+    n_val = max(math.ceil(total * val_percent / 100), min_tokens)
+    if total - n_val < min_tokens:
+        raise DataError(
+            f"data source {segments.names[0]!r}: {total} tokens are too few to split off {n_val} for validation"
+        )
+    seen_S1 = np.concatenate([[0], np.cumsum(len_S)])
+    k = int(np.searchsorted(seen_S1, total - n_val, side="right")) - 1  # the segment the cut falls in
+    cut = int(segments.start_S[k] + total - n_val - seen_S1[k])
+    idx_S = np.arange(len(len_S))
+    cut_inside = cut > segments.start_S[k]  # else the cut falls on a segment boundary
+    train = segments.subset(idx_S[: k + 1] if cut_inside else idx_S[:k])
+    val = segments.subset(idx_S[k:])
+    if cut_inside:
+        train.end_S[-1] = cut  # subset() copied the arrays, so this edits only this split
+    val.start_S[0] = cut
+    return train, val
 
 
 def _walk(root: Path, suffix: str = "", skip: frozenset[str] | set[str] = frozenset()) -> list[Path]:
@@ -429,8 +458,8 @@ def _load_tokenizer(path: str):
     return tok, bos, eos
 
 
-def _token_files(cfg: DataConfig, listing: Listing, vocab_size: int | None) -> tuple[tuple[TokenFile, ...], np.ndarray]:
-    """The listing's validated token files and their lengths in tokens (a train/val pair needs 2 in each)."""
+def _token_source(cfg: DataConfig, listing: Listing, fingerprint: str, vocab_size: int | None) -> Tokenized:
+    """Validated pre-tokenized files, one segment each (a train/val pair needs 2 tokens in each file)."""
     files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
     lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
     if listing.pair and lengths.min() < 2:
@@ -438,7 +467,14 @@ def _token_files(cfg: DataConfig, listing: Listing, vocab_size: int | None) -> t
             f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
             f"{lengths.min()} tokens, expected at least 2"
         )
-    return files, lengths
+    segments = Segments(
+        files=files,
+        file_S=np.arange(len(files), dtype=np.int64),
+        start_S=np.zeros_like(lengths),
+        end_S=lengths,
+        names=listing.rel_paths,
+    )
+    return Tokenized(fingerprint=fingerprint, segments=segments, pair=listing.pair, bos_id=None, eos_id=None)
 
 
 def _token_file(path: Path, dtype: str, vocab_size: int | None) -> TokenFile:
