@@ -121,3 +121,14 @@ def test_as_a_real_command(name, workdir):
         timeout=300,
     )
     _assert_refused(proc.returncode, proc.stdout, proc.stderr, case, workdir, before)
+
+
+def test_a_home_that_is_a_file_is_one_line(workdir, capsys):
+    (workdir / "home-file").write_text("not a folder")
+    before = _everything_under(workdir)
+    code = main(["train", "set_unknown_key.yaml", "--home", "home-file"])  # the file is valid without its --set
+    out, err = capsys.readouterr()
+    case = Case(
+        expect="a file is in the way, expected a folder", where=f"gatelab home {workdir / 'home-file'}", args=()
+    )
+    _assert_refused(code, out, err, case, workdir, before)
