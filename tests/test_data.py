@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from gatelab.trainer.corpus import BOS_ID, EOS_ID, DataConfig, DataError, data_fingerprint, list_source
+from gatelab.trainer.corpus import (
+    BOS_ID,
+    EOS_ID,
+    DataConfig,
+    DataError,
+    checked_fingerprint,
+    data_fingerprint,
+    list_source,
+)
 from gatelab.trainer.data import (
     IGNORE_INDEX,
     build_datasets,
@@ -160,6 +168,25 @@ def test_token_ids_beyond_vocab_are_data_errors(tmp_path):
     (tmp_path / "b.txt").write_bytes(b"bytes need 258 ids")
     with pytest.raises(DataError, match="vocab_size > 257"):
         build_datasets(DataConfig(source=str(tmp_path / "b.txt")), 4, tmp_path, 100)
+
+
+def test_checked_fingerprint_refuses_bad_ids_without_tokenizing(tmp_path):
+    np.array([1, 2, 300, 4] * 10, dtype=np.uint16).tofile(tmp_path / "t.bin")
+    with pytest.raises(DataError, match=r"\[1, 300\].*vocab_size=258"):
+        checked_fingerprint(DataConfig(source=str(tmp_path / "t.bin")), VOCAB)
+    (tmp_path / "b.txt").write_bytes(b"bytes need 258 ids")
+    text = DataConfig(source=str(tmp_path / "b.txt"))
+    with pytest.raises(DataError, match="vocab_size > 257"):
+        checked_fingerprint(text, 100)
+    assert checked_fingerprint(text, VOCAB) == build_datasets(text, 4, tmp_path / "cache", VOCAB).fingerprint
+
+
+def test_binary_file_taken_as_text_is_a_data_error(tmp_path):
+    (tmp_path / "a.txt").write_bytes(_text(100))
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(DataError, match=r"logo.png holds binary data \(a NUL byte at offset 8\)"):
+        data_fingerprint(DataConfig(source=str(tmp_path)))
+    assert data_fingerprint(DataConfig(source=str(tmp_path / "*.txt")))  # narrowed to the text by a glob
 
 
 def test_malformed_token_files_are_data_errors(tmp_path):

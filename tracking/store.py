@@ -88,7 +88,14 @@ class Store:
         return cls(resolve_home(cli_value)).ensure()
 
     def ensure(self) -> Store:
-        """Create the home and its folders if missing; returns self."""
+        """Create the home and its folders if missing; returns self. A file in the way is bad input (a ValueError,
+        so the CLI says one line and exits 2), not a traceback."""
         for path in (self.home, self.artifacts_dir, self.checkpoints_dir, self.cache_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise ValueError(
+                    f"gatelab home {self.home}: a file is in the way, expected a folder "
+                    f"(the home is --home, else ${HOME_ENV}, else ./{DEFAULT_HOME})"
+                ) from None
         return self

@@ -1,8 +1,8 @@
 """Training text as token ranges: the embedded stdlib corpus or user data, listed, fingerprinted, tokenized, cached.
 
 Pure numpy + stdlib (no torch), so `grid/` can call `data_fingerprint` for a trial's identity
-(grid/spec/identity.py) on a machine without torch. `trainer.data` splits the `Tokenized` result and cuts it into
-torch datasets of windows.
+(grid/spec/identity.py), and `checked_fingerprint` to refuse bad data early, on a machine without torch.
+`split_train_val` splits the `Tokenized` result; `trainer.data` cuts the splits into torch datasets of windows.
 
 Layout on disk: text is tokenized once into a flat token array `<cache_dir>/<key>.tokens.npy` (each non-empty
 file's tokens followed by EOS), its document offsets `<key>.docs.npy` and `<key>.meta.json` (written last, so
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import os
 import sysconfig
 import tempfile
@@ -34,6 +35,7 @@ TOKEN_SUFFIXES = (".bin", ".npy")
 _SAMPLE_BYTES = 1 << 16  # head and tail of each user file hashed into the fingerprint
 _FULL_CHECK_TOKENS = 1 << 26  # token files up to this size get a full max() check; bigger ones a sample
 _CHECK_CHUNK = 1 << 20
+_NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file (numpy.lib.format)
 _TOKENIZER_BOS = ("<|begin_of_text|>", "<s>", "<bos>", "[BOS]", "<|endoftext|>")
 _TOKENIZER_EOS = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "[EOS]")
 
@@ -197,8 +199,23 @@ def list_source(cfg: DataConfig) -> Listing:
 
 
 def data_fingerprint(cfg: DataConfig) -> str:
-    """The data's part of a trial's identity; cheap (lists and stats files, builds nothing)."""
+    """The data's part of a trial's identity; cheap (lists and stats files, builds nothing). A user's text file
+    that holds binary data near its start is a DataError here already."""
     return _keys(cfg, list_source(cfg))[1]
+
+
+def checked_fingerprint(cfg: DataConfig, vocab_size: int) -> str:
+    """`data_fingerprint` after every check that needs no tokenizing, so a command can refuse bad data before it
+    creates anything: token files hold whole elements of data.token_dtype and ids below vocab_size (as
+    `tokenize_source` checks them), and byte-level text's BOS/EOS ids fit the vocabulary. Text read through a
+    `tokenizer` is checked against vocab_size only once tokenized."""
+    listing = list_source(cfg)
+    fingerprint = _keys(cfg, listing)[1]
+    if listing.kind == "tokens":
+        split_train_val(_token_source(cfg, listing, fingerprint, vocab_size), cfg.val_percent)  # enough tokens?
+    elif cfg.tokenizer is None:
+        _check_max_id(cfg, max(BOS_ID, EOS_ID), vocab_size)  # byte-level: every document ends with EOS
+    return fingerprint
 
 
 def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None) -> Tokenized:
@@ -207,29 +224,49 @@ def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = N
     token_key, fingerprint = _keys(cfg, listing)
     if listing.kind == "text":
         tokens, names, starts, ends, bos, eos, max_id = _text_corpus(cfg, listing, Path(cache_dir), token_key)
-        if vocab_size is not None and max_id >= vocab_size:
-            raise DataError(
-                f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, the model has {vocab_size}"
-            )
+        if vocab_size is not None:
+            _check_max_id(cfg, max_id, vocab_size)
         segments = Segments(
             files=(tokens,), file_S=np.zeros(len(names), dtype=np.int64), start_S=starts, end_S=ends, names=names
         )
         return Tokenized(fingerprint=fingerprint, segments=segments, pair=False, bos_id=bos, eos_id=eos)
-    files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
-    lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
-    if listing.pair and lengths.min() < 2:
+    return _token_source(cfg, listing, fingerprint, vocab_size)
+
+
+def split_train_val(tok: Tokenized, val_percent: float) -> tuple[Segments, Segments]:
+    """(train, validation) ranges: a nanoGPT pair's two files, else split by file (`_split`)."""
+    if tok.pair:
+        return tok.segments.subset(np.array([0])), tok.segments.subset(np.array([1]))
+    # Without BOS a window needs 2 tokens: one input, one target.
+    return _split(tok.segments, val_percent, min_tokens=1 if tok.bos_id is not None else 2)
+
+
+def _split(segments: Segments, val_percent: float, min_tokens: int) -> tuple[Segments, Segments]:
+    """Validation = files whose sha256(relative path) bucket < val_percent: the same on every machine and
+    unaffected by adding other files (Python's hash() is salted per process). When that leaves a split
+    empty (a single file, a handful of files), the last val_percent of the tokens is validation instead."""
+    buckets = [int.from_bytes(hashlib.sha256(n.encode()).digest()[:8], "big") % 10_000 for n in segments.names]
+    is_val_S = np.array(buckets, dtype=np.int64) < round(val_percent * 100)
+    if is_val_S.any() and not is_val_S.all():
+        return segments.subset(~is_val_S), segments.subset(is_val_S)
+    len_S = segments.end_S - segments.start_S
+    total = int(len_S.sum())
+    n_val = max(math.ceil(total * val_percent / 100), min_tokens)
+    if total - n_val < min_tokens:
         raise DataError(
-            f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
-            f"{lengths.min()} tokens, expected at least 2"
+            f"data source {segments.names[0]!r}: {total} tokens are too few to split off {n_val} for validation"
         )
-    segments = Segments(
-        files=files,
-        file_S=np.arange(len(files), dtype=np.int64),
-        start_S=np.zeros_like(lengths),
-        end_S=lengths,
-        names=listing.rel_paths,
-    )
-    return Tokenized(fingerprint=fingerprint, segments=segments, pair=listing.pair, bos_id=None, eos_id=None)
+    seen_S1 = np.concatenate([[0], np.cumsum(len_S)])
+    k = int(np.searchsorted(seen_S1, total - n_val, side="right")) - 1  # the segment the cut falls in
+    cut = int(segments.start_S[k] + total - n_val - seen_S1[k])
+    idx_S = np.arange(len(len_S))
+    cut_inside = cut > segments.start_S[k]  # else the cut falls on a segment boundary
+    train = segments.subset(idx_S[: k + 1] if cut_inside else idx_S[:k])
+    val = segments.subset(idx_S[k:])
+    if cut_inside:
+        train.end_S[-1] = cut  # subset() copied the arrays, so this edits only this split
+    val.start_S[0] = cut
+    return train, val
 
 
 def _walk(root: Path, suffix: str = "", skip: frozenset[str] | set[str] = frozenset()) -> list[Path]:
@@ -281,7 +318,10 @@ def _keys(cfg: DataConfig, listing: Listing) -> tuple[str, str]:
         # A user's file can be edited in place without changing its size; the interpreter's stdlib is not,
         # and hashing 31 MB on every warm load would cost more than the whole cached load.
         for entry, rel, size in zip(files, listing.rel_paths, listing.sizes):
-            entry.append(_sample_digest(listing.root / rel, size))
+            head, digest = _sample_digest(listing.root / rel, size)
+            if listing.kind == "text":
+                _refuse_binary(cfg, rel, head)
+            entry.append(digest)
     tokens = {
         "version": FORMAT_VERSION,
         "kind": listing.kind,
@@ -297,11 +337,30 @@ def _hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sample_digest(path: Path, size: int) -> str:
+def _sample_digest(path: Path, size: int) -> tuple[bytes, str]:
+    """(the file's first _SAMPLE_BYTES, a digest of its head and tail)."""
     with open(path, "rb") as f:
         head = f.read(_SAMPLE_BYTES)
         f.seek(max(size - _SAMPLE_BYTES, 0))
-        return hashlib.sha256(head + f.read(_SAMPLE_BYTES)).hexdigest()[:16]
+        return head, hashlib.sha256(head + f.read(_SAMPLE_BYTES)).hexdigest()[:16]
+
+
+def _refuse_binary(cfg: DataConfig, rel: str, head: bytes) -> None:
+    """A NUL byte near the start marks binary data (the test git uses): byte-level tokenizing would train on it
+    without complaint (every byte is a valid id), so a compressed file or a token array taken as text fails here."""
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise DataError(
+            f"data.source {cfg.source!r}: {rel} holds binary data (a NUL byte at offset {nul}), expected text; "
+            "pre-tokenized ids belong in .bin/.npy files read with data.format 'tokens' or 'auto'"
+        )
+
+
+def _check_max_id(cfg: DataConfig, max_id: int, vocab_size: int) -> None:
+    if max_id >= vocab_size:
+        raise DataError(
+            f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, the model has {vocab_size}"
+        )
 
 
 def _file_sha256(path: str) -> str:
@@ -399,9 +458,33 @@ def _load_tokenizer(path: str):
     return tok, bos, eos
 
 
+def _token_source(cfg: DataConfig, listing: Listing, fingerprint: str, vocab_size: int | None) -> Tokenized:
+    """Validated pre-tokenized files, one segment each (a train/val pair needs 2 tokens in each file)."""
+    files = tuple(_token_file(listing.root / rel, cfg.token_dtype, vocab_size) for rel in listing.rel_paths)
+    lengths = np.array([len(f.open()) for f in files], dtype=np.int64)
+    if listing.pair and lengths.min() < 2:
+        raise DataError(
+            f"data.source {cfg.source!r}: {listing.rel_paths[int(lengths.argmin())]} holds "
+            f"{lengths.min()} tokens, expected at least 2"
+        )
+    segments = Segments(
+        files=files,
+        file_S=np.arange(len(files), dtype=np.int64),
+        start_S=np.zeros_like(lengths),
+        end_S=lengths,
+        names=listing.rel_paths,
+    )
+    return Tokenized(fingerprint=fingerprint, segments=segments, pair=listing.pair, bos_id=None, eos_id=None)
+
+
 def _token_file(path: Path, dtype: str, vocab_size: int | None) -> TokenFile:
     """A validated pre-tokenized file: whole elements, integer ids, and every id < vocab_size."""
     if path.suffix == ".npy":
+        with open(path, "rb") as f:
+            if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:  # else numpy guesses a pickle and says so
+                raise DataError(
+                    f"data.source {str(path)!r}: no .npy header (expected a token array written by numpy.save)"
+                )
         try:
             arr = np.load(path, mmap_mode="r")
         except ValueError as e:

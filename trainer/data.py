@@ -12,8 +12,6 @@ within one document, which the attention-sink and long-context probes rely on.
 from __future__ import annotations
 
 import functools
-import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gatelab.trainer.corpus import DataConfig, DataError, Segments, tokenize_source
+from gatelab.trainer.corpus import DataConfig, DataError, Segments, split_train_val, tokenize_source
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -135,11 +133,7 @@ class CorpusSplits:
 def load_corpus(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = None) -> Corpus:
     """Tokenize (or load the cache), check ids < vocab_size when given, and split train/validation."""
     tok = tokenize_source(cfg, Path(cache_dir), vocab_size)
-    if tok.pair:
-        train, val = tok.segments.subset(np.array([0])), tok.segments.subset(np.array([1]))
-    else:
-        # Without BOS a window needs 2 tokens: one input, one target.
-        train, val = _split(tok.segments, cfg.val_percent, min_tokens=1 if tok.bos_id is not None else 2)
+    train, val = split_train_val(tok, cfg.val_percent)
     return Corpus(fingerprint=tok.fingerprint, train=train, val=val, bos_id=tok.bos_id, eos_id=tok.eos_id)
 
 
@@ -190,34 +184,6 @@ def sample_index(i: int, n: int, seed: int) -> int:
     """Window index of global training sample i (0-based, counted over all epochs). Recomputes the epoch's
     permutation: a loop over many samples should call `epoch_permutation` once per epoch instead."""
     return int(epoch_permutation(n, seed, i // n)[i % n])
-
-
-def _split(segments: Segments, val_percent: float, min_tokens: int) -> tuple[Segments, Segments]:
-    """Validation = files whose sha256(relative path) bucket < val_percent: the same on every machine and
-    unaffected by adding other files (Python's hash() is salted per process). When that leaves a split
-    empty (a single file, a handful of files), the last val_percent of the tokens is validation instead."""
-    buckets = [int.from_bytes(hashlib.sha256(n.encode()).digest()[:8], "big") % 10_000 for n in segments.names]
-    is_val_S = np.array(buckets, dtype=np.int64) < round(val_percent * 100)
-    if is_val_S.any() and not is_val_S.all():
-        return segments.subset(~is_val_S), segments.subset(is_val_S)
-    len_S = segments.end_S - segments.start_S
-    total = int(len_S.sum())
-    n_val = max(math.ceil(total * val_percent / 100), min_tokens)
-    if total - n_val < min_tokens:
-        raise DataError(
-            f"data source {segments.names[0]!r}: {total} tokens are too few to split off {n_val} for validation"
-        )
-    seen_S1 = np.concatenate([[0], np.cumsum(len_S)])
-    k = int(np.searchsorted(seen_S1, total - n_val, side="right")) - 1  # the segment the cut falls in
-    cut = int(segments.start_S[k] + total - n_val - seen_S1[k])
-    idx_S = np.arange(len(len_S))
-    cut_inside = cut > segments.start_S[k]  # else the cut falls on a segment boundary
-    train = segments.subset(idx_S[: k + 1] if cut_inside else idx_S[:k])
-    val = segments.subset(idx_S[k:])
-    if cut_inside:
-        train.end_S[-1] = cut  # subset() copied the arrays, so this edits only this split
-    val.start_S[0] = cut
-    return train, val
 
 
 def _windows(corpus: Corpus, segments: Segments, seq_len: int, full_only: bool) -> TokenWindows:

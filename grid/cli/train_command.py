@@ -13,11 +13,10 @@ from pathlib import Path
 
 from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.grid.spec.identity import trial_key
-from gatelab.grid.spec.trial_file import load_trial_config
+from gatelab.grid.spec.trial_file import load_trial_with_data
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT
 from gatelab.trainer.config.outcome import DiskFull, Status, TrialPreempted
 from gatelab.trainer.config.trial import run_params
-from gatelab.trainer.corpus import data_fingerprint
 
 TRAIN_EXPERIMENT = "gatelab-train"
 SUMMARY_KEYS = (
@@ -43,8 +42,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.tracking.outbox import JOURNAL_NAME
     from gatelab.tracking.server_watch import ServerWatch
 
-    config = load_trial_config(Path(args.config), args.set or [])
-    fingerprint = data_fingerprint(config.data)  # a missing or empty dataset fails here, before any run
+    # Bad config or bad data fails here, before the home, a server or a run exists.
+    config, fingerprint = load_trial_with_data(Path(args.config), args.set or [])
     key = trial_key(config, fingerprint)
     store = Store.open(args.home)
     trial_dir = store.checkpoints_dir / key

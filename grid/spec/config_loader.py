@@ -52,7 +52,16 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """(data, line of each dotted key). YAML syntax errors become ConfigErrors with their line."""
-    text = Path(path).read_text()
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            "",
+            f"expected UTF-8 text (YAML), found byte 0x{raw[err.start]:02x}",
+            str(path),
+            raw.count(b"\n", 0, err.start) + 1,
+        ) from None
     try:
         node = yaml.compose(text, Loader=_SAFE_LOADER)
         data = yaml.load(text, Loader=_SAFE_LOADER)
@@ -93,6 +102,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 _BARE_EXPONENT = re.compile(r"^[-+]?\d+(\.\d*)?[eE][-+]?\d+$")
+
+
+def from_override(err: ConfigError, overridden: list[str]) -> ConfigError | None:
+    """The error placed on the command line (`--set: KEY: ...`) when its key is, or lies inside, a key a
+    `--set` gave; None when the key comes from the file. A file line would point at text the user did not write."""
+    if any(err.key == key or err.key.startswith(key + ".") for key in overridden):
+        return ConfigError(err.key, err.message, "--set", value=err.value)
+    return None
 
 
 def set_dotted(data: dict, key: str, value: Any) -> dict:

@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gatelab.grid.spec.config_loader import ConfigError, build, convert, parse_override, read_yaml, set_dotted
+from gatelab.grid.spec.config_loader import (
+    ConfigError,
+    build,
+    convert,
+    from_override,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
 from gatelab.grid.spec.examples import no_such_file, resolve_config_path
 from gatelab.grid.spec.expand import data_prints, field_hint, resolved
 from gatelab.grid.spec.file_kinds import GRID_KEYS, refuse_trial_config_as_grid
@@ -45,9 +53,10 @@ class _Where:
         if err.source != "<config>":
             return err  # located already (a YAML syntax error, a --set that does not parse)
         key, message = err.key, _with_yaml_hint(err.message)
-        if any(key == k or key.startswith(k + ".") for k in self.overridden):
-            return ConfigError(key, message, "--set", value=err.value)
         located = ConfigError(key, message, value=err.value)
+        on_command_line = from_override(located, self.overridden)
+        if on_command_line is not None:
+            return on_command_line
         if self.base_source and key.startswith("base."):
             return located.located(self.base_source, self.base_lines)
         return located.located(self.source, self.lines)
