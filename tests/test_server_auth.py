@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import stat
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gatelab.grid.dispatch.worker import TrialJob
 from gatelab.tracking import server as server_module
 from gatelab.tracking.server_auth import (
     ServerAuthError,
@@ -28,8 +30,39 @@ from gatelab.tracking.server_auth import (
     uri_is_loopback,
 )
 from gatelab.tracking.store import Store
+from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
 
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+TINY_TRIAL = TrialConfig(
+    variant="g1_elementwise_sigmoid",
+    schedule=ScheduleConfig(max_steps=2, batch_size=2, log_every=1),
+    eval=EvalConfig(every=2, batches=1, long_context_factors=(1,)),
+    checkpoint=CheckpointConfig(every=2, keep_last=1),
+)
+# A process that shares only the home with the server's (no credentials in its environment), as a trial's
+# worker on another node: signing in to another server must not help it; run_grid_trial signs in by itself.
+WORKER = """
+import pickle, sys
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from gatelab.grid.dispatch.worker import run_grid_trial
+from gatelab.tracking.server import use_server_credentials
+from gatelab.tracking.store import Store
+
+home, uri, job_path = sys.argv[1:]
+
+def read(label):
+    try:
+        MlflowClient(uri).get_experiment_by_name("auth-grid")
+        print(label + ": read")
+    except MlflowException as error:
+        print(label + (": refused" if "401" in str(error) else ": " + str(error)))
+
+use_server_credentials(Store(home), uri.rsplit(":", 1)[0] + ":1")
+read("other server")
+read("own server")
+print("trial:", run_grid_trial(pickle.loads(open(job_path, "rb").read())).status)
+"""
 
 
 @pytest.fixture
@@ -142,22 +175,33 @@ def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path,
         )
         assert {e["name"] for e in names.json()["experiments"]} == {"auth-grid", "Default"}  # no "intruder"
 
-        # A worker on another node shares only the home: it signs in from there, and only to that server.
-        worker = (
-            "import sys; from mlflow import MlflowClient; from mlflow.exceptions import MlflowException\n"
-            "from gatelab.tracking.server import use_server_credentials; from gatelab.tracking.store import Store\n"
-            "home, uri = sys.argv[1:]\n"
-            "use_server_credentials(Store(home), uri.rsplit(':', 1)[0] + ':1')  # another server: nothing sent\n"
-            "try:\n    MlflowClient(uri).get_experiment_by_name('auth-grid'); print('no auth asked')\n"
-            "except MlflowException as e:\n    print('refused', '401' in str(e))\n"
-            "use_server_credentials(Store(home), uri)\n"
-            "print('signed in', MlflowClient(uri).get_experiment_by_name('auth-grid').name)\n"
+        # A trial's worker on another node shares only the home: run_grid_trial signs in from there, and only
+        # to that server (the job's tracking URI is the one the home records).
+        job = TrialJob(
+            key="w1",
+            config=TINY_TRIAL,
+            run_name="baseline [w1]",
+            tags={},
+            tracking_uri=uri,
+            experiment="auth-grid",
+            parent_run_id=None,
+            checkpoint_root=str(store.checkpoints_dir),
+            cache_dir=str(store.cache_dir),
+            home=str(store.home),
         )
+        (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
         env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
         out = subprocess.run(
-            [sys.executable, "-c", worker, str(store.home), uri], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", WORKER, str(store.home), uri, str(tmp_path / "job.pkl")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        assert out.stdout.split("\n")[:2] == ["refused True", "signed in auth-grid"], out.stdout + out.stderr
+        assert out.stdout.split("\n")[:3] == ["other server: refused", "own server: refused", "trial: finished"], (
+            out.stdout + out.stderr
+        )
+        assert trial_records(uri, "auth-grid")["w1"].status == "finished"
 
         note = sign_in_note(store, uri)  # what `gatelab ui` prints: where the password is, not the password
         assert str(store.server_credentials_path) in note and credentials["password"] not in note
