@@ -203,5 +203,15 @@ def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path,
         )
         assert trial_records(uri, "auth-grid")["w1"].status == "finished"
 
-        note = sign_in_note(store, uri)  # what `gatelab ui` prints: where the password is, not the password
-        assert str(store.server_credentials_path) in note and credentials["password"] not in note
+        # `gatelab ui` in another shell finds the running server, which the browser will ask to sign in to: it
+        # says where the password is, never the password (terminals are logged and shared).
+        ui = subprocess.run(
+            [sys.executable, "-m", "gatelab.grid.cli", "ui", "--home", str(store.home)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ui.returncode == 0 and f"already running at {uri}" in ui.stdout, ui.stdout + ui.stderr
+        assert f"user gatelab, the password is in {store.server_credentials_path}" in ui.stdout
+        assert credentials["password"] not in ui.stdout + ui.stderr
