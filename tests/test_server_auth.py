@@ -119,9 +119,21 @@ def test_credentials_are_made_once_and_only_their_owner_may_read_them(tmp_path):
 def test_a_lost_credentials_file_is_not_silently_replaced(tmp_path):
     store = Store(tmp_path / "home").ensure()
     store.server_auth_db_path.write_bytes(b"")  # the users of an earlier server, with its admin's password
-    with pytest.raises(ServerAuthError, match=r"mlflow-auth\.json is missing but .*mlflow-auth\.db"):
+    with pytest.raises(ServerAuthError, match=r"mlflow-auth\.db: .* mlflow-auth\.json, which is missing") as error:
         ensure_credentials(store)
+    assert error.value.path == store.server_auth_db_path
     assert not store.server_credentials_path.exists()
+    # From the command line: one line naming the file, exit 2, and no server started.
+    result = subprocess.run(
+        [sys.executable, "-m", "gatelab.grid.cli", "ui", "--home", str(store.home)],
+        env={**os.environ, "GATELAB_MLFLOW_HOST": "10.0.0.1"},  # fails before it binds: any address will do
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"gatelab: error: {store.server_auth_db_path}: ")
+    assert not store.server_state_path.exists() and not store.server_credentials_path.exists()
 
 
 @pytest.mark.mlflow

@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from gatelab.tracking.store import Store
@@ -37,8 +38,14 @@ DEFAULT_PERMISSION = "NO_PERMISSIONS"
 _LOOPBACK_NAMES = {"localhost"}
 
 
-class ServerAuthError(RuntimeError):
-    """The home's server credentials are unreadable or no longer match its user database."""
+class ServerAuthError(ValueError):
+    """The home's server credentials are unreadable or no longer match its user database: the CLI's one-line
+    error (exit 2), naming the file to fix."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        """The file at fault."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,9 @@ def read_credentials(store: Store) -> ServerCredentials | None:
         return None
     except (OSError, ValueError, TypeError) as error:
         raise ServerAuthError(
-            f"{path}: cannot read the MLflow server's credentials ({error}); if the file is damaged, stop the "
-            f"server (gatelab stop-server), delete it and {store.server_auth_db_path.name}, and start again"
+            path,
+            f"cannot read the MLflow server's credentials ({error}); if the file is damaged, stop the server "
+            f"(gatelab stop-server), delete it and {store.server_auth_db_path.name}, and start again",
         ) from error
 
 
@@ -90,8 +98,9 @@ def ensure_credentials(store: Store) -> ServerCredentials:
         return existing
     if store.server_auth_db_path.exists():  # MLflow keeps the admin's first password: a new one would not work
         raise ServerAuthError(
-            f"{store.server_credentials_path} is missing but {store.server_auth_db_path} still holds the MLflow "
-            "server's users with the old password; delete that file too to make new credentials"
+            store.server_auth_db_path,
+            f"holds the MLflow server's users with the password of {store.server_credentials_path.name}, which "
+            "is missing; delete this file too to make new credentials",
         )
     made = ServerCredentials(
         username=ADMIN_USERNAME, password=secrets.token_urlsafe(32), secret_key=secrets.token_hex(32)
