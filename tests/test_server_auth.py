@@ -152,6 +152,7 @@ def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path,
         assert uri.startswith(f"http://{address}:")
         credentials = json.loads(store.server_credentials_path.read_text())
         assert stat.S_IMODE(store.server_credentials_path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(store.server_auth_db_path.stat().st_mode) == 0o600  # the users' password hashes
         pid = server_module.read_state(store).pid
         assert credentials["password"].encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()  # `ps` shows it
 

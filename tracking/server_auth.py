@@ -15,7 +15,8 @@ basic-auth`, from the `mlflow[auth]` extra):
   the server of a home (tracking/server.py), so processes started afterwards (a local Ray's workers) inherit
   them; a trial on another node signs in from the home its job names.
 
-The users live in `<home>/mlflow-auth.db`; MLflow reads the admin password only when it first creates that user.
+The users live in `<home>/mlflow-auth.db` (also 0600: it holds their password hashes); MLflow reads the admin
+password only when it first creates that user.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def server_env(store: Store, host: str) -> dict[str, str]:
     if is_loopback(host):
         return {}
     credentials = ensure_credentials(store)
+    # The users' password hashes: made 0600 here, before MLflow creates it with the default mode.
+    os.close(os.open(store.server_auth_db_path, os.O_WRONLY | os.O_CREAT, 0o600))
     config = (
         "[mlflow]\n"
         f"default_permission = {DEFAULT_PERMISSION}\n"
