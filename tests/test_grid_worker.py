@@ -49,6 +49,7 @@ def _lost_job(tmp_path):
         parent_run_id="p",
         checkpoint_root=str(tmp_path),
         cache_dir=str(tmp_path),
+        home=str(tmp_path),
     )
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 import requests
 from mlflow.tracking import MlflowClient
 
+from gatelab.tracking.server_auth import request_auth
+
 BULK_ROUTE = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 MAX_RUNS_PER_REQUEST = 100  # the server's limit (mlflow/server/handlers.py)
 MAX_POINTS_PER_REQUEST = 25_000  # likewise: a response this long may be cut
@@ -35,6 +37,7 @@ def histories(uri: str, run_ids: Sequence[str], keys: Iterable[str]) -> dict[str
                 out[run_id][key] = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         return out
     with requests.Session() as session:
+        session.auth = request_auth()  # a server bound beyond loopback answers 401 without it
         for key in keys:
             for start in range(0, len(run_ids), MAX_RUNS_PER_REQUEST):
                 _fetch(session, uri.rstrip("/"), list(run_ids[start : start + MAX_RUNS_PER_REQUEST]), key, out)

@@ -9,6 +9,9 @@ finds a live, healthy server there uses it instead of starting a second one; sta
 serialised by an flock on `<home>/mlflow-server.lock`. The server runs in its own session (process group) so it
 survives Ctrl-C of a client and so stopping it also ends the uvicorn worker it spawns.
 
+Bound beyond loopback (GATELAB_MLFLOW_HOST on a cluster), the server runs MLflow's basic-auth app and every
+gatelab client signs in with the home's credentials (tracking/server_auth.py).
+
 MLflow's job runner (huey consumers, for GenAI jobs) is disabled: gatelab does not use it, it adds ~10 s to
 start-up, and on SIGTERM the consumers were seen to outlive the server.
 """
@@ -31,10 +34,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gatelab.tracking.server_auth import server_args, server_env, use_credentials
 from gatelab.tracking.store import Store
 
 # Loopback by default. On a cluster the head sets GATELAB_MLFLOW_HOST to its private address so GPU workers
-# can log to it (docs/cluster.md); never a public address.
+# can log to it (docs/cluster.md), and the server then asks for credentials; never a public address.
 HOST = os.environ.get("GATELAB_MLFLOW_HOST", "127.0.0.1")
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # Servers started by this process, by pid: waited on when stopped so they do not linger as zombies.
@@ -75,6 +79,7 @@ def server_command(store: Store, port: int) -> list[str]:
         HOST,
         "--port",
         str(port),
+        *server_args(HOST, port),
     ]
 
 
@@ -104,11 +109,23 @@ def read_state(store: Store) -> ServerInfo | None:
 
 
 def running_server(store: Store) -> ServerInfo | None:
-    """The recorded server if its process is alive, is an mlflow server on that port, and answers /health."""
+    """The recorded server if its process is alive, is an mlflow server on that port, and answers /health;
+    this process's MLflow clients then sign in to it where it needs credentials."""
     info = read_state(store)
     if info is None or not _pid_alive(info.pid) or not _is_mlflow_server(info.pid, info.port):
         return None
-    return info if is_healthy(info.uri) else None
+    if not is_healthy(info.uri):
+        return None
+    use_credentials(store, info.uri)
+    return info
+
+
+def use_server_credentials(store: Store, uri: str) -> None:
+    """In a trial's worker: sign in to `uri` when it is the server the home records, never to another server
+    (a grid's own tracking.uri must not receive the home's credentials)."""
+    info = read_state(store)
+    if info is not None and info.uri == uri.rstrip("/"):
+        use_credentials(store, info.uri)
 
 
 def ensure_server(store: Store, *, timeout_s: float = 120.0) -> tuple[ServerInfo, bool]:
@@ -207,6 +224,7 @@ def _interrupt_on(*signals: int) -> None:
 def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> ServerInfo:
     """Spawn a server (caller holds the lock); a random port that another process grabbed is retried."""
     attempts = 1 if port is not None else 3
+    auth_env = server_env(store, HOST)
     for attempt in range(attempts):
         chosen = port if port is not None else free_port()
         uri = f"http://{HOST}:{chosen}"
@@ -218,7 +236,7 @@ def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> Server
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=store.home,
-                env={**os.environ, **_SERVER_ENV},
+                env={**os.environ, **_SERVER_ENV, **auth_env},
                 start_new_session=True,  # own process group: killpg ends uvicorn too; Ctrl-C of a client does not
             )
         _CHILDREN[proc.pid] = proc
@@ -234,6 +252,7 @@ def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> Server
         tmp = store.server_state_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(asdict(info)))
         os.replace(tmp, store.server_state_path)
+        use_credentials(store, uri)
         return info
     raise AssertionError("unreachable")
 

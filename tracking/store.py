@@ -6,6 +6,8 @@ and on storage").
     <home>/checkpoints/         Lightning checkpoints, one folder per trial
     <home>/cache/               tokenised data and other rebuildable files
     <home>/mlflow-server.json   {pid, port, uri} of the live local server (tracking/server.py)
+    <home>/mlflow-auth.json     the server's basic-auth credentials, mode 0600, when it binds beyond loopback
+    <home>/mlflow-auth.ini      its auth config, and <home>/mlflow-auth.db its users (tracking/server_auth.py)
 
 The home is `--home`, else `$GATELAB_HOME`, else `./gatelab-runs`.
 
@@ -62,6 +64,12 @@ class Store:
     """stdout/stderr of the local MLflow server."""
     server_lock_path: Path = field(init=False)
     """flock file that serialises starting/stopping the server across processes."""
+    server_credentials_path: Path = field(init=False)
+    """JSON {username, password, secret_key} of the server's basic auth (mode 0600; beyond loopback only)."""
+    server_auth_config_path: Path = field(init=False)
+    """MLflow's auth config (ini) for the server's basic-auth app; holds no secret."""
+    server_auth_db_path: Path = field(init=False)
+    """SQLite users and permissions of the server's basic-auth app."""
     tracking_uri: str = field(init=False)
     """`sqlite:///<abs path to mlflow.db>`: the backend URI; clients normally use the server's http URI."""
 
@@ -76,6 +84,9 @@ class Store:
             "server_state_path": home / "mlflow-server.json",
             "server_log_path": home / "mlflow-server.log",
             "server_lock_path": home / "mlflow-server.lock",
+            "server_credentials_path": home / "mlflow-auth.json",
+            "server_auth_config_path": home / "mlflow-auth.ini",
+            "server_auth_db_path": home / "mlflow-auth.db",
         }
         # str(abs path) starts with "/", giving the four slashes SQLAlchemy expects for an absolute path.
         values["tracking_uri"] = f"sqlite:///{values['db_path']}"

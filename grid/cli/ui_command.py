@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import webbrowser
+from collections.abc import Callable
 from pathlib import Path
 
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
@@ -18,7 +19,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from gatelab.tracking.server import ui
 
     if args.grid is None:
-        return ui(Store.open(args.home), port=args.port, on_ready=_open if args.open else None)
+        store = Store.open(args.home)
+        return ui(store, port=args.port, on_ready=_signed_in(store, _open if args.open else None))
     spec = load_grid(Path(args.grid), args.set or [])  # bad input: one line, exit 2, before any server starts
     from gatelab.grid.dispatch.ray_jobs import experiment_name
 
@@ -29,7 +31,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         _print_grid_pages(uri, spec.name, experiment_name(spec), keys, args.open)
 
     if spec.tracking.uri is None:
-        return ui(Store.open(args.home), port=args.port, on_ready=show)
+        store = Store.open(args.home)
+        return ui(store, port=args.port, on_ready=_signed_in(store, show))
     if not spec.tracking.uri.startswith(("http://", "https://")):
         raise ValueError(
             f"grid {spec.name} logs to tracking.uri {spec.tracking.uri}, which is not an MLflow server's "
@@ -37,6 +40,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
         )
     show(spec.tracking.uri.rstrip("/"))  # the grid's own server: nothing to start here
     return 0
+
+
+def _signed_in(store: Store, then: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Once the UI answers: say where its password is when the server asks for one, then run `then`."""
+    from gatelab.tracking.server_auth import sign_in_note
+
+    def on_ready(uri: str) -> None:
+        note = sign_in_note(store, uri)
+        if note is not None:
+            print(note, flush=True)
+        if then is not None:
+            then(uri)
+
+    return on_ready
 
 
 def _open(url: str) -> None:

@@ -41,7 +41,10 @@ def _train_loop(payload: dict) -> None:
     if rank == 0:
         from gatelab.tracking.mlflow_tracker import MlflowTracker
         from gatelab.tracking.outbox import JOURNAL_NAME
+        from gatelab.tracking.server import use_server_credentials
+        from gatelab.tracking.store import Store
 
+        use_server_credentials(Store(payload["home"]), payload["tracking_uri"])
         tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"], journal=trial_dir / JOURNAL_NAME)
     else:
         tracker = InMemoryTracker()  # other ranks compute the same metrics; only rank 0's are kept
@@ -77,6 +80,7 @@ def run_ddp_trial(job, run_id: str, trial_dir: Path) -> TrialResult:
             "run_id": run_id,
             "trial_dir": str(trial_dir),
             "cache_dir": job.cache_dir,
+            "home": job.home,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=job.gpus > 0, resources_per_worker=per_worker),
         run_config=RunConfig(

@@ -115,6 +115,7 @@ def trial_job(
         parent_run_id=parent_run_id,
         checkpoint_root=spec.storage.root(store.checkpoints_dir),
         cache_dir=str(store.cache_dir),
+        home=str(store.home),
         ddp_workers=res.ddp_workers,
         cpus=res.cpus,
         gpus=res.gpus,

@@ -44,6 +44,8 @@ class TrialJob:
     """Trial directories live at checkpoint_root/<key> (shared storage on a cluster)."""
     cache_dir: str
     """Tokenized-corpus cache."""
+    home: str
+    """The gatelab home: where a worker on any node finds the credentials of the home's MLflow server."""
     ddp_workers: int = 1
     """Processes training the trial: > 1 runs DDP through Ray Train (grid.ddp)."""
     cpus: int = 1
@@ -80,7 +82,10 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     with _first_import_without_collector("gatelab.tracking.ledger"):
         from gatelab.tracking.ledger import ERROR_TAG, file_lock, open_trial_run
         from gatelab.tracking.outbox import JOURNAL_NAME
+        from gatelab.tracking.server import use_server_credentials
+        from gatelab.tracking.store import Store
     import_s = time.perf_counter() - import_started
+    use_server_credentials(Store(job.home), job.tracking_uri)
 
     trial_dir = Path(job.checkpoint_root) / job.key
     with file_lock(trial_dir / ".lock", blocking=False) as acquired:
