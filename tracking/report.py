@@ -89,18 +89,20 @@ class Report:
     """Whether the files went to the parent run (proxied artifacts need the server's URI)."""
     orderings: tuple[OrderingCheck, ...] = ()
     """The paper's headline orderings as measured here (tracking/claims.py)."""
+    other_runs: int = 0
+    """Trial runs of the experiment that are no trial of this grid (another `--set`, an edited grid file)."""
     forest: Forest | None = None
     """The forest plot's numbers: each variant's paired difference to the baseline, interval and verdict
     (tracking/forest.py); also written as forest.json."""
 
 
-def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[TrialOutcome]:
-    """Every trial's run, metrics and histories; with `histograms`, the gated trials' probes.json, read only
+def collect(uri: str, inp: ReportInput, records: dict, *, histograms: bool = True) -> list[TrialOutcome]:
+    """Every trial's run, metrics and histories (`records`: the experiment's trial runs by key, as
+    tracking.ledger.trial_records reads them); with `histograms`, the gated trials' probes.json, read only
     through an http(s) server URI (the store serves artifacts only through its server, tracking/__init__.py).
     In bulk: the runs in one search, the histories ~100 runs per request (tracking/bulk_history.py), the
     artifacts several at a time."""
     client = MlflowClient(tracking_uri=uri)
-    records = trial_records(uri, inp.experiment)
     artifacts = histograms and uri.startswith(("http://", "https://"))
     done = {t.key: records[t.key] for t in inp.trials if t.key in records and records[t.key].status in DONE_STATUSES}
     history = histories(uri, [r.run_id for r in done.values()], HISTORIES)
@@ -345,6 +347,7 @@ def blocks(
         ),
         ("h2", "Results"),
         ("table", [c.header for c in cols], [[c.text(r) for c in cols] for r in rows]),
+        *(("p", note) for note in inp.notes),
     ]
     if sweep:
         lrs = sorted({t.lr for t in inp.trials})
@@ -489,7 +492,8 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = collect(uri, inp, histograms=fmt != "csv")
+    records = trial_records(uri, inp.experiment)
+    outcomes = collect(uri, inp, records, histograms=fmt != "csv")
     rows = build_rows(inp, outcomes)
     sweep = len({t.lr for t in inp.trials}) > 1
     cols = columns(inp, rows, sweep, long_factor(outcomes))
@@ -533,6 +537,7 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         max_stable=stable,
         artifacts_logged=artifacts_logged,
         orderings=tuple(orderings),
+        other_runs=len(set(records) - {t.key for t in inp.trials}),
         forest=answer,
     )
 

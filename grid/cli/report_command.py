@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gatelab.grid.cli.terminal import other_trials_line
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
-from gatelab.grid.spec.expand import Trial, expand, format_value, short_keys
+from gatelab.grid.spec.expand import Trial, expand, format_value, short_keys, value_at
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.seed_policy import Comparison, comparisons
@@ -22,11 +23,49 @@ from gatelab.trainer.config.model_cost import added_params
 _ROW_AXES = ("variant", "seed", "optim.lr")
 
 
-def condition(trial: Trial) -> str:
-    """The trial's axis values other than variant, seed and LR, e.g. 'n_layers=6' ('' when none)."""
-    others = tuple(key for key in trial.overrides if key not in _ROW_AXES)
-    short = short_keys(others)
-    return " ".join(f"{short[key]}={format_value(trial.overrides[key])}" for key in others)
+def condition_keys(spec: GridSpec, trials: list[Trial]) -> tuple[str, ...]:
+    """The keys whose values split report rows into conditions: every key an axis or an include entry sets,
+    other than variant, seed and LR. In a zip grid that zips one of those, the other zipped axes go with it
+    (each variant, seed or LR has its own value): they describe the row's trials, not a condition of their own,
+    or a parameter-matched baseline zipped with `n_layers` would have no baseline to pair with."""
+    keys = dict.fromkeys(key for t in trials for key in t.overrides if key not in _ROW_AXES)
+    return tuple(key for key in keys if key not in zipped_with_row_axes(spec))
+
+
+def zipped_with_row_axes(spec: GridSpec) -> tuple[str, ...]:
+    """The axes a zip grid ties to its variant, seed or LR axis (none in a crossed grid)."""
+    if spec.combine != "zip" or not any(key in spec.axes for key in _ROW_AXES):
+        return ()
+    return tuple(key for key in spec.axes if key not in _ROW_AXES)
+
+
+def condition(trial: Trial, keys: tuple[str, ...]) -> str:
+    """The trial's values of the condition keys, e.g. 'n_layers=6' ('' when none). Read from its resolved
+    config, so an include entry that leaves a key at the base's value lands in that condition, not in ''."""
+    short = short_keys(keys)
+    return " ".join(f"{short[key]}={format_value(value_at(trial.config, key))}" for key in keys)
+
+
+def zipped_note(spec: GridSpec, trials: list[Trial]) -> str | None:
+    """What each variant (at each LR, seed) was trained with when its zip axes are not conditions."""
+    tied = zipped_with_row_axes(spec)
+    if not tied:
+        return None
+    short = short_keys(tied)
+    said = {}
+    for t in trials:
+        where = t.config.variant + "".join(
+            f" {name}={format_value(value_at(t.config, key))}"
+            for key, name in (("optim.lr", "lr"), ("seed", "seed"))
+            if key in spec.axes
+        )
+        said[where] = " ".join(f"{short[key]}={format_value(value_at(t.config, key))}" for key in tied)
+    return (
+        f"combine: zip ties {', '.join(tied)} to the {'/'.join(k for k in _ROW_AXES if k in spec.axes)} axis, so "
+        "rows are not split by it and ΔPPL pairs across it; each trial was trained with: "
+        + "; ".join(f"{where}: {values}" for where, values in said.items())
+        + "."
+    )
 
 
 def report_input(spec: GridSpec, trials: list[Trial], margin: float):
@@ -56,13 +95,14 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             paper_f_attn=paper.f_attn,
             axes=variant.axes,
         )
+    keys = condition_keys(spec, trials)
     specs = tuple(
         TrialSpec(
             key=t.key,
             variant=t.config.variant,
             seed=t.config.seed,
             lr=t.config.optim.lr,
-            condition=condition(t),
+            condition=condition(t, keys),
             label=t.label,
             seq_len=t.config.seq_len,
         )
@@ -90,6 +130,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         trials=specs,
         variants=variants,
         margin=margin,
+        notes=tuple(note for note in (zipped_note(spec, trials),) if note),
         **seeds,
     )
 
@@ -187,6 +228,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"grid {spec.name}: {len(report.rows)} variants, {done} trials done, {len(unfinished)} unfinished")
         for outcome in unfinished:
             print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
+        hint = other_trials_line(inp.experiment, report.other_runs, sum(o.run_id is not None for o in report.outcomes))
+        if hint:
+            print(hint)
         print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")
         if report.parent_run_id:
             where = "logged under report/ on" if report.artifacts_logged else "files not logged (no server URI) to"
