@@ -134,6 +134,10 @@ def test_zipped_grid_report_finds_the_runs_submitted_with_set(zipped, capsys):
     assert "0 trials done, 3 unfinished" in printed
     assert "3 trial runs of experiment 'zipped' match none of this grid's trials" in printed
     assert "--set" in printed
+    assert main(["status", str(zipped["grid"]), "--home", str(zipped["store"].home)]) == 0
+    assert "3 trial runs of experiment 'zipped' match none of this grid's trials" in capsys.readouterr().out
+    assert main(["status", str(zipped["grid"]), "--home", str(zipped["store"].home), "--set", ZIPPED_SET]) == 0
+    assert "match none" not in capsys.readouterr().out
 
 
 # --- an LR sweep ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`gatelab report` of a grid with a `search:` block: every Optuna trial of every study, its best trial, final
-loss and spike count against each searched parameter (one series per study) and the largest stable value of
-each numeric parameter by the sweep report's rule (stats.max_stable_lr).
+loss and spike count against each numeric searched parameter (one series per study) or per value of a choice of
+strings or bools (tracking/choice_figure.py, with its numbers in a table), and the largest stable value of each
+numeric parameter by the sweep report's rule (stats.max_stable_lr).
 
 The Optuna side (the journal's trials, their states and the best trial) is read by
 grid/dispatch/search_study.py and handed over as plain data (SearchReportInput): this module reads only
@@ -20,6 +21,7 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from gatelab.tracking.choice_figure import by_category, categories, choice_strip
 from gatelab.tracking.ledger import TrialRecord, trial_records
 from gatelab.tracking.report import (
     FORMATS,
@@ -48,7 +50,10 @@ class SearchParam:
     log: bool
     """Log-uniform: drawn on a log axis."""
     numeric: bool
-    """Whether its values are numbers (a choice of strings gets no figure and no max stable value)."""
+    """Whether its values are numbers (a choice of strings or bools is drawn per value, tracking/choice_figure.py,
+    and has no max stable value)."""
+    choices: tuple = ()
+    """A choice's values in the grid's order (the categories of its figure and table); () for a range."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,39 +151,72 @@ def _trial_row(trial: SearchTrial, records: dict) -> dict:
     }
 
 
+def _points(inp: SearchReportInput, param: SearchParam, records: dict) -> dict[str, list[tuple]]:
+    """Study label -> (the trial's value of `param`, status, final val loss, spike count) per run that has a
+    result (a pruned or failed run has no final loss to draw), each run once: trials that asked the same values
+    share one run (same trial key)."""
+    out = {}
+    for study in inp.studies:
+        runs = {
+            record.run_id: (
+                trial.params[param.key],
+                record.status,
+                record.metrics.get(FINAL_VAL_LOSS, math.nan),
+                float(record.metrics.get(SPIKE_COUNT, 0.0)),
+            )
+            for trial in study.trials
+            if param.key in trial.params
+            for record in run_results(trial, records)
+            if record.status in DONE_STATUSES
+        }
+        out[study.label] = list(runs.values())
+    return out
+
+
 def _figures(inp: SearchReportInput, records: dict, stable: dict, out_dir: Path) -> list[tuple[Path, str]]:
     made = []
     for param in inp.params:
+        path = out_dir / f"search_{_FILE_UNSAFE.sub('_', param.key)}.png"
         if not param.numeric:
-            continue
-        points = {
-            study.label: [
-                (
-                    trial.params[param.key],
-                    record.status,
-                    record.metrics.get(FINAL_VAL_LOSS, math.nan),
-                    float(record.metrics.get(SPIKE_COUNT, 0.0)),
+            drawn = choice_strip(_points(inp, param, records), param.choices, path, key=param.key)
+            if drawn is not None:
+                made.append(
+                    (drawn, f"Final val loss and spike count per value of {param.key}, every finished or diverged run")
                 )
-                for trial in study.trials
-                if param.key in trial.params
-                for record in run_results(trial, records)
-                if record.status in DONE_STATUSES  # a pruned or failed run has no final loss to draw
-            ]
-            for study in inp.studies
-        }
-        path = lr_sweep(
-            points,
+            continue
+        drawn = lr_sweep(
+            _points(inp, param, records),
             {study.label: stable[study.name].get(param.key) for study in inp.studies},
-            out_dir / f"search_{_FILE_UNSAFE.sub('_', param.key)}.png",
+            path,
             xlabel=param.key + (" (log scale)" if param.log else ""),
             short=param.key,
             log=param.log,
         )
-        if path is not None:
+        if drawn is not None:
             made.append(
-                (path, f"Final val loss and spike count against {param.key}, every finished run, one series per study")
+                (drawn, f"Final val loss and spike count against {param.key}, every finished run, one series per study")
             )
     return made
+
+
+def _choice_tables(inp: SearchReportInput, records: dict) -> list[tuple]:
+    """Per searched choice of strings or bools: each study's runs summarised per value (the figure's numbers)."""
+    items = []
+    for param in inp.params:
+        if param.numeric:
+            continue
+        points = _points(inp, param, records)
+        labels = categories(param.choices, points)
+        rows = [
+            [label, value, str(s.runs), _fmt(s.loss), _fmt(s.spikes), str(s.diverged)]
+            for label, study_points in points.items()
+            for value, s in by_category(study_points, labels).items()
+        ]
+        items += [
+            ("h2", f"Per value of {param.key}"),
+            ("table", ["Study", param.key, "Runs", "Final val loss (mean)", "Spikes (mean)", "Diverged"], rows),
+        ]
+    return items
 
 
 def _tables(inp: SearchReportInput, rows: dict, stable: dict) -> tuple[list, list, list, list]:
@@ -284,6 +322,7 @@ def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish
                 "loss and spike count (mean over the study's grid points).",
             ),
             ("table", trial_header, trial_rows),
+            *_choice_tables(inp, records),
             ("h2", "Figures"),
             *(("img", path, caption) for path, caption in pictures),
         ]

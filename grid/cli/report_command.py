@@ -170,6 +170,7 @@ def search_report_input(spec: GridSpec, store, margin: float):
             # bools are ints to Python but not a scale to draw or a "largest stable" to find
             numeric=p.kind != "choice"
             or all(isinstance(c, int | float) and not isinstance(c, bool) for c in p.choices),
+            choices=p.choices,
         )
         for p in search.params
     )
