@@ -5,8 +5,8 @@ numeric parameter by the sweep report's rule (stats.max_stable_lr).
 
 The Optuna side (the journal's trials, their states and the best trial) is read by
 grid/dispatch/search_study.py and handed over as plain data (SearchReportInput): this module reads only
-MLflow (each trial's runs, by the trial keys Optuna stored) and writes the files, like tracking/report.py,
-whose document writers and parent-run logging it shares.
+MLflow (each trial's runs, by the trial keys Optuna stored) and writes the files, through the output folder,
+document writers and parent-run logging it shares with tracking/report.py (tracking/report_output.py).
 """
 
 from __future__ import annotations
@@ -18,21 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-
 from gatelab.tracking.choice_figure import by_category, categories, choice_strip
 from gatelab.tracking.ledger import TrialRecord, trial_records
-from gatelab.tracking.report import (
-    FORMATS,
-    _csv,
-    _html,
-    _md,
-    _no_artifact_progress_bars,
-    _serves_artifacts,
-    find_parent_run,
-)
 from gatelab.tracking.report_figures import lr_sweep
+from gatelab.tracking.report_output import publish_on_parent, report_folder, write_csv, write_document
 from gatelab.tracking.stats import STABLE_MARGIN, max_stable_lr
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, SPIKE_COUNT
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
@@ -272,15 +261,11 @@ def write_search_report(
     """Read the runs, tabulate, draw and write the report; with `publish`, log the files under `report/` and,
     when optim.lr is searched, `max_stable_lr.<study label>` on the grid's parent run. csv writes the tables
     only: search_studies.csv and search_trials.csv."""
-    with _no_artifact_progress_bars():
+    with report_folder(out_dir, fmt) as out_dir:
         return _write(inp, uri, out_dir, fmt, publish=publish)
 
 
 def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish: bool) -> SearchReport:
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = trial_records(uri, inp.experiment)
     stable = {
         study.name: {p.key: stable_values(study, p, records, inp.margin) for p in inp.params if p.numeric}
@@ -290,8 +275,8 @@ def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish
     study_header, study_rows, trial_header, trial_rows = _tables(inp, rows, stable)
     if fmt == "csv":
         files = [
-            _csv(out_dir / "search_studies.csv", study_header, study_rows),
-            _csv(out_dir / "search_trials.csv", trial_header, trial_rows),
+            write_csv(out_dir / "search_studies.csv", study_header, study_rows),
+            write_csv(out_dir / "search_trials.csv", trial_header, trial_rows),
         ]
     else:
         pictures = _figures(inp, records, stable, out_dir)
@@ -326,25 +311,13 @@ def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish
             ("h2", "Figures"),
             *(("img", path, caption) for path, caption in pictures),
         ]
-        path = out_dir / f"report.{fmt}"
-        path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
-        files = [path, *(p for p, _ in pictures)]
-    client = MlflowClient(tracking_uri=uri)
-    parent = find_parent_run(client, inp) if publish else None
-    logged = False
-    if parent is not None:
-        if _serves_artifacts(client, parent, uri):
-            for file in files:
-                client.log_artifact(parent, str(file), "report")
-            logged = True
-        metrics = {
-            f"max_stable_lr.{_FILE_UNSAFE.sub('_', s.label)}": stable[s.name][LR_KEY]
-            for s in inp.studies
-            if stable[s.name].get(LR_KEY) is not None
-        }
-        if metrics:
-            now = int(time.time() * 1000)
-            client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        files = [write_document(items, out_dir, fmt, f"gatelab report: {inp.grid}"), *(p for p, _ in pictures)]
+    metrics = {
+        f"max_stable_lr.{_FILE_UNSAFE.sub('_', s.label)}": stable[s.name][LR_KEY]
+        for s in inp.studies
+        if stable[s.name].get(LR_KEY) is not None
+    }
+    parent, logged = publish_on_parent(uri, inp.experiment, inp.grid, files, metrics) if publish else (None, False)
     return SearchReport(
         files=tuple(files), trials=rows, max_stable=stable, parent_run_id=parent, artifacts_logged=logged
     )
