@@ -21,6 +21,7 @@ from gatelab.grid.cli.report_command import report_input
 from gatelab.grid.dispatch.ray_jobs import experiment_name
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.seed_policy import comparisons
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
 from gatelab.tracking.choice_figure import CategoryStats, by_category, categories, choice_strip
 from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
@@ -162,31 +163,56 @@ def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
     assert row.comparison.test == "no baseline in the grid" and row.comparison.verdict == "not tested"
 
 
-def _conditions(tmp_path, **grid) -> dict[str, str]:
-    """Each trial's report condition, by label, of a tiny grid written with these keys."""
+def _spec(tmp_path, **grid):
     base = {"model": {"preset": "tiny"}, "optim": {"warmup_steps": 1}, "schedule": {"max_steps": 4, "batch_size": 2}}
     path = tmp_path / "conditions.yaml"
     path.write_text(yaml.safe_dump({"name": "conditions", "base": base, **grid}, sort_keys=False))
-    spec = load_grid(path)
+    return load_grid(path)
+
+
+def _conditions(tmp_path, **grid) -> dict[str, str]:
+    """Each trial's report condition, by label, of a tiny grid written with these keys."""
+    spec = _spec(tmp_path, **grid)
     return {t.label: t.condition for t in report_input(spec, expand(spec), 0.05).trials}
+
+
+INCLUDED = {
+    "axes": {"variant": ["baseline", "g1_elementwise_sigmoid"], "model.overrides.n_layers": [2, 3], "seed": [0, 1]},
+    "include": [
+        {"variant": "g1_headwise_sigmoid", "seed": 0},
+        {"variant": "g1_headwise_sigmoid", "optim.warmup_steps": 5},
+    ],
+}
 
 
 def test_an_include_at_the_base_value_of_an_axis_lands_in_that_values_condition(tmp_path):
     # The include leaves n_layers at the tiny preset's 2: it is compared with the baseline at n_layers=2, not
     # put in a condition '' of its own with no baseline to pair with.
-    conditions = _conditions(
-        tmp_path,
-        axes={"variant": ["baseline", "g1_elementwise_sigmoid"], "model.overrides.n_layers": [2, 3]},
-        include=[{"variant": "g1_headwise_sigmoid"}, {"variant": "g1_headwise_sigmoid", "optim.warmup_steps": 5}],
-    )
+    conditions = {label: c for label, c in _conditions(tmp_path, **INCLUDED).items() if "seed=1" not in label}
     assert conditions == {
-        "baseline n_layers=2": "n_layers=2 warmup_steps=1",
-        "baseline n_layers=3": "n_layers=3 warmup_steps=1",
-        "g1_elementwise_sigmoid n_layers=2": "n_layers=2 warmup_steps=1",
-        "g1_elementwise_sigmoid n_layers=3": "n_layers=3 warmup_steps=1",
-        "g1_headwise_sigmoid": "n_layers=2 warmup_steps=1",
+        "baseline n_layers=2 seed=0": "n_layers=2 warmup_steps=1",
+        "baseline n_layers=3 seed=0": "n_layers=3 warmup_steps=1",
+        "g1_elementwise_sigmoid n_layers=2 seed=0": "n_layers=2 warmup_steps=1",
+        "g1_elementwise_sigmoid n_layers=3 seed=0": "n_layers=3 warmup_steps=1",
+        "g1_headwise_sigmoid seed=0": "n_layers=2 warmup_steps=1",
         "g1_headwise_sigmoid warmup_steps=5": "n_layers=2 warmup_steps=5",
     }
+
+
+def test_the_seed_comparisons_see_the_same_conditions_as_the_report(tmp_path):
+    # what `gatelab plan` and a `seeds:` grid's driver pair: the include at the base's n_layers has its baseline
+    comps = {c.name: c for c in comparisons(expand(_spec(tmp_path, **INCLUDED)))}
+    headwise = comps["g1_headwise_sigmoid [model.overrides.n_layers=2 optim.warmup_steps=1]"]
+    assert sorted(headwise.variant) == [0] and sorted(headwise.baseline) == [0, 1]
+    assert comps["g1_headwise_sigmoid [model.overrides.n_layers=2 optim.warmup_steps=5]"].baseline == {}
+    # a baseline zipped with an extra layer is paired with the variant it is matched to
+    spec = _spec(
+        tmp_path,
+        combine="zip",
+        axes={"variant": ["baseline", "g1_elementwise_sigmoid"], "model.overrides.n_layers": [3, 2]},
+    )
+    [matched] = comparisons(expand(spec), spec)
+    assert matched.name == "g1_elementwise_sigmoid" and list(matched.baseline) == [0]
 
 
 def test_zipped_axes_tied_to_the_lr_are_not_conditions_but_untied_ones_are(tmp_path):

@@ -11,47 +11,24 @@ import argparse
 from pathlib import Path
 
 from gatelab.grid.cli.terminal import other_trials_line
+from gatelab.grid.spec.conditions import condition_keys, condition_text, tied_axes
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
-from gatelab.grid.spec.expand import Trial, expand, format_value, short_keys, value_at
+from gatelab.grid.spec.expand import Trial, expand, format_value, value_at
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.seed_policy import Comparison, comparisons
 from gatelab.trainer.config.catalog import load_catalog
 from gatelab.trainer.config.model_cost import added_params
 
-# Axes a report row aggregates over (seed) or summarises (LR); any other axis splits rows into conditions.
-_ROW_AXES = ("variant", "seed", "optim.lr")
-
-
-def condition_keys(spec: GridSpec, trials: list[Trial]) -> tuple[str, ...]:
-    """The keys whose values split report rows into conditions: every key an axis or an include entry sets,
-    other than variant, seed and LR. In a zip grid that zips one of those, the other zipped axes go with it
-    (each variant, seed or LR has its own value): they describe the row's trials, not a condition of their own,
-    or a parameter-matched baseline zipped with `n_layers` would have no baseline to pair with."""
-    keys = dict.fromkeys(key for t in trials for key in t.overrides if key not in _ROW_AXES)
-    return tuple(key for key in keys if key not in zipped_with_row_axes(spec))
-
-
-def zipped_with_row_axes(spec: GridSpec) -> tuple[str, ...]:
-    """The axes a zip grid ties to its variant, seed or LR axis (none in a crossed grid)."""
-    if spec.combine != "zip" or not any(key in spec.axes for key in _ROW_AXES):
-        return ()
-    return tuple(key for key in spec.axes if key not in _ROW_AXES)
-
-
-def condition(trial: Trial, keys: tuple[str, ...]) -> str:
-    """The trial's values of the condition keys, e.g. 'n_layers=6' ('' when none). Read from its resolved
-    config, so an include entry that leaves a key at the base's value lands in that condition, not in ''."""
-    short = short_keys(keys)
-    return " ".join(f"{short[key]}={format_value(value_at(trial.config, key))}" for key in keys)
+# What a report row aggregates over (seed) or summarises (LR); other keys split rows into conditions.
+ROW_AXES = ("variant", "seed", "optim.lr")
 
 
 def zipped_note(spec: GridSpec, trials: list[Trial]) -> str | None:
     """What each variant (at each LR, seed) was trained with when its zip axes are not conditions."""
-    tied = zipped_with_row_axes(spec)
+    tied = tied_axes(spec, ROW_AXES)
     if not tied:
         return None
-    short = short_keys(tied)
     said = {}
     for t in trials:
         where = t.config.variant + "".join(
@@ -59,9 +36,9 @@ def zipped_note(spec: GridSpec, trials: list[Trial]) -> str | None:
             for key, name in (("optim.lr", "lr"), ("seed", "seed"))
             if key in spec.axes
         )
-        said[where] = " ".join(f"{short[key]}={format_value(value_at(t.config, key))}" for key in tied)
+        said[where] = condition_text(t, tied)
     return (
-        f"combine: zip ties {', '.join(tied)} to the {'/'.join(k for k in _ROW_AXES if k in spec.axes)} axis, so "
+        f"combine: zip ties {', '.join(tied)} to the {'/'.join(k for k in ROW_AXES if k in spec.axes)} axis, so "
         "rows are not split by it and ΔPPL pairs across it; each trial was trained with: "
         + "; ".join(f"{where}: {values}" for where, values in said.items())
         + "."
@@ -95,14 +72,14 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             paper_f_attn=paper.f_attn,
             axes=variant.axes,
         )
-    keys = condition_keys(spec, trials)
+    keys = condition_keys(trials, ROW_AXES, spec)
     specs = tuple(
         TrialSpec(
             key=t.key,
             variant=t.config.variant,
             seed=t.config.seed,
             lr=t.config.optim.lr,
-            condition=condition(t, keys),
+            condition=condition_text(t, keys),
             label=t.label,
             seq_len=t.config.seq_len,
         )
@@ -120,7 +97,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
                     {seed: by_key[t.key] for seed, t in c.variant.items()},
                     {seed: by_key[t.key] for seed, t in c.baseline.items()},
                 )
-                for c in comparisons(trials)
+                for c in comparisons(trials, spec)
             ),
         }
     return ReportInput(
