@@ -118,11 +118,12 @@ def test_zipped_grid_has_one_row_per_variant_and_pairs_across_the_zip(zipped):
         assert rows[variant]["Test (ours)"] == "n=1, no test"
     assert rows["baseline"]["PPL (ours)"] == f"{ppl['baseline']:.3f} (n=1)"
     # what each variant was trained with is said once, under the table
-    assert "n_layers=3" in md.split("## Results")[1].split("## Figures")[0]
+    assert "baseline: n_layers=3; g1_elementwise_sigmoid: n_layers=2; g1_headwise_sigmoid: n_layers=2." in md
 
 
 def test_zipped_grid_report_finds_the_runs_submitted_with_set(zipped, capsys):
     md = (zipped["out"] / "report.md").read_text()
+    assert "; 3 trials: 3 finished." in md
     assert _table(md, "Unfinished trials") == [] and "None: every trial has finished" in md
     records = trial_records(zipped["uri"], "zipped")
     assert {records[t.key].metrics["step"] for t in zipped["trials"]} == {6.0}  # the --set's max_steps
