@@ -17,10 +17,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from gatelab.grid.cli.main import main
+from gatelab.grid.cli.report_command import report_input
 from gatelab.grid.dispatch.ray_jobs import experiment_name
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.seed_policy import comparisons
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
+from gatelab.tracking.choice_figure import CategoryStats, by_category, categories, choice_strip
 from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
 from gatelab.tracking.stats import (
     ReportInput,
@@ -158,6 +161,86 @@ def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
     alone = ReportInput(grid="g", experiment="g", preset="tiny", trials=(), variants=_variants("g1"))
     (row,) = build_rows(alone, [_outcome("g1", 0, 9.0)])
     assert row.comparison.test == "no baseline in the grid" and row.comparison.verdict == "not tested"
+
+
+def _spec(tmp_path, **grid):
+    base = {"model": {"preset": "tiny"}, "optim": {"warmup_steps": 1}, "schedule": {"max_steps": 4, "batch_size": 2}}
+    path = tmp_path / "conditions.yaml"
+    path.write_text(yaml.safe_dump({"name": "conditions", "base": base, **grid}, sort_keys=False))
+    return load_grid(path)
+
+
+def _conditions(tmp_path, **grid) -> dict[str, str]:
+    """Each trial's report condition, by label, of a tiny grid written with these keys."""
+    spec = _spec(tmp_path, **grid)
+    return {t.label: t.condition for t in report_input(spec, expand(spec), 0.05).trials}
+
+
+INCLUDED = {
+    "axes": {"variant": ["baseline", "g1_elementwise_sigmoid"], "model.overrides.n_layers": [2, 3], "seed": [0, 1]},
+    "include": [
+        {"variant": "g1_headwise_sigmoid", "seed": 0},
+        {"variant": "g1_headwise_sigmoid", "optim.warmup_steps": 5},
+    ],
+}
+
+
+def test_an_include_at_the_base_value_of_an_axis_lands_in_that_values_condition(tmp_path):
+    # The include leaves n_layers at the tiny preset's 2: it is compared with the baseline at n_layers=2, not
+    # put in a condition '' of its own with no baseline to pair with.
+    conditions = {label: c for label, c in _conditions(tmp_path, **INCLUDED).items() if "seed=1" not in label}
+    assert conditions == {
+        "baseline n_layers=2 seed=0": "n_layers=2 warmup_steps=1",
+        "baseline n_layers=3 seed=0": "n_layers=3 warmup_steps=1",
+        "g1_elementwise_sigmoid n_layers=2 seed=0": "n_layers=2 warmup_steps=1",
+        "g1_elementwise_sigmoid n_layers=3 seed=0": "n_layers=3 warmup_steps=1",
+        "g1_headwise_sigmoid seed=0": "n_layers=2 warmup_steps=1",
+        "g1_headwise_sigmoid warmup_steps=5": "n_layers=2 warmup_steps=5",
+    }
+
+
+def test_the_seed_comparisons_see_the_same_conditions_as_the_report(tmp_path):
+    # what `gatelab plan` and a `seeds:` grid's driver pair: the include at the base's n_layers has its baseline
+    comps = {c.name: c for c in comparisons(expand(_spec(tmp_path, **INCLUDED)))}
+    headwise = comps["g1_headwise_sigmoid [model.overrides.n_layers=2 optim.warmup_steps=1]"]
+    assert sorted(headwise.variant) == [0] and sorted(headwise.baseline) == [0, 1]
+    assert comps["g1_headwise_sigmoid [model.overrides.n_layers=2 optim.warmup_steps=5]"].baseline == {}
+    # a baseline zipped with an extra layer is paired with the variant it is matched to
+    spec = _spec(
+        tmp_path,
+        combine="zip",
+        axes={"variant": ["baseline", "g1_elementwise_sigmoid"], "model.overrides.n_layers": [3, 2]},
+    )
+    [matched] = comparisons(expand(spec), spec)
+    assert matched.name == "g1_elementwise_sigmoid" and list(matched.baseline) == [0]
+
+
+def test_zipped_axes_tied_to_the_lr_are_not_conditions_but_untied_ones_are(tmp_path):
+    # warmup zipped with the LR: one LR sweep per variant (the max stable LR needs every LR in one row)
+    tied = _conditions(tmp_path, combine="zip", axes={"optim.lr": [1.0e-3, 3.0e-3], "optim.warmup_steps": [1, 2]})
+    assert set(tied.values()) == {""}
+    # nothing of variant, seed or LR zipped: each zip point is its own condition
+    untied = _conditions(
+        tmp_path, combine="zip", axes={"model.overrides.n_layers": [1, 2], "optim.warmup_steps": [1, 2]}
+    )
+    assert sorted(untied.values()) == ["n_layers=1 warmup_steps=1", "n_layers=2 warmup_steps=2"]
+
+
+def test_choice_values_are_summarised_and_drawn_in_the_grids_order(tmp_path):
+    points = {
+        "study a": [("silu", "finished", 2.0, 1.0), ("sigmoid", "finished", 1.0, 0.0), ("silu", "finished", 3.0, 0.0)],
+        "study b": [("sigmoid", "diverged", math.nan, 2.0), ("old", "finished", 4.0, 0.0)],
+    }
+    labels = categories(["sigmoid", "silu", "identity"], points)
+    assert labels == ["sigmoid", "silu", "identity", "old"]  # untried 'identity' kept; a stray value appended
+    a = by_category(points["study a"], labels)
+    assert list(a) == ["sigmoid", "silu"]
+    assert a["silu"] == CategoryStats(runs=2, loss=2.5, spikes=0.5, diverged=0)
+    b = by_category(points["study b"], labels)
+    assert b["sigmoid"] == CategoryStats(runs=1, loss=None, spikes=2.0, diverged=1)
+    path = choice_strip(points, ["sigmoid", "silu", "identity"], tmp_path / "choice.png", key="gate")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert choice_strip({"study a": []}, ["x"], tmp_path / "none.png", key="gate") is None
 
 
 def test_report_code_does_not_load_torch():

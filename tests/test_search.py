@@ -52,7 +52,7 @@ def write_search(
             "eval": {"every": 5, "batches": 1, "long_context_factors": [1]},
             "checkpoint": {"every": 5, "keep_last": 2},
         },
-        "axes": {"variant": list(variants), "seed": list(seeds)},
+        "axes": {**({"variant": list(variants)} if variants else {}), "seed": list(seeds)},
         "ray": {"max_concurrent": max_concurrent, "max_retries": 1},
         "search": {
             "params": params or LR,
@@ -301,6 +301,43 @@ def test_report_of_a_search_lists_every_trial_its_best_and_max_stable_lr(served_
     assert main(["report", str(grid), "--home", str(store.home), "--out", str(out), "--format", "csv"]) == 0
     lines = (out / "search_trials.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 6 and len((out / "search_studies.csv").read_text().strip().splitlines()) == 1 + 2
+
+
+def test_report_of_a_searched_choice_of_strings_draws_and_tabulates_each_value(
+    served_store, local_ray, tmp_path, capsys
+):
+    """A choice of strings has no number line: the report draws each value's runs (search_variant.png) and
+    tabulates them per value; trials that asked the same value share one run, counted once."""
+    store, uri = served_store
+    choices = ["baseline", "g1_elementwise_sigmoid"]
+    grid = write_search(
+        tmp_path / "pick.yaml",
+        "pick",
+        variants=(),
+        n_trials=3,
+        max_steps=8,
+        params={"variant": {"choice": choices}},
+        sampler={"type": "random", "seed": 0},
+        per=None,
+    )
+    run_search(load_grid(grid), store, uri)
+    out = tmp_path / "report"
+    assert main(["report", str(grid), "--home", str(store.home), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert (out / "search_variant.png").read_bytes()[:4] == b"\x89PNG" and "](search_variant.png)" in text
+    [study] = load_studies(store, "pick").values()
+    keys = {}
+    for trial in study.get_trials(deepcopy=False):
+        keys.setdefault(trial.params["variant"], set()).update(trial.user_attrs["gatelab.keys"])
+    assert set(keys) == set(choices)  # the sampler's seed asks both: every value has a row to check
+    runs = {r.data.tags["trial_key"]: r for r in child_runs(uri, "pick")[1]}
+    section = text.split("## Per value of variant")[1].split("\n## ")[0]
+    expected = []
+    for value in choices:
+        [run] = [runs[key] for key in keys[value]]  # one run however many trials asked this value
+        loss, spikes = run.data.metrics["final_val_loss"], run.data.metrics["spike_count"]
+        expected.append(f"| pick | {value} | 1 | {loss:.4g} | {spikes:.4g} | 0 |")
+    assert [line for line in section.splitlines() if line.startswith("| pick")] == expected
 
 
 def test_diverged_trial_is_told_the_worst_value_or_fail(served_store, local_ray, tmp_path):

@@ -21,30 +21,25 @@ Choices a reader should know (also printed in the report):
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import json
 import math
-import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.bulk_history import histories
 from gatelab.tracking.claims import OrderingCheck, check_orderings
 from gatelab.tracking.forest import Forest, forest
-from gatelab.tracking.ledger import GRID_TAG, KIND_TAG, trial_records
+from gatelab.tracking.ledger import trial_records
 from gatelab.tracking.report_figures import make_figures
+from gatelab.tracking.report_output import FORMATS, publish_on_parent, report_folder, write_csv, write_document
 from gatelab.tracking.stats import (
     ALPHA,
     MeanStd,
@@ -64,7 +59,6 @@ from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
-FORMATS = ("md", "html", "csv")
 HISTORIES = (TRAIN_LOSS, VAL_LOSS, "spike_ratio", FINAL_VAL_LOSS)  # the final one: its step ends the gap curves
 PAPER_MODEL = "15A2B MoE"  # Tables 1, 3 and 4 all come from the 15A2B MoE trained on 400B tokens
 ARTIFACT_DOWNLOADS = 8  # probes.json files fetched at once: each is a small request, mostly waiting
@@ -89,18 +83,20 @@ class Report:
     """Whether the files went to the parent run (proxied artifacts need the server's URI)."""
     orderings: tuple[OrderingCheck, ...] = ()
     """The paper's headline orderings as measured here (tracking/claims.py)."""
+    other_runs: int = 0
+    """Trial runs of the experiment that are no trial of this grid (another `--set`, an edited grid file)."""
     forest: Forest | None = None
     """The forest plot's numbers: each variant's paired difference to the baseline, interval and verdict
     (tracking/forest.py); also written as forest.json."""
 
 
-def collect(uri: str, inp: ReportInput, *, histograms: bool = True) -> list[TrialOutcome]:
-    """Every trial's run, metrics and histories; with `histograms`, the gated trials' probes.json, read only
+def collect(uri: str, inp: ReportInput, records: dict, *, histograms: bool = True) -> list[TrialOutcome]:
+    """Every trial's run, metrics and histories (`records`: the experiment's trial runs by key, as
+    tracking.ledger.trial_records reads them); with `histograms`, the gated trials' probes.json, read only
     through an http(s) server URI (the store serves artifacts only through its server, tracking/__init__.py).
     In bulk: the runs in one search, the histories ~100 runs per request (tracking/bulk_history.py), the
     artifacts several at a time."""
     client = MlflowClient(tracking_uri=uri)
-    records = trial_records(uri, inp.experiment)
     artifacts = histograms and uri.startswith(("http://", "https://"))
     done = {t.key: records[t.key] for t in inp.trials if t.key in records and records[t.key].status in DONE_STATUSES}
     history = histories(uri, [r.run_id for r in done.values()], HISTORIES)
@@ -149,19 +145,6 @@ def _gate_hist(client: MlflowClient, run_id: str, dst: Path) -> tuple | None:
     except (MlflowException, OSError, ValueError):
         return None  # an older or diverged run without probes.json: no histogram, the rest still reports
     return tuple(int(c) for c in counts) if counts else None
-
-
-def find_parent_run(client: MlflowClient, inp: ReportInput) -> str | None:
-    """The grid's parent run (tags gatelab.kind=grid, gatelab.grid=<name>), if the grid was submitted."""
-    experiment = client.get_experiment_by_name(inp.experiment)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        max_results=1,
-        filter_string=f"tags.`{KIND_TAG}` = 'grid' and tags.`{GRID_TAG}` = '{inp.grid}'",
-    )
-    return runs[0].info.run_id if runs else None
 
 
 def stable_metrics(rows: list[VariantRow]) -> dict[str, float]:
@@ -345,6 +328,7 @@ def blocks(
         ),
         ("h2", "Results"),
         ("table", [c.header for c in cols], [[c.text(r) for c in cols] for r in rows]),
+        *(("p", note) for note in inp.notes),
     ]
     if sweep:
         lrs = sorted({t.lr for t in inp.trials})
@@ -412,84 +396,17 @@ def ordering_cells(check: OrderingCheck) -> list[str]:
     return [check.label, check.statement, check.paper, check.measured, check.verdict, check.strength]
 
 
-def _md(items: list[tuple]) -> str:
-    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
-    lines = []
-    for item in items:
-        if item[0] in ("h1", "h2"):
-            lines += [("# " if item[0] == "h1" else "## ") + item[1], ""]
-        elif item[0] == "p":
-            lines += [item[1], ""]
-        elif item[0] == "table":
-            lines += ["| " + " | ".join(map(cell, item[1])) + " |", "|" + "---|" * len(item[1])]
-            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in item[2]] + [""]
-        elif item[0] == "img":
-            lines += [f"![{item[2]}]({item[1].name})", "", f"*{item[2]}*", ""]
-    return "\n".join(lines)
-
-
-def _html(items: list[tuple], title: str) -> str:
-    esc = html.escape
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px} th{background:#f0f0f0} img{max-width:100%}"
-        "</style></head><body>"
-    ]
-    for item in items:
-        if item[0] in ("h1", "h2", "p"):
-            parts.append(f"<{item[0]}>{esc(item[1])}</{item[0]}>")
-        elif item[0] == "table":
-            parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in item[1]) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in item[2]]
-            parts.append("</table>")
-        elif item[0] == "img":  # embedded, so the page stands alone (also in the MLflow artifact viewer)
-            data = base64.b64encode(item[1].read_bytes()).decode()
-            parts.append(
-                f"<figure><img src='data:image/png;base64,{data}' alt='{esc(item[2])}'>"
-                f"<figcaption>{esc(item[2])}</figcaption></figure>"
-            )
-    return "\n".join(parts + ["</body></html>"])
-
-
-def _csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return path
-
-
-@contextmanager
-def _no_artifact_progress_bars():
-    """MLflow draws a progress bar for every artifact it moves (each trial's probes.json, each figure), which
-    buries the report's own lines; it reads this variable at each transfer, so it is set for the report only."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
     """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
     the grid's parent run. csv writes only the tables: report.csv, orderings.csv and the unfinished trials
     (unfinished.csv)."""
-    with _no_artifact_progress_bars():
+    with report_folder(out_dir, fmt) as out_dir:
         return _write_report(inp, uri, out_dir, fmt, publish=publish)
 
 
 def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publish: bool) -> Report:
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = collect(uri, inp, histograms=fmt != "csv")
+    records = trial_records(uri, inp.experiment)
+    outcomes = collect(uri, inp, records, histograms=fmt != "csv")
     rows = build_rows(inp, outcomes)
     sweep = len({t.lr for t in inp.trials}) > 1
     cols = columns(inp, rows, sweep, long_factor(outcomes))
@@ -501,43 +418,26 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         raw = [(name, get) for c in cols for name, get in c.raw]
         unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished_trials(inp, outcomes)]
         documents = [
-            _csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
-            _csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished),
-            _csv(out_dir / "orderings.csv", ORDERING_HEADER, [ordering_cells(c) for c in orderings]),
+            write_csv(out_dir / "report.csv", [n for n, _ in raw], [[g(r) for _, g in raw] for r in rows]),
+            write_csv(out_dir / "unfinished.csv", ["key", "variant", "status", "trial"], unfinished),
+            write_csv(out_dir / "orderings.csv", ORDERING_HEADER, [ordering_cells(c) for c in orderings]),
         ]
         pictures = []
     else:
         pictures = make_figures(inp, rows, outcomes, out_dir, answer)
         items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")), orderings)
-        path = out_dir / f"report.{fmt}"
-        path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
-        documents = [path]
+        documents = [write_document(items, out_dir, fmt, f"gatelab report: {inp.grid}")]
     files = [*documents, *(path for path, _ in pictures), numbers]
-    client = MlflowClient(tracking_uri=uri)
-    parent = find_parent_run(client, inp)
     stable = stable_metrics(rows) if sweep else {}
-    artifacts_logged = False
-    if publish and parent is not None:
-        if _serves_artifacts(client, parent, uri):
-            for path in files:
-                client.log_artifact(parent, str(path), "report")
-            artifacts_logged = True
-        if stable:
-            now = int(time.time() * 1000)
-            client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in stable.items()])
+    parent, logged = publish_on_parent(uri, inp.experiment, inp.grid, files, stable) if publish else (None, False)
     return Report(
         rows=tuple(rows),
         outcomes=tuple(outcomes),
         files=tuple(files),
-        parent_run_id=parent if publish else None,
+        parent_run_id=parent,
         max_stable=stable,
-        artifacts_logged=artifacts_logged,
+        artifacts_logged=logged,
         orderings=tuple(orderings),
+        other_runs=len(set(records) - {t.key for t in inp.trials}),
         forest=answer,
     )
-
-
-def _serves_artifacts(client: MlflowClient, run_id: str, uri: str) -> bool:
-    """Proxied artifacts (mlflow-artifacts:/...) move only through an http(s) server URI (tracking/store.py)."""
-    proxied = client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
-    return not proxied or uri.startswith(("http://", "https://"))

@@ -1,11 +1,12 @@
 """`gatelab report` of a grid with a `search:` block: every Optuna trial of every study, its best trial, final
-loss and spike count against each searched parameter (one series per study) and the largest stable value of
-each numeric parameter by the sweep report's rule (stats.max_stable_lr).
+loss and spike count against each numeric searched parameter (one series per study) or per value of a choice of
+strings or bools (tracking/choice_figure.py, with its numbers in a table), and the largest stable value of each
+numeric parameter by the sweep report's rule (stats.max_stable_lr).
 
 The Optuna side (the journal's trials, their states and the best trial) is read by
 grid/dispatch/search_study.py and handed over as plain data (SearchReportInput): this module reads only
-MLflow (each trial's runs, by the trial keys Optuna stored) and writes the files, like tracking/report.py,
-whose document writers and parent-run logging it shares.
+MLflow (each trial's runs, by the trial keys Optuna stored) and writes the files, through the output folder,
+document writers and parent-run logging it shares with tracking/report.py (tracking/report_output.py).
 """
 
 from __future__ import annotations
@@ -17,20 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-
+from gatelab.tracking.choice_figure import by_category, categories, choice_strip
 from gatelab.tracking.ledger import TrialRecord, trial_records
-from gatelab.tracking.report import (
-    FORMATS,
-    _csv,
-    _html,
-    _md,
-    _no_artifact_progress_bars,
-    _serves_artifacts,
-    find_parent_run,
-)
 from gatelab.tracking.report_figures import lr_sweep
+from gatelab.tracking.report_output import publish_on_parent, report_folder, write_csv, write_document
 from gatelab.tracking.stats import STABLE_MARGIN, max_stable_lr
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, SPIKE_COUNT
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
@@ -48,7 +39,10 @@ class SearchParam:
     log: bool
     """Log-uniform: drawn on a log axis."""
     numeric: bool
-    """Whether its values are numbers (a choice of strings gets no figure and no max stable value)."""
+    """Whether its values are numbers (a choice of strings or bools is drawn per value, tracking/choice_figure.py,
+    and has no max stable value)."""
+    choices: tuple = ()
+    """A choice's values in the grid's order (the categories of its figure and table); () for a range."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,39 +140,72 @@ def _trial_row(trial: SearchTrial, records: dict) -> dict:
     }
 
 
+def _points(inp: SearchReportInput, param: SearchParam, records: dict) -> dict[str, list[tuple]]:
+    """Study label -> (the trial's value of `param`, status, final val loss, spike count) per run that has a
+    result (a pruned or failed run has no final loss to draw), each run once: trials that asked the same values
+    share one run (same trial key)."""
+    out = {}
+    for study in inp.studies:
+        runs = {
+            record.run_id: (
+                trial.params[param.key],
+                record.status,
+                record.metrics.get(FINAL_VAL_LOSS, math.nan),
+                float(record.metrics.get(SPIKE_COUNT, 0.0)),
+            )
+            for trial in study.trials
+            if param.key in trial.params
+            for record in run_results(trial, records)
+            if record.status in DONE_STATUSES
+        }
+        out[study.label] = list(runs.values())
+    return out
+
+
 def _figures(inp: SearchReportInput, records: dict, stable: dict, out_dir: Path) -> list[tuple[Path, str]]:
     made = []
     for param in inp.params:
+        path = out_dir / f"search_{_FILE_UNSAFE.sub('_', param.key)}.png"
         if not param.numeric:
-            continue
-        points = {
-            study.label: [
-                (
-                    trial.params[param.key],
-                    record.status,
-                    record.metrics.get(FINAL_VAL_LOSS, math.nan),
-                    float(record.metrics.get(SPIKE_COUNT, 0.0)),
+            drawn = choice_strip(_points(inp, param, records), param.choices, path, key=param.key)
+            if drawn is not None:
+                made.append(
+                    (drawn, f"Final val loss and spike count per value of {param.key}, every finished or diverged run")
                 )
-                for trial in study.trials
-                if param.key in trial.params
-                for record in run_results(trial, records)
-                if record.status in DONE_STATUSES  # a pruned or failed run has no final loss to draw
-            ]
-            for study in inp.studies
-        }
-        path = lr_sweep(
-            points,
+            continue
+        drawn = lr_sweep(
+            _points(inp, param, records),
             {study.label: stable[study.name].get(param.key) for study in inp.studies},
-            out_dir / f"search_{_FILE_UNSAFE.sub('_', param.key)}.png",
+            path,
             xlabel=param.key + (" (log scale)" if param.log else ""),
             short=param.key,
             log=param.log,
         )
-        if path is not None:
+        if drawn is not None:
             made.append(
-                (path, f"Final val loss and spike count against {param.key}, every finished run, one series per study")
+                (drawn, f"Final val loss and spike count against {param.key}, every finished run, one series per study")
             )
     return made
+
+
+def _choice_tables(inp: SearchReportInput, records: dict) -> list[tuple]:
+    """Per searched choice of strings or bools: each study's runs summarised per value (the figure's numbers)."""
+    items = []
+    for param in inp.params:
+        if param.numeric:
+            continue
+        points = _points(inp, param, records)
+        labels = categories(param.choices, points)
+        rows = [
+            [label, value, str(s.runs), _fmt(s.loss), _fmt(s.spikes), str(s.diverged)]
+            for label, study_points in points.items()
+            for value, s in by_category(study_points, labels).items()
+        ]
+        items += [
+            ("h2", f"Per value of {param.key}"),
+            ("table", ["Study", param.key, "Runs", "Final val loss (mean)", "Spikes (mean)", "Diverged"], rows),
+        ]
+    return items
 
 
 def _tables(inp: SearchReportInput, rows: dict, stable: dict) -> tuple[list, list, list, list]:
@@ -234,15 +261,11 @@ def write_search_report(
     """Read the runs, tabulate, draw and write the report; with `publish`, log the files under `report/` and,
     when optim.lr is searched, `max_stable_lr.<study label>` on the grid's parent run. csv writes the tables
     only: search_studies.csv and search_trials.csv."""
-    with _no_artifact_progress_bars():
+    with report_folder(out_dir, fmt) as out_dir:
         return _write(inp, uri, out_dir, fmt, publish=publish)
 
 
 def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish: bool) -> SearchReport:
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: expected one of {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = trial_records(uri, inp.experiment)
     stable = {
         study.name: {p.key: stable_values(study, p, records, inp.margin) for p in inp.params if p.numeric}
@@ -252,8 +275,8 @@ def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish
     study_header, study_rows, trial_header, trial_rows = _tables(inp, rows, stable)
     if fmt == "csv":
         files = [
-            _csv(out_dir / "search_studies.csv", study_header, study_rows),
-            _csv(out_dir / "search_trials.csv", trial_header, trial_rows),
+            write_csv(out_dir / "search_studies.csv", study_header, study_rows),
+            write_csv(out_dir / "search_trials.csv", trial_header, trial_rows),
         ]
     else:
         pictures = _figures(inp, records, stable, out_dir)
@@ -284,28 +307,17 @@ def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish
                 "loss and spike count (mean over the study's grid points).",
             ),
             ("table", trial_header, trial_rows),
+            *_choice_tables(inp, records),
             ("h2", "Figures"),
             *(("img", path, caption) for path, caption in pictures),
         ]
-        path = out_dir / f"report.{fmt}"
-        path.write_text(_md(items) if fmt == "md" else _html(items, f"gatelab report: {inp.grid}"))
-        files = [path, *(p for p, _ in pictures)]
-    client = MlflowClient(tracking_uri=uri)
-    parent = find_parent_run(client, inp) if publish else None
-    logged = False
-    if parent is not None:
-        if _serves_artifacts(client, parent, uri):
-            for file in files:
-                client.log_artifact(parent, str(file), "report")
-            logged = True
-        metrics = {
-            f"max_stable_lr.{_FILE_UNSAFE.sub('_', s.label)}": stable[s.name][LR_KEY]
-            for s in inp.studies
-            if stable[s.name].get(LR_KEY) is not None
-        }
-        if metrics:
-            now = int(time.time() * 1000)
-            client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        files = [write_document(items, out_dir, fmt, f"gatelab report: {inp.grid}"), *(p for p, _ in pictures)]
+    metrics = {
+        f"max_stable_lr.{_FILE_UNSAFE.sub('_', s.label)}": stable[s.name][LR_KEY]
+        for s in inp.studies
+        if stable[s.name].get(LR_KEY) is not None
+    }
+    parent, logged = publish_on_parent(uri, inp.experiment, inp.grid, files, metrics) if publish else (None, False)
     return SearchReport(
         files=tuple(files), trials=rows, max_stable=stable, parent_run_id=parent, artifacts_logged=logged
     )

@@ -96,6 +96,8 @@ class ReportInput:
     """A `seeds:` grid's policy as the verdicts use it; None for a grid with fixed seeds."""
     seed_metric: str = FINAL_VAL_LOSS
     """The summary metric a `seeds:` grid compares (its policy's `metric`)."""
+    notes: tuple[str, ...] = ()
+    """Paragraphs the grid side adds under the results table (what a zip grid's tied axes were per trial)."""
     comparisons: tuple = ()
     """A `seeds:` grid's comparisons exactly as its driver forms them (grid/spec/seed_policy.py), with this
     report's TrialSpecs by seed: tracking/seed_plan.py judges them for the forest plot."""

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gatelab.grid.cli.dry_run import trial_rows, trial_table
-from gatelab.grid.cli.terminal import table, tally
+from gatelab.grid.cli.terminal import other_trials_line, table, tally
 from gatelab.grid.cli.ui_command import add_ui_command
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import expand
@@ -212,6 +212,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line, row in zip(lines, rows):
         print(line + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
     print(f"{len(rows)} trials: {tally(row['status'] for row in rows)}; {spec.resources.describe()}")
+    keys = {trial.key for trial in trials}
+    from gatelab.grid.dispatch.ray_jobs import experiment_name
+
+    hint = other_trials_line(experiment_name(spec), len(set(records) - keys), len(set(records) & keys))
+    if hint:
+        print(hint)
     if verdicts is not None:
         print(f"verdicts ({spec.seeds.metric}, variant - baseline, alpha {spec.seeds.alpha:g} over the grid):")
         for row in verdicts:

@@ -23,7 +23,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec, trials = _load(args)
     if not 0 < args.power < 1 or not 0 < args.alpha < 1 or not args.effect > 0:
         raise ValueError("--effect must be > 0, --power and --alpha between 0 and 1")
-    comps = comparisons(trials)
+    comps = comparisons(trials, spec)
     if not comps or not any(c.baseline for c in comps):
         raise ConfigError("axes.variant", f"plan compares variants with {BASELINE!r}: the grid has no baseline trials")
     metric = args.metric or (spec.seeds.metric if spec.seeds else FINAL_VAL_LOSS)

@@ -10,23 +10,39 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gatelab.grid.cli.terminal import other_trials_line
+from gatelab.grid.spec.conditions import condition_keys, condition_text, tied_axes
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
-from gatelab.grid.spec.expand import Trial, expand, format_value, short_keys
+from gatelab.grid.spec.expand import Trial, expand, format_value, value_at
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.seed_policy import Comparison, comparisons
 from gatelab.trainer.config.catalog import load_catalog
 from gatelab.trainer.config.model_cost import added_params
 
-# Axes a report row aggregates over (seed) or summarises (LR); any other axis splits rows into conditions.
-_ROW_AXES = ("variant", "seed", "optim.lr")
+# What a report row aggregates over (seed) or summarises (LR); other keys split rows into conditions.
+ROW_AXES = ("variant", "seed", "optim.lr")
 
 
-def condition(trial: Trial) -> str:
-    """The trial's axis values other than variant, seed and LR, e.g. 'n_layers=6' ('' when none)."""
-    others = tuple(key for key in trial.overrides if key not in _ROW_AXES)
-    short = short_keys(others)
-    return " ".join(f"{short[key]}={format_value(trial.overrides[key])}" for key in others)
+def zipped_note(spec: GridSpec, trials: list[Trial]) -> str | None:
+    """What each variant (at each LR, seed) was trained with when its zip axes are not conditions."""
+    tied = tied_axes(spec, ROW_AXES)
+    if not tied:
+        return None
+    said = {}
+    for t in trials:
+        where = t.config.variant + "".join(
+            f" {name}={format_value(value_at(t.config, key))}"
+            for key, name in (("optim.lr", "lr"), ("seed", "seed"))
+            if key in spec.axes
+        )
+        said[where] = condition_text(t, tied)
+    return (
+        f"combine: zip ties {', '.join(tied)} to the {'/'.join(k for k in ROW_AXES if k in spec.axes)} axis, so "
+        "rows are not split by it and ΔPPL pairs across it; each trial was trained with: "
+        + "; ".join(f"{where}: {values}" for where, values in said.items())
+        + "."
+    )
 
 
 def report_input(spec: GridSpec, trials: list[Trial], margin: float):
@@ -56,13 +72,14 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             paper_f_attn=paper.f_attn,
             axes=variant.axes,
         )
+    keys = condition_keys(trials, ROW_AXES, spec)
     specs = tuple(
         TrialSpec(
             key=t.key,
             variant=t.config.variant,
             seed=t.config.seed,
             lr=t.config.optim.lr,
-            condition=condition(t),
+            condition=condition_text(t, keys),
             label=t.label,
             seq_len=t.config.seq_len,
         )
@@ -80,7 +97,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
                     {seed: by_key[t.key] for seed, t in c.variant.items()},
                     {seed: by_key[t.key] for seed, t in c.baseline.items()},
                 )
-                for c in comparisons(trials)
+                for c in comparisons(trials, spec)
             ),
         }
     return ReportInput(
@@ -90,6 +107,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         trials=specs,
         variants=variants,
         margin=margin,
+        notes=tuple(note for note in (zipped_note(spec, trials),) if note),
         **seeds,
     )
 
@@ -129,6 +147,7 @@ def search_report_input(spec: GridSpec, store, margin: float):
             # bools are ints to Python but not a scale to draw or a "largest stable" to find
             numeric=p.kind != "choice"
             or all(isinstance(c, int | float) and not isinstance(c, bool) for c in p.choices),
+            choices=p.choices,
         )
         for p in search.params
     )
@@ -187,6 +206,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"grid {spec.name}: {len(report.rows)} variants, {done} trials done, {len(unfinished)} unfinished")
         for outcome in unfinished:
             print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
+        hint = other_trials_line(inp.experiment, report.other_runs, sum(o.run_id is not None for o in report.outcomes))
+        if hint:
+            print(hint)
         print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")
         if report.parent_run_id:
             where = "logged under report/ on" if report.artifacts_logged else "files not logged (no server URI) to"

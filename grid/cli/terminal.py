@@ -23,3 +23,14 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence
         ).rstrip()
 
     return [line(headers), *(line(row) for row in rows)]
+
+
+def other_trials_line(experiment: str, other_runs: int, matched: int) -> str | None:
+    """When no trial of the grid has a run but its experiment holds trial runs: they belong to other trials,
+    most likely the same grid submitted with other `--set` overrides (which change the trials' keys)."""
+    if matched or not other_runs:
+        return None
+    return (
+        f"{other_runs} trial runs of experiment {experiment!r} match none of this grid's trials: pass the same "
+        "--set overrides as the submit (they change the trials' keys), or the grid file changed since"
+    )

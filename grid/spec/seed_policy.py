@@ -12,12 +12,16 @@ The block stands for a `seed` axis of 0..max-1 (what the dry run counts as the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gatelab.grid.spec.conditions import COMPARED_OVER, condition_keys, condition_of
 from gatelab.grid.spec.config_loader import ConfigError, build
 from gatelab.grid.spec.expand import Trial
 from gatelab.trainer.config.invalid import InvalidValue
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS
+
+if TYPE_CHECKING:
+    from gatelab.grid.spec.grid_spec import GridSpec
 
 BASELINE = "baseline"  # what every variant is compared with
 
@@ -80,11 +84,13 @@ class Comparison:
     baseline: dict[int, Trial]
 
 
-def comparisons(trials: list[Trial]) -> list[Comparison]:
-    """The grid's comparisons: per condition, every variant but the baseline against the baseline."""
+def comparisons(trials: list[Trial], spec: GridSpec | None = None) -> list[Comparison]:
+    """The grid's comparisons: per condition (grid/spec/conditions.py; the spec, where given, says which zip
+    axes go with the variant or seed), every variant but the baseline against the baseline."""
+    keys = condition_keys(trials, COMPARED_OVER, spec)
     by_condition: dict[tuple, dict[str, dict[int, Trial]]] = {}
     for trial in trials:
-        condition = tuple((k, repr(v)) for k, v in trial.overrides.items() if k not in ("variant", "seed"))
+        condition = tuple((k, repr(v)) for k, v in condition_of(trial, keys))
         by_condition.setdefault(condition, {}).setdefault(trial.config.variant, {})[trial.config.seed] = trial
     out = []
     for condition, variants in by_condition.items():
