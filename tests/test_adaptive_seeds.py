@@ -117,3 +117,4 @@ def test_an_adaptive_grid_on_ray_decides_resumes_and_reports(tmp_path, capsys, r
     assert main(["plan", EXAMPLE, "--home", home, "--json", "--effect", "0.05", *zero]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert all(row["paired_seeds"] >= 2 and row["sd"] is not None for row in plan["rows"])
+    assert main(["stop-server", "--home", home]) == 0  # the submits keep the home's server up for others
