@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gatelab.grid.dispatch.chaos import TRIAL_TASK_TITLE, Chaos, trial_key_of, trial_workers
+from gatelab.grid.dispatch.chaos import TRIAL_TASK_TITLE, Chaos, trainer_loaded, trial_key_of, trial_workers
 from gatelab.grid.dispatch.soak_checks import LOSS_TOLERANCE, GridLedger, compare
 from gatelab.tracking.ledger import TrialRecord
 
@@ -106,11 +106,30 @@ def test_trial_workers_are_the_titled_descendants_of_the_driver(tmp_path):
             proc.wait()
 
 
+def test_a_process_past_importing_torch_is_training_and_a_fresh_one_is_not():
+    fresh = subprocess.Popen(["sleep", "120"])
+    try:
+        assert trainer_loaded(os.getpid())  # pytest: conftest imports torch
+        assert not trainer_loaded(fresh.pid)
+    finally:
+        fresh.kill()
+        fresh.wait()
+
+
 def _signals_sent(seed: int, root: Path) -> list[str]:
     workers = _fake_workers(3, root / str(seed))
     try:
-        steps = {"trial0": 4, "trial1": None, "trial2": 9}  # trial1 is setting up
-        chaos = Chaos(os.getpid(), steps.get, kills=3, seed=seed, gap_s=(0.0, 0.01), sigterm_share=0.5).start()
+        steps = {"trial0": 4, "trial1": None, "trial2": 9}
+        importing = workers[1].pid  # trial1's worker: picked only at the moments that may pick any worker
+        chaos = Chaos(
+            os.getpid(),
+            steps.get,
+            kills=3,
+            seed=seed,
+            gap_s=(0.0, 0.01),
+            sigterm_share=0.5,
+            is_training=lambda pid: pid != importing,
+        ).start()
         chaos.wait(timeout_s=60)
         kills = chaos.stop()
         codes = sorted(-proc.wait(timeout=30) for proc in workers)
@@ -121,7 +140,7 @@ def _signals_sent(seed: int, root: Path) -> list[str]:
     # Each worker ended by the signal the chaos says it sent (SIGKILL 9, SIGTERM 15).
     assert codes == sorted({"SIGKILL": 9, "SIGTERM": 15}[kill.signal] for kill in kills), (codes, kills)
     assert sorted(kill.key for kill in kills) == ["trial0", "trial1", "trial2"]  # each worker once, by its trial
-    assert all(kill.step == steps[kill.key] for kill in kills)
+    assert all(kill.step == steps[kill.key] and kill.training == (kill.key != "trial1") for kill in kills)
     return [kill.signal for kill in kills]
 
 
@@ -137,8 +156,8 @@ def test_the_chaos_signals_as_many_workers_as_asked_with_the_choices_its_seed_fi
 def test_a_small_soak_finishes_every_trial_once_with_complete_histories_and_the_undisturbed_losses():
     from gatelab.grid.dispatch.bench_chaos import bench_chaos
 
-    result = bench_chaos(trials=6, kills=3, seed=1, steps=30)
-    assert result["trials"] == 6 and result["kills"] >= 1, result
+    result = bench_chaos(trials=6, kills=3, seed=1, steps=60)
+    assert result["trials"] == 6 and result["kills"] >= 1 and result["retries"] >= 1, result
     assert result["violations"] == 0, result["violation_lines"]
     assert result["lost"] == result["duplicated_runs"] == result["duplicated_steps"] == result["missing_steps"] == 0
     assert result["max_loss_difference"] <= 1e-5

@@ -160,8 +160,9 @@ def _bench_chaos(args: argparse.Namespace) -> int:
         f"{result['checkpoint_every']}), seed {result['seed']}, on a local Ray"
     )
     print(
-        f"  kills {result['kills']} ({signals}) of {result['kills_wanted']} wanted, {result['kills_mid_training']} "
-        f"mid-training (at stored steps {[s for s in result['kill_steps'] if s is not None]}); retries "
+        f"  kills {result['kills']} ({signals}) of {result['kills_wanted']} wanted, in {result['killed_trials']} "
+        f"trials, {result['kills_mid_training']} past the worker's imports (the trials' stored steps then: "
+        f"{result['kill_steps']}); retries "
         f"{result['retries']} (from the runs' attempt tags: a worker killed before it opened its run leaves none)"
     )
     print(

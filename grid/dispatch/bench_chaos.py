@@ -82,11 +82,12 @@ def bench_chaos(
     steps: int = 100,
     checkpoint_every: int = 10,
     sigterm_share: float = 0.25,
-    gap_s: tuple[float, float] = (1.0, 6.0),
+    gap_s: tuple[float, float] | None = None,
     keep: Path | None = None,
 ) -> dict:
-    """Run the soak; the figures and every violation found. `keep`: a folder to keep both homes and the
-    submits' logs in (default: a temporary one, removed)."""
+    """Run the soak; the figures and every violation found. `gap_s`: the range of the random wait before each
+    signal (default: around the undisturbed wall time / (kills + 1)). `keep`: a folder to keep both homes and
+    the submits' logs in (default: a temporary one, removed)."""
     with tempfile.TemporaryDirectory(prefix="gatelab-chaos-") as tmp:
         root = Path(keep) if keep else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
@@ -95,10 +96,14 @@ def bench_chaos(
         spec = load_grid(grid, [])
         keys = [trial.key for trial in expand(spec)]
         runs = {}
-        for name, chaos in (
-            ("undisturbed", None),
-            ("chaos", {"kills": kills, "seed": seed, "gap_s": gap_s, "sigterm_share": sigterm_share}),
-        ):
+        for name in ("undisturbed", "chaos"):
+            chaos = None
+            if name == "chaos":
+                # Spread over the whole grid: a mean gap of the undisturbed wall time over kills + 1 (the chaos
+                # run lasts longer: each kill costs a retry and a fresh worker's imports).
+                mean = runs["undisturbed"][1] / (kills + 1)
+                chaos = {"kills": kills, "seed": seed, "gap_s": gap_s or (mean / 2, 3 * mean / 2)}
+                chaos["sigterm_share"] = sigterm_share
             store = Store.open(root / name)
             info, _ = ensure_server(store)  # up before the submit, as for every submit after a home's first
             try:
@@ -132,8 +137,9 @@ def bench_chaos(
             "violation_lines": violations.lines(),
             "wall_s": runs["chaos"][1],
             "undisturbed_wall_s": runs["undisturbed"][1],
-            "kills_mid_training": sum(kill.step is not None for kill in sent),
+            "kills_mid_training": sum(kill.training for kill in sent),
             "kill_times_s": [round(kill.at_s, 1) for kill in sent],
+            "killed_trials": len({kill.key for kill in sent}),
             "kill_steps": [kill.step for kill in sent],
         }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 # Ray renames a worker process after the task it runs (its cmdline), and back to `ray::IDLE` after.
 TRIAL_TASK_TITLE = b"ray::run_grid_trial"
+TORCH_LIBRARY = b"libtorch_cpu.so"  # mapped once `import torch` has run, CUDA build or not
 
 
 def _parent(pid: int) -> int:
@@ -57,6 +58,16 @@ def trial_key_of(worker_pid: int) -> str | None:
     return None
 
 
+def trainer_loaded(pid: int) -> bool:
+    """Whether the process has torch's library mapped: a trial worker past its one-time imports (restoring its
+    checkpoint, training or finishing), not still importing the trainer."""
+    try:
+        with (Path("/proc") / str(pid) / "maps").open("rb") as maps:
+            return any(TORCH_LIBRARY in line for line in maps)
+    except OSError:  # it ended while being looked at
+        return False
+
+
 @dataclass(frozen=True)
 class Kill:
     """One signal sent."""
@@ -70,14 +81,16 @@ class Kill:
     key: str
     """The trial it ran."""
     step: int | None
-    """The trial's latest stored step then (None: it was setting up)."""
+    """The trial's latest stored step then (None: nothing stored yet; a retry shows its earlier attempts')."""
+    training: bool
+    """Whether the worker was past its imports (trainer_loaded), not still setting up."""
 
 
 @dataclass
 class Chaos:
     """A thread that, until `kills` signals are sent or the driver ends, waits a random gap, then signals one
-    random worker of the driver that runs a trial (holds its lock; with probability `training_share`, one whose
-    trial is training): SIGKILL, or with probability `sigterm_share` SIGTERM (which the trainer turns into a
+    random worker of the driver that runs a trial (holds its lock; with probability `training_share`, one past its
+    imports): SIGKILL, or with probability `sigterm_share` SIGTERM (which the trainer turns into a
     checkpoint of the step it is on, then the worker exits; trainer/preemption.py). Where no worker qualifies
     at the drawn moment, it draws the next one."""
 
@@ -90,8 +103,12 @@ class Chaos:
     """The wait before each signal, uniform in this range."""
     sigterm_share: float = 0.25
     training_share: float = 0.75
-    """The share of moments that pick among trials already training (a stored step), not setting up (opening the
-    run, importing torch, loading data): a kill mid-training is what tests a resume from a checkpoint."""
+    """The share of moments that pick among workers past their imports (restoring, training, finishing), not any
+    worker holding a trial (also opening the run, importing torch): a kill mid-training is what tests a resume
+    from a checkpoint, and the stored step cannot tell (a retried trial shows its earlier attempts' steps while
+    its fresh worker imports)."""
+    is_training: Callable[[int], bool] = trainer_loaded
+    """Worker PID -> whether it is past its imports."""
     sent: list[Kill] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -136,14 +153,15 @@ class Chaos:
             # kill Ray's replacement worker imports for seconds, so signals sent at any worker would mostly land
             # there.
             running = [(pid, key) for pid in trial_workers(self.driver_pid) if (key := trial_key_of(pid))]
-            steps = {key: self.step_of(key) for _, key in running}
+            training = {pid: self.is_training(pid) for pid, _ in running}
             if training_only:
-                running = [(pid, key) for pid, key in running if steps[key] is not None]
+                running = [(pid, key) for pid, key in running if training[pid]]
             if not running:  # no trial is running (or training) at this moment: wait for the next one
                 continue
             pid, key = running[int(pick * len(running))]
+            step = self.step_of(key)
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:  # it finished its trial in between
                 continue
-            self.sent.append(Kill(time.monotonic() - self._started, pid, sig.name, key, steps[key]))
+            self.sent.append(Kill(time.monotonic() - self._started, pid, sig.name, key, step, training[pid]))
