@@ -13,6 +13,7 @@ import pytest
 
 from gatelab.grid.dispatch.chaos import TRIAL_TASK_TITLE, Chaos, trainer_loaded, trial_key_of, trial_workers
 from gatelab.grid.dispatch.soak_checks import LOSS_TOLERANCE, GridLedger, compare
+from gatelab.grid.dispatch.worker import TRIAL_LOCK
 from gatelab.tracking.ledger import TrialRecord
 
 
@@ -82,7 +83,7 @@ def _fake_workers(n: int, root: Path) -> list[subprocess.Popen]:
     title = TRIAL_TASK_TITLE.decode()
     workers = []
     for index in range(n):
-        lock = root / f"trial{index}" / ".lock"
+        lock = root / f"trial{index}" / TRIAL_LOCK
         lock.parent.mkdir(parents=True, exist_ok=True)
         workers.append(subprocess.Popen(["bash", "-c", f'exec 9>"$0"; exec -a {title} sleep 120', str(lock)]))
     for proc in workers:  # until bash has become the titled `sleep` (argv[0] is the title), lock open

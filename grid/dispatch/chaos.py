@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatelab.grid.dispatch.worker import TRIAL_LOCK, run_grid_trial
+
 # Ray renames a worker process after the task it runs (its cmdline), and back to `ray::IDLE` after.
-TRIAL_TASK_TITLE = b"ray::run_grid_trial"
+TRIAL_TASK_TITLE = f"ray::{run_grid_trial.__name__}".encode()
 TORCH_LIBRARY = b"libtorch_cpu.so"  # mapped once `import torch` has run, CUDA build or not
 
 
@@ -47,11 +49,11 @@ def trial_workers(driver_pid: int) -> list[int]:
 
 def trial_key_of(worker_pid: int) -> str | None:
     """The key of the trial a worker runs: the worker holds the trial's lock file, <checkpoint root>/<key>/.lock
-    (grid/dispatch/worker.py), open while it runs it."""
+    (grid/dispatch/worker.py, TRIAL_LOCK), open while it runs it."""
     try:
         for fd in (Path("/proc") / str(worker_pid) / "fd").iterdir():
             target = Path(os.readlink(fd))
-            if target.name == ".lock":
+            if target.name == TRIAL_LOCK:
                 return target.parent.name
     except OSError:  # it ended while being looked at
         pass
