@@ -86,7 +86,7 @@ def bench_chaos(
     keep: Path | None = None,
 ) -> dict:
     """Run the soak; the figures and every violation found. `gap_s`: the range of the random wait before each
-    signal (default: around twice the undisturbed wall time / (kills + 1)). `keep`: a folder to keep both homes and
+    signal (default: around 1.5 x the undisturbed wall time / (kills + 1)). `keep`: a folder to keep both homes and
     the submits' logs in (default: a temporary one, removed)."""
     with tempfile.TemporaryDirectory(prefix="gatelab-chaos-") as tmp:
         root = Path(keep) if keep else Path(tmp)
@@ -102,8 +102,8 @@ def bench_chaos(
                 # Spread over the whole grid, which lasts longer with chaos: each kill costs a retry, often on a
                 # fresh worker that imports torch first. At a mean gap of the undisturbed wall time over kills + 1,
                 # kills came faster than the retries recovered (24 trials, 14 kills: all in the 3 trials in flight
-                # one after another); twice that spreads them.
-                mean = 2 * runs["undisturbed"][1] / (kills + 1)
+                # one after another); 1.5 times that spreads them.
+                mean = 1.5 * runs["undisturbed"][1] / (kills + 1)
                 chaos = {"kills": kills, "seed": seed, "gap_s": gap_s or (mean / 2, 3 * mean / 2)}
                 chaos["sigterm_share"] = sigterm_share
             store = Store.open(root / name)

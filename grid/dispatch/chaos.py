@@ -22,6 +22,7 @@ from gatelab.grid.dispatch.worker import TRIAL_LOCK, run_grid_trial
 # Ray renames a worker process after the task it runs (its cmdline), and back to `ray::IDLE` after.
 TRIAL_TASK_TITLE = f"ray::{run_grid_trial.__name__}".encode()
 TORCH_LIBRARY = b"libtorch_cpu.so"  # mapped once `import torch` has run, CUDA build or not
+SLIDE_S = 0.2  # how often to look again when no worker qualifies at a drawn moment
 
 
 def _parent(pid: int) -> int:
@@ -94,7 +95,7 @@ class Chaos:
     random worker of the driver that runs a trial (holds its lock; with probability `training_share`, one past its
     imports): SIGKILL, or with probability `sigterm_share` SIGTERM (which the trainer turns into a
     checkpoint of the step it is on, then the worker exits; trainer/preemption.py). Where no worker qualifies
-    at the drawn moment, it draws the next one."""
+    at the drawn moment, it signals the first one that does."""
 
     driver_pid: int
     step_of: Callable[[str], int | None]
@@ -142,6 +143,15 @@ class Chaos:
         # a driver that exited but was not yet reaped by its parent is a zombie: done all the same
         return (Path("/proc") / str(self.driver_pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
+    def _candidates(self, training_only: bool) -> list[tuple[int, str, bool]]:
+        """(pid, trial key, past its imports) of each worker that holds a trial now (past its imports, if so
+        asked). Only workers that hold a trial: one still importing before it has nothing to lose, and after
+        each kill Ray's replacement worker imports for seconds, so signals sent at any worker would mostly land
+        there."""
+        running = [(pid, key) for pid in trial_workers(self.driver_pid) if (key := trial_key_of(pid))]
+        found = [(pid, key, self.is_training(pid)) for pid, key in running]
+        return [c for c in found if c[2]] if training_only else found
+
     def _run(self) -> None:
         while len(self.sent) < self.kills:
             # Drawn in a fixed order per moment, so the same seed makes the same choices.
@@ -149,21 +159,17 @@ class Chaos:
             sig = signal.SIGTERM if self._rng.random() < self.sigterm_share else signal.SIGKILL
             training_only = self._rng.random() < self.training_share
             pick = self._rng.random()
-            if self._stop.wait(gap) or not self._driver_alive():
+            if self._stop.wait(gap):
                 return
-            # Only workers that hold a trial: one still importing before it has nothing to lose, and after each
-            # kill Ray's replacement worker imports for seconds, so signals sent at any worker would mostly land
-            # there.
-            running = [(pid, key) for pid in trial_workers(self.driver_pid) if (key := trial_key_of(pid))]
-            training = {pid: self.is_training(pid) for pid, _ in running}
-            if training_only:
-                running = [(pid, key) for pid, key in running if training[pid]]
-            if not running:  # no trial is running (or training) at this moment: wait for the next one
-                continue
-            pid, key = running[int(pick * len(running))]
+            # No worker qualifies at the drawn moment (Ray starting, every slot importing): the moment slides to
+            # when one does, rather than waiting a whole new gap, so the kills asked for fit in the grid's time.
+            while not (candidates := self._candidates(training_only)):
+                if self._stop.wait(SLIDE_S) or not self._driver_alive():
+                    return
+            pid, key, training = candidates[int(pick * len(candidates))]
             step = self.step_of(key)
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:  # it finished its trial in between
                 continue
-            self.sent.append(Kill(time.monotonic() - self._started, pid, sig.name, key, step, training[pid]))
+            self.sent.append(Kill(time.monotonic() - self._started, pid, sig.name, key, step, training))
