@@ -151,9 +151,11 @@ def _bench_chaos(args: argparse.Namespace) -> int:
         sigterm_share=args.sigterm_share,
         keep=args.keep,
     )
+    # Exit 1 on any violation, and when no signal was sent: then the soak tested nothing.
+    code = 1 if result["violations"] or not result["kills"] else 0
     if args.json:
         print(json.dumps(result, indent=1))
-        return 1 if result["violations"] else 0
+        return code
     signals = ", ".join(f"{n} {name}" for name, n in sorted(result["signals"].items())) or "none"
     print(
         f"chaos soak: {result['trials']} trials of {result['steps']} steps (checkpoint every "
@@ -161,7 +163,7 @@ def _bench_chaos(args: argparse.Namespace) -> int:
     )
     print(
         f"  kills {result['kills']} ({signals}) of {result['kills_wanted']} wanted, in {result['killed_trials']} "
-        f"trials, {result['kills_mid_training']} past the worker's imports (the trials' stored steps then: "
+        f"trials, {result['kills_past_imports']} past the worker's imports (the trials' stored steps then: "
         f"{result['kill_steps']}); retries "
         f"{result['retries']} (from the runs' attempt tags: a worker killed before it opened its run leaves none)"
     )
@@ -175,7 +177,9 @@ def _bench_chaos(args: argparse.Namespace) -> int:
         f"signals at {result['kill_times_s']} s"
     )
     print(f"  {result['violations']} violations" + "".join(f"\n    {line}" for line in result["violation_lines"]))
-    return 1 if result["violations"] else 0
+    if not result["kills"]:
+        print("  no signal was sent before the grid ended, so nothing was tested: give it more --trials or --steps")
+    return code
 
 
 BENCHMARKS = {

@@ -119,7 +119,7 @@ def bench_chaos(
         violations = compare(disturbed, undisturbed, keys)
         for name, (code, *_rest) in runs.items():
             if code != 0:
-                violations.reference.append(f"{name} submit exited {code}: {_tail(root / f'{name}.log')}")
+                violations.submits.append(f"{name} submit exited {code}: {_tail(root / f'{name}.log')}")
         sent = runs["chaos"][2]
         return {
             "trials": len(keys),
@@ -139,7 +139,7 @@ def bench_chaos(
             "violation_lines": violations.lines(),
             "wall_s": runs["chaos"][1],
             "undisturbed_wall_s": runs["undisturbed"][1],
-            "kills_mid_training": sum(kill.training for kill in sent),
+            "kills_past_imports": sum(kill.training for kill in sent),
             "kill_times_s": [round(kill.at_s, 1) for kill in sent],
             "killed_trials": len({kill.key for kill in sent}),
             "kill_steps": [kill.step for kill in sent],

@@ -62,6 +62,8 @@ class Violations:
     """(key, metric, disturbed, undisturbed) final values further apart than LOSS_TOLERANCE."""
     reference: list[str] = field(default_factory=list)
     """What is wrong with the undisturbed run itself (it must finish every trial, once)."""
+    submits: list[str] = field(default_factory=list)
+    """A `gatelab submit` (either run) that exited non-zero: "<run> submit exited <code>: <its output's tail>"."""
 
     def count(self) -> int:
         return sum(len(found) for found in self.__dict__.values())
