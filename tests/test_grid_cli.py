@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.chaos import trial_workers
 from gatelab.tracking import Store, stop_server
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid
@@ -113,27 +114,6 @@ def test_two_concurrent_submits_run_each_trial_once(home, tmp_path):
     assert len(parents) == 1
 
 
-def _parent(pid: int) -> int:
-    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _trial_workers(driver: int) -> list[int]:
-    """PIDs of the Ray workers under this driver that run a trial now (Ray names the process after the task)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if not (entry.name.isdigit() and b"ray::run_grid_trial" in (entry / "cmdline").read_bytes()):
-                continue
-            pid = int(entry.name)
-            while pid > 1 and pid != driver:
-                pid = _parent(pid)
-            if pid == driver:
-                pids.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
-
-
 def test_sigterm_to_a_trial_worker_checkpoints_its_step_and_ray_retries_from_it(home, tmp_path):
     # What a spot instance's termination notice or `ray stop` does to a running trial.
     steps = 1000  # long enough that the trial is still training when the signal lands, on a fast machine too
@@ -150,7 +130,7 @@ def test_sigterm_to_a_trial_worker_checkpoints_its_step_and_ray_retries_from_it(
     workers: list[int] = []
 
     def training() -> bool:
-        workers[:] = _trial_workers(proc.pid)
+        workers[:] = trial_workers(proc.pid)
         return bool(workers) and any(r["step"] >= 5 for r in _statuses(grid, home).values())
 
     _wait_for(training, 400, proc)

@@ -103,11 +103,17 @@ def close_parent_run(uri: str, run_id: str, statuses: dict[str, str]) -> None:
 
 def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
     """Every trial child run of the experiment, by trial key (the newest run when there are several)."""
+    return {key: runs[-1] for key, runs in trial_runs_by_key(uri, experiment).items()}
+
+
+def trial_runs_by_key(uri: str, experiment: str) -> dict[str, list[TrialRecord]]:
+    """Every trial child run of the experiment, by trial key, oldest first: one per key unless a trial's run was
+    duplicated (what the chaos soak checks never happens)."""
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return {}
-    records: dict[str, TrialRecord] = {}
+    records: dict[str, list[TrialRecord]] = {}
     page_token = None
     while True:
         page = client.search_runs(
@@ -120,7 +126,7 @@ def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:
         for run in page:
             key = run.data.tags.get(KEY_TAG)
             if key:
-                records[key] = _record(run)
+                records.setdefault(key, []).append(_record(run))
         page_token = page.token
         if not page_token:
             return records

@@ -1,5 +1,6 @@
-"""`gatelab bench gates|trainer|grid|report`: the benchmarks, each a ratio measured side by side in one run. The
-gates and trainer benchmarks import torch, only when they run."""
+"""`gatelab bench gates|trainer|grid|report|chaos`: the benchmarks, each a ratio measured side by side in one run
+(chaos: a fault-tolerance soak, checked against an undisturbed run of the same grid). The gates and trainer
+benchmarks import torch, only when they run."""
 
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ def _bench_trainer(args: argparse.Namespace) -> int:
     from gatelab.trainer.bench.trainer import bench_trainer
 
     result = bench_trainer(
-        args.model, steps=args.steps, variant=args.variant, compiled=args.compile, batch_size=args.batch_size
+        args.model,
+        steps=args.steps if args.steps is not None else 60,
+        variant=args.variant,
+        compiled=args.compile,
+        batch_size=args.batch_size,
     )
     if args.json:
         print(json.dumps(result, indent=1))
@@ -119,7 +124,7 @@ def _bench_grid(args: argparse.Namespace) -> int:
 def _bench_report(args: argparse.Namespace) -> int:
     from gatelab.grid.dispatch.bench_report import bench_report
 
-    result = bench_report(args.trials)
+    result = bench_report(args.trials if args.trials is not None else 1000)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -135,7 +140,55 @@ def _bench_report(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = {"gates": _bench_gates, "trainer": _bench_trainer, "grid": _bench_grid, "report": _bench_report}
+def _bench_chaos(args: argparse.Namespace) -> int:
+    from gatelab.grid.dispatch.bench_chaos import bench_chaos
+
+    result = bench_chaos(
+        args.trials if args.trials is not None else 24,
+        args.kills,
+        seed=args.seed,
+        steps=args.steps if args.steps is not None else 100,
+        sigterm_share=args.sigterm_share,
+        keep=args.keep,
+    )
+    # Exit 1 on any violation, and when no signal was sent: then the soak tested nothing.
+    code = 1 if result["violations"] or not result["kills"] else 0
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return code
+    signals = ", ".join(f"{n} {name}" for name, n in sorted(result["signals"].items())) or "none"
+    print(
+        f"chaos soak: {result['trials']} trials of {result['steps']} steps (checkpoint every "
+        f"{result['checkpoint_every']}), seed {result['seed']}, on a local Ray"
+    )
+    print(
+        f"  kills {result['kills']} ({signals}) of {result['kills_wanted']} wanted, in {result['killed_trials']} "
+        f"trials, {result['kills_past_imports']} past the worker's imports (the trials' stored steps then: "
+        f"{result['kill_steps']}); retries "
+        f"{result['retries']} (from the runs' attempt tags: a worker killed before it opened its run leaves none)"
+    )
+    print(
+        f"  lost {result['lost']}  duplicated runs {result['duplicated_runs']}  duplicated steps "
+        f"{result['duplicated_steps']}  missing steps {result['missing_steps']}  largest loss difference from the "
+        f"undisturbed run {result['max_loss_difference']:.2g}"
+    )
+    print(
+        f"  wall time {result['wall_s']:.1f} s with chaos, {result['undisturbed_wall_s']:.1f} s undisturbed; "
+        f"signals at {result['kill_times_s']} s"
+    )
+    print(f"  {result['violations']} violations" + "".join(f"\n    {line}" for line in result["violation_lines"]))
+    if not result["kills"]:
+        print("  no signal was sent before the grid ended, so nothing was tested: give it more --trials or --steps")
+    return code
+
+
+BENCHMARKS = {
+    "gates": _bench_gates,
+    "trainer": _bench_trainer,
+    "grid": _bench_grid,
+    "report": _bench_report,
+    "chaos": _bench_chaos,
+}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -147,7 +200,7 @@ def add_bench_command(commands) -> None:
     bench.add_argument("what", choices=list(BENCHMARKS))
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
-    bench.add_argument("--steps", type=int, default=60, help="trainer: steps per loop")
+    bench.add_argument("--steps", type=int, default=None, help="trainer: steps per loop (60); chaos: per trial (100)")
     bench.add_argument("--variant", default="baseline", help="trainer: the catalog variant to train")
     bench.add_argument("--batch-size", type=int, default=8, help="trainer: sequences per step")
     bench.add_argument(
@@ -157,6 +210,12 @@ def add_bench_command(commands) -> None:
     )
     bench.add_argument("--grid", default=None, help="grid: the grid to run (default: the shipped smoke grid)")
     bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
-    bench.add_argument("--trials", type=int, default=1000, help="report: finished trials in the synthetic grid")
+    bench.add_argument(
+        "--trials", type=int, default=None, help="report: finished trials in the synthetic grid (1000); chaos: (24)"
+    )
+    bench.add_argument("--kills", type=int, default=12, help="chaos: trial workers to signal")
+    bench.add_argument("--seed", type=int, default=0, help="chaos: seeds when, whom and which signal")
+    bench.add_argument("--sigterm-share", type=float, default=0.25, help="chaos: share of SIGTERM (else SIGKILL)")
+    bench.add_argument("--keep", default=None, help="chaos: keep both homes and the submits' logs in this folder")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)

@@ -21,6 +21,8 @@ from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, run_params, run_tags
 
+TRIAL_LOCK = ".lock"  # in the trial's directory: held by whoever runs the trial (one process at a time)
+
 
 @dataclass(frozen=True)
 class TrialJob:
@@ -88,7 +90,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     use_server_credentials(Store(job.home), job.tracking_uri)
 
     trial_dir = Path(job.checkpoint_root) / job.key
-    with file_lock(trial_dir / ".lock", blocking=False) as acquired:
+    with file_lock(trial_dir / TRIAL_LOCK, blocking=False) as acquired:
         if not acquired:
             return TrialResult(Status.BUSY, key=job.key)
         tracker, existing = open_trial_run(
@@ -143,7 +145,7 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
 
     message = failure_reason(error, out_of_memory=isinstance(error, ray.exceptions.OutOfMemoryError))
     try:
-        with file_lock(Path(job.checkpoint_root) / job.key / ".lock", blocking=False) as acquired:
+        with file_lock(Path(job.checkpoint_root) / job.key / TRIAL_LOCK, blocking=False) as acquired:
             if acquired:
                 record_failure(
                     job.tracking_uri,
