@@ -13,7 +13,7 @@ import pytest
 
 from gatelab.grid.dispatch.chaos import TRIAL_TASK_TITLE, Chaos, trainer_loaded, trial_key_of, trial_workers
 from gatelab.grid.dispatch.soak_checks import LOSS_TOLERANCE, GridLedger, compare
-from gatelab.grid.dispatch.worker import TRIAL_LOCK
+from gatelab.tracking.file_lock import TRIAL_LOCK
 from gatelab.tracking.ledger import TrialRecord
 
 

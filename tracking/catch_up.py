@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 
-from gatelab.tracking.file_lock import file_lock
+from gatelab.tracking.file_lock import TRIAL_LOCK, file_lock
 from gatelab.tracking.outbox import JOURNAL_NAME, merged, read_journal
 from gatelab.tracking.run_writer import RunWriter, ServerAway
 from gatelab.tracking.server import is_healthy
@@ -61,7 +61,7 @@ def catch_up_trial(uri: str, trial_dir: Path) -> bool:
     journal = trial_dir / JOURNAL_NAME
     if not journal.exists():
         return False
-    with file_lock(trial_dir / ".lock", blocking=False) as acquired:
+    with file_lock(trial_dir / TRIAL_LOCK, blocking=False) as acquired:
         return bool(acquired and journal.exists() and send_journal(uri, journal))
 
 

@@ -21,8 +21,6 @@ from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, run_params, run_tags
 
-TRIAL_LOCK = ".lock"  # in the trial's directory: held by whoever runs the trial (one process at a time)
-
 
 @dataclass(frozen=True)
 class TrialJob:
@@ -82,6 +80,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     its stored status, when it was already done; FAILED with the error when training raised."""
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("gatelab.tracking.ledger"):
+        from gatelab.tracking.file_lock import TRIAL_LOCK
         from gatelab.tracking.ledger import ERROR_TAG, file_lock, open_trial_run
         from gatelab.tracking.outbox import JOURNAL_NAME
         from gatelab.tracking.server import use_server_credentials
@@ -141,6 +140,7 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     process holds the trial (it is running it again). Returns the one-line error for the driver's output."""
     import ray
 
+    from gatelab.tracking.file_lock import TRIAL_LOCK
     from gatelab.tracking.ledger import file_lock, record_failure
 
     message = failure_reason(error, out_of_memory=isinstance(error, ray.exceptions.OutOfMemoryError))
