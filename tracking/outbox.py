@@ -63,7 +63,7 @@ class Outbox:
         self.run_id, self.journal, self.max_metrics = run_id, journal, max_metrics
         self._ops: list[dict] = []
         self._metrics = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._journaled = False  # only a journal this outbox wrote is its to remove (DDP ranks share a trial's)
 
     def add(self, op: dict) -> None:
@@ -78,12 +78,11 @@ class Outbox:
 
     def confirm(self, count: int) -> None:
         """The oldest `count` operations are stored by the server."""
-        with self._lock:
+        with self._lock:  # one lock with save(): a journal never outlives the confirmation of all it holds
             done, self._ops = self._ops[:count], self._ops[count:]
             self._metrics -= sum(metric_count(op) for op in done)
-            empty = not self._ops
-        if empty:
-            self.forget_journal()
+            if not self._ops:
+                self.forget_journal()
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -100,12 +99,12 @@ class Outbox:
         journal. Nothing pending: the journal is removed."""
         if self.journal is None:
             return False
-        ops = self.pending()
-        if not ops:
-            self.forget_journal()
-            return True
-        write_journal(self.journal, self.run_id, ops)
-        self._journaled = True
+        with self._lock:
+            if not self._ops:
+                self.forget_journal()
+                return True
+            write_journal(self.journal, self.run_id, self._ops)
+            self._journaled = True
         return True
 
     def forget_journal(self) -> None:
