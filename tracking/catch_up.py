@@ -32,9 +32,10 @@ def send_journal(uri: str, journal: Path, *, wait_s: float = 0.0) -> bool:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            writer = RunWriter(client, run_id, _artifact_uri(client, run_id, journal))
-            if writer.artifact_uri is None:
+            artifact_uri = _artifact_uri(client, run_id, journal)
+            if artifact_uri is None:
                 return True
+            writer = RunWriter(client, run_id, artifact_uri)
             for request, _ in merged(ops):
                 writer.send(request)
             journal.unlink(missing_ok=True)
@@ -77,8 +78,7 @@ def _artifact_uri(client: MlflowClient, run_id: str, journal: Path) -> str | Non
             raise ServerAway(str(error)) from error
         run = None
     if run is None or run.info.lifecycle_stage == LifecycleStage.DELETED:
-        journal.rename(journal.with_name(journal.name + ".orphaned"))
-        kept = journal.with_name(journal.name + ".orphaned")
+        kept = journal.rename(journal.with_name(journal.name + ".orphaned"))
         print(f"gatelab: warning: run {run_id} is gone; its unsent operations are kept in {kept}", file=sys.stderr)
         return None
     return run.info.artifact_uri

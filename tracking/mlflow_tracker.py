@@ -295,11 +295,6 @@ class MlflowTracker:
         self._drain(0.0, keep=True)
         self._raise_pending()
 
-    @property
-    def unsent(self) -> int:
-        """Operations the server has not confirmed (0 once everything arrived)."""
-        return len(self._outbox)
-
     # -- extras ---------------------------------------------------------------------------------------------
 
     def log_text(self, text: str, artifact_file: str) -> None:
@@ -378,9 +373,7 @@ class MlflowTracker:
                     self._note_away()
                     raise
                 except Exception as error:  # noqa: BLE001 - handed to the caller by _raise_pending
-                    self._error = error
-                    self._outbox.confirm(count)
-                    continue
+                    self._error = error  # and the refused operation is dropped with the sent ones
                 self._outbox.confirm(count)
             self._note_back()
 

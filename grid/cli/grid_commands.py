@@ -49,16 +49,17 @@ def _records(spec, store: Store) -> dict:
 
     uri = spec.tracking.uri
     checkpoint_root = spec.storage.root(store.checkpoints_dir)
+    unsent = journals(checkpoint_root)
     if uri is None:
         if not store.db_path.exists():
             return {}
         # Through the live server when there is one: a second SQLite client racing the server's own
         # schema set-up on a fresh store fails ("no such column").
         server = running_server(store)
-        if server is None and journals(checkpoint_root):
+        if server is None and unsent:
             server, _ = ensure_server(store)  # artifacts in the journals reach the store only through it
         uri = server.uri if server else store.tracking_uri
-    if journals(checkpoint_root):
+    if unsent:
         catch_up(uri, checkpoint_root)
     from gatelab.grid.dispatch.ray_jobs import experiment_name
 
