@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.cluster_utils import Cluster
 
 from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.local_ray import LOOPBACK_NODE, init_local_ray, loopback_cluster
 from gatelab.grid.dispatch.submit import submit
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
@@ -26,7 +26,7 @@ def test_grid_on_local_ray_with_logical_gpus(served_store, tmp_path):
     )
     spec = load_grid(path)
     trials = expand(spec)
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)
+    init_local_ray(num_cpus=4, num_gpus=2, include_dashboard=False)
     try:
         outcome = submit(spec, trials, store, uri, retry_failed=False)
         again = submit(spec, trials, store, uri, retry_failed=False)
@@ -58,7 +58,7 @@ def test_grid_on_local_ray_with_logical_gpus(served_store, tmp_path):
 
 def _submit_on_a_local_ray(spec, store, uri, **resources):
     trials = expand(spec)
-    ray.init(include_dashboard=False, **resources)
+    init_local_ray(include_dashboard=False, **resources)
     try:
         return trials, submit(spec, trials, store, uri, retry_failed=False)
     finally:
@@ -69,14 +69,12 @@ def _submit_and_lose_the_node(spec, store, uri, checkpoint_glob: str, *, replace
     """Submit a one-trial grid on a cluster whose only node big enough for the trial is removed once a
     checkpoint matching `checkpoint_glob` exists (and replaced by a fresh node when `replace_node`)."""
     trials = expand(spec)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # too small for a 2-CPU trial
-    doomed = cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address)
     results = {}
     driver = threading.Thread(
         target=lambda: results.update(outcome=submit(spec, trials, store, uri, retry_failed=False))
     )
-    try:
+    with loopback_cluster(num_cpus=1) as cluster:  # the head is too small for a 2-CPU trial
+        doomed = cluster.add_node(num_cpus=2, **LOOPBACK_NODE)
         driver.start()
         checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
         deadline = time.time() + 300
@@ -85,12 +83,9 @@ def _submit_and_lose_the_node(spec, store, uri, checkpoint_glob: str, *, replace
         assert list(checkpoints.glob("*.ckpt")), "no checkpoint before the node was removed"
         cluster.remove_node(doomed)
         if replace_node:
-            cluster.add_node(num_cpus=2)
+            cluster.add_node(num_cpus=2, **LOOPBACK_NODE)
         driver.join(timeout=400)
         assert not driver.is_alive()
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     return results["outcome"]
 
 

@@ -20,12 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Page, sync_playwright
 
 from gatelab.tracking.server import free_port, is_healthy, running_server, stop_server
+from gatelab.tracking.server_auth import is_loopback
 from gatelab.tracking.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.mlflow]
@@ -57,9 +59,18 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Tests send nothing beyond loopback: no host resolves but localhost and the server's 127.0.0.1, and
+    # _loopback_only below aborts any page request to another address.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
 RUN_NAME_COL = "attributes.`Run Name`"
 TREE_NODE = ".du-bois-light-tree-treenode"  # a row of the Columns selector's tree (MLflow's antd prefix)
+
+
+def _loopback_only(route) -> None:
+    """A Playwright route handler: requests to loopback go on, any other is aborted before it is sent."""
+    host = urlsplit(route.request.url).hostname or ""
+    (route.continue_ if is_loopback(host) else route.abort)()
 
 
 def _chromium() -> str | None:
@@ -241,6 +252,7 @@ def test_mlflow_ui_lists_child_runs_with_axis_tags_and_compares_gate_axes(tmp_pa
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 900})
+                page.route("**/*", _loopback_only)
                 page.set_default_timeout(30_000)
                 # The MLflow Assistant side panel opens itself on a first visit and would squeeze the table.
                 page.add_init_script(

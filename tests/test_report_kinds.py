@@ -13,6 +13,7 @@ import ray
 import yaml
 
 from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking.ledger import trial_records
@@ -36,7 +37,7 @@ BASE = {
 def local_ray():
     # 4 logical CPUs on a 2-core runner: the two 2-process DDP trials start side by side (most of their time
     # is Ray Train starting its workers, not training)
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    init_local_ray(num_cpus=4, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -14,6 +14,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from gatelab.grid.cli.main import main
+from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.dispatch.search import run_search
 from gatelab.grid.dispatch.search_study import build_pruner, build_sampler, journal_path
 from gatelab.grid.spec.config_loader import ConfigError, read_yaml
@@ -213,7 +214,7 @@ def test_killed_search_resumes_without_duplicates(served_store, tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    init_local_ray(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.dispatch.ray_jobs import NO_OOM_RETRIES
 from gatelab.grid.dispatch.submit import submit
 from gatelab.grid.spec.expand import expand
@@ -48,7 +49,9 @@ def bench_grid(grid: Path = SMOKE, slots: int = 2) -> dict:
         info, _ = ensure_server(store)
         try:
             started = time.perf_counter()
-            ray.init(num_cpus=slots * spec.resources.cpus, include_dashboard=False, _system_config=dict(NO_OOM_RETRIES))
+            init_local_ray(
+                num_cpus=slots * spec.resources.cpus, include_dashboard=False, _system_config=dict(NO_OOM_RETRIES)
+            )
             ray_start = time.perf_counter() - started
             outcome = submit(spec, trials, store, info.uri, retry_failed=False, out=lambda *_: None)
             wall = time.perf_counter() - started

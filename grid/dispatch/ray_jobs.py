@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.dispatch.worker import TrialJob, run_grid_trial
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.tracking.store import Store
@@ -18,6 +19,7 @@ from gatelab.trainer.provenance import git_sha
 # measured; docs/libraries.md, Ray core). A cluster sets the same with the RAY_task_oom_retries=0 environment
 # of every node (ray_cluster.yaml); a joined Ray keeps its own setting.
 NO_OOM_RETRIES = MappingProxyType({"task_oom_retries": 0})  # read-only: ray.init adds keys to the dict it gets
+RAY_INIT_DEFAULTS = MappingProxyType({"include_dashboard": False, "log_to_driver": True, "configure_logging": False})
 
 
 def experiment_name(spec: GridSpec) -> str:
@@ -45,18 +47,14 @@ def start_ray(spec: GridSpec, address: str | None) -> None:
     import ray
 
     joining = address or spec.ray.address
+    local = joining in (None, "local")
     if not ray.is_initialized():
-        # "local", not None: None would silently join whatever cluster /tmp/ray/ray_current_cluster names
-        # (another user's or another test's); the grid's ray.address / --address joins one on purpose.
-        ray.init(
-            address=joining or "local",
-            include_dashboard=False,
-            log_to_driver=True,
-            configure_logging=False,
-            _system_config=dict(NO_OOM_RETRIES) if joining in (None, "local") else None,
-        )
+        if local:  # on loopback only (grid/dispatch/local_ray.py)
+            init_local_ray(**RAY_INIT_DEFAULTS, _system_config=dict(NO_OOM_RETRIES))
+        else:  # the grid's ray.address / --address joins a cluster on purpose
+            ray.init(address=joining, **RAY_INIT_DEFAULTS)
     gpus = ray.cluster_resources().get("GPU", 0)
-    if joining in (None, "local") and spec.resources.gpus > gpus:
+    if local and spec.resources.gpus > gpus:
         raise ValueError(
             f"{spec.source}: resources.gpus={spec.resources.gpus:g} per trial, but the local Ray has "
             f"{gpus:g} GPUs; set resources.gpus: 0 to train on CPU, or join a cluster with --address"
