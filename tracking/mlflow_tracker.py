@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,10 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.validation import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
-    MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
 
-from gatelab.tracking.outbox import MAX_BUFFERED_METRICS, Outbox, batch_op, merged
+from gatelab.tracking.outbox import MAX_BUFFERED_METRICS, Outbox, batch_ops, merged
 from gatelab.tracking.run_writer import RunWriter, ServerAway
 from gatelab.tracking.store import experiment_artifact_location
 from gatelab.trainer.config.outcome import Status
@@ -213,17 +212,15 @@ class MlflowTracker:
                     )
                 continue
             new.append((key, text))
-        for chunk in _chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
-            self._add(batch_op(params=chunk))
-            self._params.update(chunk)
+        self._add_all(batch_ops(params=new))
+        self._params.update(new)
         if new:
             self._send_now()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set (overwrite) tags; values over 8000 characters are truncated with a note."""
         run_tags = [(key, truncate_value(value, MAX_TAG_VAL_LENGTH)) for key, value in tags.items()]
-        for chunk in _chunks(run_tags, MAX_PARAMS_TAGS_PER_BATCH):
-            self._add(batch_op(tags=chunk))
+        self._add_all(batch_ops(tags=run_tags))
         if run_tags:
             self._send_now()
 
@@ -238,8 +235,7 @@ class MlflowTracker:
         if self._own_steps is not None:
             for key, _, _, at in batch:
                 self._own_steps[key] = max(at, self._own_steps.get(key, at))
-        for chunk in _chunks(batch, MAX_METRICS_PER_BATCH):  # one call's metrics travel together
-            self._add(batch_op(metrics=chunk))
+        self._add_all(batch_ops(metrics=batch))  # one call's metrics travel together
         self._unsent_metrics += len(batch)
         if self._outbox.full():
             self._wait_for_room()
@@ -279,7 +275,7 @@ class MlflowTracker:
         self._raise_pending()
         if status == self._status == Status.RUNNING:
             return  # already so, in MLflow and in the tag: three requests saved per trial start
-        self._add(batch_op(tags=[(STATUS_TAG, status)]))
+        self._add_all(batch_ops(tags=[(STATUS_TAG, status)]))
         self._status = status
         if status in _TERMINAL:
             self._add({"op": "status", "status": _TERMINAL[status], "end_time": int(time.time() * 1000)})
@@ -333,6 +329,10 @@ class MlflowTracker:
         if self._closed and op["op"] != "artifact":
             raise RuntimeError(f"MlflowTracker for run {self.run_id} is closed")
         self._outbox.add(op)
+
+    def _add_all(self, ops: list[dict]) -> None:
+        for op in ops:
+            self._add(op)
 
     def _run_sender(self) -> None:
         while not self._closed:
@@ -442,8 +442,3 @@ class MlflowTracker:
                 f"run {self.run_id} keeps artifacts behind the MLflow server ({self.artifact_uri}), but this "
                 f"tracker talks to {uri}; use the server's URI (tracking.local_server(store))"
             )
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

@@ -24,10 +24,23 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+from mlflow.utils.validation import (
+    MAX_BATCH_LOG_REQUEST_SIZE,
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+)
 
 JOURNAL_NAME = "mlflow-unsent.jsonl"
 MAX_BUFFERED_METRICS = 500_000  # ~100 MB of Python objects: hours of a fast trial's logging
+
+
+# The bytes a metric, param or tag adds to a log-batch request beyond its key, value (and timestamp, step) as
+# json.dumps writes them: MLflow's field names, indentation and separators (message_to_json writes 73 more per
+# metric, 40 per param or tag, measured), with room to spare; tests/test_outbox.py checks it is an upper bound.
+ENTITY_JSON_OVERHEAD = 96
+REQUEST_JSON_OVERHEAD = 256  # the run id and the request's own braces
+KINDS = ("metrics", "params", "tags")  # what a batch operation carries
 
 
 def batch_op(metrics=(), params=(), tags=()) -> dict:
@@ -39,20 +52,70 @@ def metric_count(op: dict) -> int:
     return len(op.get("metrics", ())) if op["op"] == "batch" else 0
 
 
+def _entity_bytes(entity) -> int:
+    return len(json.dumps(entity)) + ENTITY_JSON_OVERHEAD
+
+
+def _accepted(metrics: int, params: int, tags: int, request_bytes: int) -> bool:
+    """Whether MLflow's server accepts a log-batch request of this size: every limit it checks
+    (mlflow.utils.validation, _validate_batch_log_limits and the request's byte size)."""
+    return (
+        metrics <= MAX_METRICS_PER_BATCH
+        and params <= MAX_PARAMS_TAGS_PER_BATCH
+        and tags <= MAX_PARAMS_TAGS_PER_BATCH
+        and metrics + params + tags <= MAX_ENTITIES_PER_BATCH
+        and request_bytes <= MAX_BATCH_LOG_REQUEST_SIZE
+    )
+
+
+class _Request:
+    """A log-batch request being filled, with the counts `_accepted` checks."""
+
+    def __init__(self) -> None:
+        self.op = batch_op()
+        self.bytes = REQUEST_JSON_OVERHEAD
+
+    def takes(self, added: dict[str, int], added_bytes: int) -> bool:
+        counts = {kind: len(self.op[kind]) + added.get(kind, 0) for kind in KINDS}
+        return _accepted(**counts, request_bytes=self.bytes + added_bytes)
+
+    def add(self, kind: str, entities: list, entities_bytes: int) -> None:
+        self.op[kind].extend(entities)
+        self.bytes += entities_bytes
+
+
+def batch_ops(metrics=(), params=(), tags=()) -> list[dict]:
+    """One logging call's metrics, params and tags as batch operations, each one a request MLflow accepts,
+    in order (usually a single operation)."""
+    requests = [_Request()]
+    for kind, entities in batch_op(metrics, params, tags).items():
+        for entity in entities if kind in KINDS else ():
+            size = _entity_bytes(entity)
+            if not requests[-1].takes({kind: 1}, size):
+                requests.append(_Request())
+            requests[-1].add(kind, [entity], size)
+    return [r.op for r in requests if any(r.op[kind] for kind in KINDS)]
+
+
 def merged(ops: Iterable[dict]) -> list[tuple[dict, int]]:
-    """Consecutive batch operations joined into requests within MLflow's batch limits (at most 1000 metrics and
-    100 params+tags each), order kept: [(request op, how many outbox operations it carries)]."""
+    """Consecutive batch operations joined into requests that MLflow accepts, order kept: [(request op, how
+    many outbox operations it carries)]. An operation is never split (batch_ops made each one a request MLflow
+    accepts), so a confirmed request confirms whole operations."""
     out: list[tuple[dict, int]] = []
+    filling: _Request | None = None  # the batch request at the end of `out`, while more may join it
     for op in ops:
-        if out and op["op"] == "batch" and out[-1][0]["op"] == "batch":
-            last, count = out[-1]
-            fits_metrics = len(last["metrics"]) + len(op["metrics"]) <= MAX_METRICS_PER_BATCH
-            fits_rest = len(last["params"]) + len(last["tags"]) + len(op["params"]) + len(op["tags"])
-            if fits_metrics and fits_rest <= MAX_PARAMS_TAGS_PER_BATCH:
-                out[-1] = (batch_op(last["metrics"] + op["metrics"], last["params"] + op["params"],
-                                    last["tags"] + op["tags"]), count + 1)  # fmt: skip
-                continue
-        out.append((op, 1))
+        if op["op"] != "batch":
+            out.append((op, 1))
+            filling = None
+            continue
+        counts = {kind: len(op[kind]) for kind in KINDS}
+        sizes = {kind: sum(map(_entity_bytes, op[kind])) for kind in KINDS}
+        if filling is None or not filling.takes(counts, sum(sizes.values())):
+            filling = _Request()
+            out.append((filling.op, 0))
+        for kind in KINDS:
+            filling.add(kind, op[kind], sizes[kind])
+        out[-1] = (filling.op, out[-1][1] + 1)
     return out
 
 
