@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gatelab.grid.dispatch.chaos import TRIAL_TASK_TITLE, Chaos, trainer_loaded, trial_key_of, trial_workers
-from gatelab.grid.dispatch.soak_checks import LOSS_TOLERANCE, GridLedger, compare
-from gatelab.tracking.file_lock import TRIAL_LOCK
-from gatelab.tracking.ledger import TrialRecord
+from gatelab.grid.bench.chaos import TRIAL_TASK_TITLE, Chaos, trainer_loaded, trial_key_of, trial_workers
+from gatelab.grid.bench.soak_checks import LOSS_TOLERANCE, GridLedger, compare
+from gatelab.tracking.runs.file_lock import TRIAL_LOCK
+from gatelab.tracking.runs.ledger import TrialRecord
 
 
 def _record(run_id: str, status: str = "finished", attempt: int = 1) -> TrialRecord:
@@ -158,7 +158,7 @@ def test_the_chaos_signals_as_many_workers_as_asked_with_the_choices_its_seed_fi
 @pytest.mark.ray
 @pytest.mark.mlflow
 def test_a_small_soak_finishes_every_trial_once_with_complete_histories_and_the_undisturbed_losses():
-    from gatelab.grid.dispatch.bench_chaos import bench_chaos
+    from gatelab.grid.bench.chaos_soak import bench_chaos
 
     result = bench_chaos(trials=6, kills=3, seed=1, steps=60)
     assert result["trials"] == 6 and result["kills"] >= 1 and result["retries"] >= 1, result

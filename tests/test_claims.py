@@ -1,11 +1,11 @@
-"""The paper's orderings (tracking/claims.py) on synthetic results: each can hold, fail, or be unmeasured."""
+"""The paper's orderings (tracking/stats/claims.py) on synthetic results: each can hold, fail, or be unmeasured."""
 
 from __future__ import annotations
 
 import math
 
-from gatelab.tracking.claims import BASELINE, G1, INPUT_INDEPENDENT, NS_SIGMOID, check_orderings
-from gatelab.tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows
+from gatelab.tracking.stats.claims import BASELINE, G1, INPUT_INDEPENDENT, NS_SIGMOID, check_orderings
+from gatelab.tracking.stats.rows import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows
 from gatelab.trainer.config.catalog import get_variant
 
 NAMES = (BASELINE, G1, NS_SIGMOID, INPUT_INDEPENDENT)

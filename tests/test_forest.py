@@ -1,4 +1,4 @@
-"""The forest plot's numbers (tracking/forest.py) on cases worked by hand: the paired differences, the paired
+"""The forest plot's numbers (tracking/stats/forest.py) on cases worked by hand: the paired differences, the paired
 t-interval with Holm's step-down correction for fixed seeds, a large difference judged 'different', a `seeds:`
 grid judged exactly as its driver judges it, the validation-loss gap along training, the families; and the
 figures drawn from them."""
@@ -16,9 +16,9 @@ from gatelab.grid.cli.report_command import report_input
 from gatelab.grid.dispatch.adaptive import verdict_rows
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
-from gatelab.tracking.comparison_figures import f_attn_heatmap, forest_plot, gap_curves
-from gatelab.tracking.forest import family, forest, val_loss_gaps
-from gatelab.tracking.stats import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows
+from gatelab.tracking.report.comparison_figures import f_attn_heatmap, forest_plot, gap_curves
+from gatelab.tracking.stats.forest import family, forest, val_loss_gaps
+from gatelab.tracking.stats.rows import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows
 from gatelab.trainer.config.catalog import load_catalog
 
 PNG = b"\x89PNG\r\n\x1a\n"

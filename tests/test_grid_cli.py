@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gatelab.grid.bench.chaos import trial_workers
 from gatelab.grid.cli.main import main
-from gatelab.grid.dispatch.chaos import trial_workers
 from gatelab.tracking import Store, stop_server
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid

@@ -130,7 +130,7 @@ def test_two_worker_ddp_trial_through_ray_train(served_store, tmp_path):
 
 
 def test_bench_grid_accounts_for_every_slot_second(tmp_path):
-    from gatelab.grid.dispatch.bench_grid import bench_grid
+    from gatelab.grid.bench.grid import bench_grid
 
     path = write_grid(
         tmp_path / "bench.yaml",

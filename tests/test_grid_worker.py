@@ -55,7 +55,7 @@ def _lost_job(tmp_path):
 
 def test_a_lost_trial_held_by_another_process_is_left_to_it(tmp_path):
     from gatelab.grid.dispatch.worker import record_unreported_failure
-    from gatelab.tracking.file_lock import TRIAL_LOCK, file_lock
+    from gatelab.tracking.runs.file_lock import TRIAL_LOCK, file_lock
 
     with file_lock(tmp_path / "k1" / TRIAL_LOCK) as held:  # another submit is running the trial again
         assert held

@@ -66,6 +66,30 @@ def test_the_trainers_config_folder_is_its_torch_free_part():
     assert outside <= {"gatelab.trainer.corpus"}, sorted(outside)  # the data's identity: numpy only
 
 
+# tracking/'s rooms, each importing only the rooms named here (and the home's layout, tracking/store.py), so
+# the imports run one way: server/ <- runs/ <- report/ -> stats/. None imports the gatelab.tracking facade.
+TRACKING_ROOMS = {"server": set(), "runs": {"server"}, "stats": set(), "report": {"server", "runs", "stats"}}
+
+
+def test_trackings_rooms_import_one_way():
+    assert {p.name for p in (ROOT / "tracking").iterdir() if p.is_dir() and p.name != "__pycache__"} == set(
+        TRACKING_ROOMS
+    )
+    for room, allowed in TRACKING_ROOMS.items():
+        own = {n for n in imported_modules(f"tracking/{room}") if n.startswith("gatelab.tracking")}
+        rooms = {n.split(".")[2] if n.count(".") >= 2 else "(facade)" for n in own}
+        assert rooms <= {room, "store", *allowed}, (room, sorted(own))
+
+
+def test_the_statistics_room_is_pure():
+    # What the driver (adaptive seeds) and every report share: numbers in, numbers out.
+    assert not imported_layers("tracking/stats") & {"mlflow", "matplotlib", "torch", "ray", "optuna", "gatelab.grid"}
+
+
+def test_the_engine_never_imports_its_benchmarks():
+    assert not {n for n in imported_modules("grid/dispatch") if n.startswith("gatelab.grid.bench")}
+
+
 def module_level_imports(path: Path) -> set[str]:
     """Own modules a file imports when it is loaded: not inside functions, not under `if TYPE_CHECKING:`."""
     names = set()

@@ -26,8 +26,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Page, sync_playwright
 
-from gatelab.tracking.server import free_port, is_healthy, running_server, stop_server
-from gatelab.tracking.server_auth import is_loopback
+from gatelab.tracking.server.auth import is_loopback
+from gatelab.tracking.server.process import free_port, is_healthy, running_server, stop_server
 from gatelab.tracking.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.mlflow]

@@ -1,4 +1,4 @@
-"""tracking/outbox.py: every request the outbox sends is one MLflow's server accepts, whatever backlog built up
+"""tracking/runs/outbox.py: every request the outbox sends is one MLflow's server accepts, whatever backlog built up
 while the server was slow or away, and it carries the operations in the order they were logged.
 
 The limits are MLflow's own (mlflow.utils.validation): at most 1000 metrics, 100 params and 100 tags, 1000 of
@@ -23,7 +23,7 @@ from mlflow.utils.validation import (
     _validate_batch_log_limits,
 )
 
-from gatelab.tracking.outbox import KINDS, batch_ops, merged
+from gatelab.tracking.runs.outbox import KINDS, batch_ops, merged
 
 
 def _log_batch(op: dict) -> LogBatch:
@@ -124,7 +124,7 @@ def test_any_sequence_of_operations_merges_into_accepted_requests_in_order(calls
 def test_a_trial_that_built_a_backlog_of_1000_metrics_ends_finished_on_a_real_server(served_store):
     from mlflow import MlflowClient
 
-    from gatelab.tracking.mlflow_tracker import MlflowTracker
+    from gatelab.tracking.runs.mlflow_tracker import MlflowTracker
 
     _, uri = served_store
     # No sender thread and no flush before 10,000 metrics: the backlog a slow or absent server leaves behind.

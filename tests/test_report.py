@@ -23,9 +23,9 @@ from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.seed_policy import comparisons
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
-from gatelab.tracking.choice_figure import CategoryStats, by_category, categories, choice_strip
-from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
-from gatelab.tracking.stats import (
+from gatelab.tracking.report.choice_figure import CategoryStats, by_category, categories, choice_strip
+from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.stats.rows import (
     ReportInput,
     TrialOutcome,
     TrialSpec,
@@ -245,7 +245,7 @@ def test_choice_values_are_summarised_and_drawn_in_the_grids_order(tmp_path):
 
 def test_report_code_does_not_load_torch():
     code = (
-        "import sys, gatelab.tracking.report, gatelab.grid.cli.report_command; "
+        "import sys, gatelab.tracking.report.grid_report, gatelab.grid.cli.report_command; "
         "assert 'torch' not in sys.modules, 'torch loaded'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

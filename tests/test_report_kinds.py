@@ -16,8 +16,8 @@ from gatelab.grid.cli.main import main
 from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
-from gatelab.tracking.ledger import trial_records
-from gatelab.tracking.stats import max_stable_lr
+from gatelab.tracking.runs.ledger import trial_records
+from gatelab.tracking.stats.rows import max_stable_lr
 
 from grid_helpers import child_runs
 

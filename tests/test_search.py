@@ -21,7 +21,7 @@ from gatelab.grid.spec.config_loader import ConfigError, read_yaml
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.search_spec import study_plans
 from gatelab.tracking import Store
-from gatelab.tracking.stats import max_stable_lr
+from gatelab.tracking.stats.rows import max_stable_lr
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
 

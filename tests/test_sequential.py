@@ -1,4 +1,4 @@
-"""The adaptive-seed verdicts (tracking/sequential.py): by simulation, repeated looks and many variants do not
+"""The adaptive-seed verdicts (tracking/stats/sequential.py): by simulation, repeated looks and many variants do not
 inflate the rate of false "different" verdicts, and a true difference of a few noise-sigmas is found."""
 
 import math
@@ -6,7 +6,15 @@ import random
 
 import pytest
 
-from gatelab.tracking.sequential import SeedRule, Verdict, holm, judge, look_corrected, seeds_to_resolve, t_p_values
+from gatelab.tracking.stats.sequential import (
+    SeedRule,
+    Verdict,
+    holm,
+    judge,
+    look_corrected,
+    seeds_to_resolve,
+    t_p_values,
+)
 
 RULE = SeedRule(min=2, max=8, margin=0.5, alpha=0.05)  # margin in units of the noise sigma
 

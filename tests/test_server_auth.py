@@ -1,4 +1,4 @@
-"""tracking/server_auth.py: the local MLflow server asks for credentials once it binds beyond loopback.
+"""tracking/server/auth.py: the local MLflow server asks for credentials once it binds beyond loopback.
 
 The server test binds a real server to an address beyond loopback and sends real requests: without credentials
 they are refused, gatelab's own clients (the ledger, an artifact upload, the raw bulk-history route, a worker that
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gatelab.tracking import server as server_module
-from gatelab.tracking.server_auth import (
+from gatelab.tracking.server import process as server_module
+from gatelab.tracking.server.auth import (
     ServerAuthError,
     ensure_credentials,
     is_loopback,

@@ -23,9 +23,9 @@ from gatelab.grid.cli.main import main
 from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
-from gatelab.tracking.ledger import ensure_parent_run
-from gatelab.tracking.outbox import JOURNAL_NAME
-from gatelab.tracking.server import ensure_server, read_state, running_server, stop_server
+from gatelab.tracking.runs.ledger import ensure_parent_run
+from gatelab.tracking.runs.outbox import JOURNAL_NAME
+from gatelab.tracking.server.process import ensure_server, read_state, running_server, stop_server
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.outcome import Status
 
@@ -154,8 +154,8 @@ def test_ctrl_c_stops_a_driver_whose_server_is_gone(tmp_path):
 
 
 def test_full_outbox_makes_logging_wait_for_the_server_and_nothing_is_lost(tmp_path):
-    from gatelab.tracking.mlflow_tracker import MlflowTracker
-    from gatelab.tracking.server import revive_server
+    from gatelab.tracking.runs.mlflow_tracker import MlflowTracker
+    from gatelab.tracking.server.process import revive_server
 
     store = Store(tmp_path / "home").ensure()
     info, _ = ensure_server(store)

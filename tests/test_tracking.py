@@ -38,8 +38,8 @@ from gatelab.tracking import (  # noqa: E402
     running_server,
     ui,
 )
-from gatelab.tracking import server as server_module  # noqa: E402
-from gatelab.tracking.outbox import batch_op, merged  # noqa: E402
+from gatelab.tracking.runs.outbox import batch_op, merged  # noqa: E402
+from gatelab.tracking.server import process as server_module  # noqa: E402
 from gatelab.trainer.tracker import Tracker  # noqa: E402
 
 pytestmark = [pytest.mark.mlflow]
@@ -430,7 +430,7 @@ def test_server_that_never_answers_times_out(tmp_path):
 
 
 def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
-    from gatelab.tracking.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
+    from gatelab.tracking.runs.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
 
     assert record_failure(
         server_uri,
@@ -452,7 +452,7 @@ def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
 
 
 def test_a_trial_run_gets_its_params_at_creation_and_a_resume_keeps_them(server_uri):
-    from gatelab.tracking.ledger import open_trial_run
+    from gatelab.tracking.runs.ledger import open_trial_run
     from gatelab.trainer.config.trial import TrialConfig, run_params
 
     params = run_params(TrialConfig(variant="g1_headwise_sigmoid", seed=3))

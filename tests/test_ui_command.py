@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
-from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
 from gatelab.trainer.config.trial import run_params, run_tags
 
 from grid_helpers import ROOT, write_grid

@@ -1,5 +1,8 @@
-"""The only door to MLflow (docs/design.md, layer rules): where runs live, the local tracking server, and the
-trainer's Tracker.
+"""Where a grid's results live and what is made of them, in four rooms whose imports run one way:
+server/ (the home's MLflow server) <- runs/ (trackers, the ledger, histories: the only code that talks to MLflow
+about runs) <- report/ (paper-style reports and figures) -> stats/ (pure statistics, shared with the driver).
+tracking/store.py is the home's layout, which all of them use. This module re-exports what the grid driver
+and the tests use most.
 
 Rule for URIs and artifacts: gatelab processes log through the store's local `mlflow server`
 (`local_server(store)` yields its http URI); experiments always get the artifact location
@@ -8,7 +11,7 @@ Rule for URIs and artifacts: gatelab processes log through the store's local `ml
 artifact transfers need the server.
 """
 
-from gatelab.tracking.mlflow_tracker import (
+from gatelab.tracking.runs.mlflow_tracker import (
     PARENT_RUN_TAG,
     STATUS_TAG,
     STATUSES,
@@ -16,7 +19,7 @@ from gatelab.tracking.mlflow_tracker import (
     ParamConflictError,
     get_or_create_experiment,
 )
-from gatelab.tracking.server import (
+from gatelab.tracking.server.process import (
     ServerInfo,
     ServerStartError,
     ensure_server,

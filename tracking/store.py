@@ -5,9 +5,9 @@ and on storage").
     <home>/mlartifacts/         artifact root the server proxies (`--artifacts-destination`)
     <home>/checkpoints/         Lightning checkpoints, one folder per trial
     <home>/cache/               tokenised data and other rebuildable files
-    <home>/mlflow-server.json   {pid, port, uri} of the live local server (tracking/server.py)
+    <home>/mlflow-server.json   {pid, port, uri} of the live local server (tracking/server/process.py)
     <home>/mlflow-auth.json     the server's basic-auth credentials, mode 0600, when it binds beyond loopback
-    <home>/mlflow-auth.ini      its auth config, and <home>/mlflow-auth.db its users (tracking/server_auth.py)
+    <home>/mlflow-auth.ini      its auth config, and <home>/mlflow-auth.db its users (tracking/server/auth.py)
 
 The home is `--home`, else `$GATELAB_HOME`, else `./gatelab-runs`.
 

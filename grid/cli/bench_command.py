@@ -92,7 +92,7 @@ def _bench_trainer(args: argparse.Namespace) -> int:
 
 
 def _bench_grid(args: argparse.Namespace) -> int:
-    from gatelab.grid.dispatch.bench_grid import SMOKE, bench_grid
+    from gatelab.grid.bench.grid import SMOKE, bench_grid
 
     result = bench_grid(resolve_config_path(args.grid) if args.grid else SMOKE, slots=args.slots)
     if args.json:
@@ -122,7 +122,7 @@ def _bench_grid(args: argparse.Namespace) -> int:
 
 
 def _bench_report(args: argparse.Namespace) -> int:
-    from gatelab.grid.dispatch.bench_report import bench_report
+    from gatelab.grid.bench.report import bench_report
 
     result = bench_report(args.trials if args.trials is not None else 1000)
     if args.json:
@@ -141,7 +141,7 @@ def _bench_report(args: argparse.Namespace) -> int:
 
 
 def _bench_chaos(args: argparse.Namespace) -> int:
-    from gatelab.grid.dispatch.bench_chaos import bench_chaos
+    from gatelab.grid.bench.chaos_soak import bench_chaos
 
     result = bench_chaos(
         args.trials if args.trials is not None else 24,

@@ -24,11 +24,11 @@ from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 @contextmanager
 def driver_tracking(spec, store: Store) -> Iterator[str]:
     """The tracking URI a driver logs to, after sending what trials kept on disk while it was away
-    (tracking/catch_up.py). The home's own server is kept up while the driver runs (tracking/server_watch.py)
+    (tracking/runs/catch_up.py). The home's own server is kept up while the driver runs (tracking/server/watch.py)
     and outlives it: a concurrent submit or a trial may still be logging through it."""
-    from gatelab.tracking.catch_up import catch_up
-    from gatelab.tracking.server import local_server
-    from gatelab.tracking.server_watch import ServerWatch
+    from gatelab.tracking.runs.catch_up import catch_up
+    from gatelab.tracking.server.process import local_server
+    from gatelab.tracking.server.watch import ServerWatch
 
     checkpoint_root = spec.storage.root(store.checkpoints_dir)
     if spec.tracking.uri:
@@ -43,9 +43,9 @@ def driver_tracking(spec, store: Store) -> Iterator[str]:
 def _records(spec, store: Store) -> dict:
     """The ledger as stored, read without starting anything (an absent store means: all new) unless trials
     kept results on disk while the server was away: those are sent first, through the home's server."""
-    from gatelab.tracking.catch_up import catch_up, journals
-    from gatelab.tracking.ledger import trial_records
-    from gatelab.tracking.server import ensure_server, running_server
+    from gatelab.tracking.runs.catch_up import catch_up, journals
+    from gatelab.tracking.runs.ledger import trial_records
+    from gatelab.tracking.server.process import ensure_server, running_server
 
     uri = spec.tracking.uri
     checkpoint_root = spec.storage.root(store.checkpoints_dir)
@@ -227,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop_server(args: argparse.Namespace) -> int:
-    from gatelab.tracking.server import stop_server
+    from gatelab.tracking.server.process import stop_server
 
     stopped = stop_server(_store_no_create(args.home))
     print("stopped the MLflow server" if stopped else "no MLflow server was running for this home")

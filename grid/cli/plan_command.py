@@ -18,7 +18,7 @@ from gatelab.trainer.config.outcome import Status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gatelab.tracking.sequential import seeds_to_resolve
+    from gatelab.tracking.stats.sequential import seeds_to_resolve
 
     spec, trials = _load(args)
     if not 0 < args.power < 1 or not 0 < args.alpha < 1 or not args.effect > 0:

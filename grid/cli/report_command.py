@@ -1,7 +1,7 @@
 """`gatelab report GRID`: the paper-style report of a grid, from what its MLflow runs hold now.
 
 This side knows the grid (its trials, their seeds, LRs and other axis values) and the catalog (paper
-references, published figures, extra parameters at the grid's base preset); tracking/report.py reads MLflow
+references, published figures, extra parameters at the grid's base preset); tracking/report/grid_report.py reads MLflow
 and writes the files. No torch here (docs/design.md, layer rules: grid/ never imports it); mlflow only through tracking.
 """
 
@@ -49,7 +49,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     """The grid and the catalog as tracking.report needs them."""
     from gatelab.grid.dispatch.adaptive import rule_of
     from gatelab.grid.dispatch.ray_jobs import experiment_name
-    from gatelab.tracking.report import ReportInput, TrialSpec, VariantSpec
+    from gatelab.tracking.report.grid_report import ReportInput, TrialSpec, VariantSpec
 
     catalog = load_catalog(spec.base.catalog)
     base = spec.base.model.resolve()
@@ -117,7 +117,7 @@ def search_report_input(spec: GridSpec, store, margin: float):
     grid/dispatch/search_study.py, which imports optuna) as plain data."""
     from gatelab.grid.dispatch.ray_jobs import experiment_name
     from gatelab.grid.dispatch.search_study import search_studies
-    from gatelab.tracking.search_report import SearchParam, SearchReportInput, SearchStudy, SearchTrial
+    from gatelab.tracking.report.search_report import SearchParam, SearchReportInput, SearchStudy, SearchTrial
 
     search = spec.search
     studies = []
@@ -181,8 +181,8 @@ def _print_search(spec: GridSpec, inp, report, out_dir: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gatelab.tracking.report import unfinished_trials, write_report
-    from gatelab.tracking.server import local_server
+    from gatelab.tracking.report.grid_report import unfinished_trials, write_report
+    from gatelab.tracking.server.process import local_server
     from gatelab.tracking.store import Store, resolve_home
     from gatelab.trainer.config.outcome import DONE_STATUSES
 
@@ -196,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     def run(uri: str) -> int:
         if spec.search:
-            from gatelab.tracking.search_report import write_search_report
+            from gatelab.tracking.report.search_report import write_search_report
 
             _print_search(spec, inp, write_search_report(inp, uri, out_dir, args.format), out_dir)
             return 0

@@ -38,9 +38,9 @@ def print_summary(key: str, status: str, summary: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.tracking import Store, local_server
-    from gatelab.tracking.ledger import open_trial_run
-    from gatelab.tracking.outbox import JOURNAL_NAME
-    from gatelab.tracking.server_watch import ServerWatch
+    from gatelab.tracking.runs.ledger import open_trial_run
+    from gatelab.tracking.runs.outbox import JOURNAL_NAME
+    from gatelab.tracking.server.watch import ServerWatch
 
     # Bad config or bad data fails here, before the home, a server or a run exists.
     config, fingerprint = load_trial_with_data(Path(args.config), args.set or [])

@@ -16,7 +16,7 @@ from gatelab.trainer.config.metric_names import FINAL_VAL_PPL
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from gatelab.tracking.server import ui
+    from gatelab.tracking.server.process import ui
 
     if args.grid is None:
         store = Store.open(args.home)
@@ -44,7 +44,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def _signed_in(store: Store, then: Callable[[str], None] | None) -> Callable[[str], None]:
     """Once the UI answers: say where its password is when the server asks for one, then run `then`."""
-    from gatelab.tracking.server_auth import sign_in_note
+    from gatelab.tracking.server.auth import sign_in_note
 
     def on_ready(uri: str) -> None:
         note = sign_in_note(store, uri)
@@ -62,7 +62,7 @@ def _open(url: str) -> None:
 
 
 def _print_grid_pages(uri: str, grid: str, experiment: str, keys: list[str] | None, open_browser: bool) -> None:
-    from gatelab.tracking.ui_pages import grid_pages
+    from gatelab.tracking.runs.ui_pages import grid_pages
 
     pages = grid_pages(uri, experiment, keys)
     if pages is None or not pages.run_ids:

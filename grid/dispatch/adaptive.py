@@ -1,7 +1,7 @@
 """Adaptive seeds: which seeds of a `seeds:` grid to run, decided from the results the ledger holds.
 
 Each comparison is one variant against the baseline under one condition (the values of the grid's other axes),
-on paired seeds; how its planned seed count grows and how it is judged is tracking/seed_plan.py, shared with the
+on paired seeds; how its planned seed count grows and how it is judged is tracking/stats/seed_plan.py, shared with the
 report. The baseline of a condition runs as many seeds as its comparisons plan. Everything is derived again from
 the ledger's results after every result, so a killed driver resumes where it was, a resubmit of a decided grid
 starts nothing, and `gatelab status` shows the same verdicts as the driver.
@@ -19,10 +19,10 @@ from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.seed_policy import Comparison, SeedPolicy, comparisons
-from gatelab.tracking import seed_plan
-from gatelab.tracking.ledger import trial_records_for_key
-from gatelab.tracking.seed_plan import ComparisonState
-from gatelab.tracking.sequential import SeedRule, Verdict
+from gatelab.tracking.runs.ledger import trial_records_for_key
+from gatelab.tracking.stats import seed_plan
+from gatelab.tracking.stats.seed_plan import ComparisonState
+from gatelab.tracking.stats.sequential import SeedRule, Verdict
 from gatelab.trainer.config.outcome import Status, TrialResult
 
 
@@ -33,7 +33,7 @@ def rule_of(policy: SeedPolicy) -> SeedRule:
 def replay(
     policy: SeedPolicy, comps: list[Comparison], results: dict[str, tuple[str, float]]
 ) -> dict[str, ComparisonState]:
-    """Every comparison's state from the results (trial key -> (status, metric value)), tracking/seed_plan.py."""
+    """Every comparison's state from the results (trial key -> (status, metric value)), tracking/stats/seed_plan.py."""
     return seed_plan.replay(rule_of(policy), comps, results)
 
 
@@ -61,7 +61,7 @@ def verdict_line(name: str, state: ComparisonState, metric: str) -> str:
 
 
 def ledger_results(policy: SeedPolicy, records: dict, retry_failed: bool = False) -> dict[str, tuple[str, float]]:
-    """Trial key -> (status, the policy's metric) of every ended trial in the ledger (tracking/seed_plan.py)."""
+    """Trial key -> (status, the policy's metric) of every ended trial in the ledger (tracking/stats/seed_plan.py)."""
     return seed_plan.ledger_results(policy.metric, records, retry_failed)
 
 

@@ -39,9 +39,9 @@ def _train_loop(payload: dict) -> None:
             (trial_dir / RESULT_FILE).write_text(failed.to_json())
         return
     if rank == 0:
-        from gatelab.tracking.mlflow_tracker import MlflowTracker
-        from gatelab.tracking.outbox import JOURNAL_NAME
-        from gatelab.tracking.server import use_server_credentials
+        from gatelab.tracking.runs.mlflow_tracker import MlflowTracker
+        from gatelab.tracking.runs.outbox import JOURNAL_NAME
+        from gatelab.tracking.server.process import use_server_credentials
         from gatelab.tracking.store import Store
 
         use_server_credentials(Store(payload["home"]), payload["tracking_uri"])

@@ -19,8 +19,8 @@ from typing import Protocol
 from gatelab.grid.dispatch.ray_jobs import trial_task
 from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
 from gatelab.grid.spec.grid_spec import GridSpec
-from gatelab.tracking.catch_up import catch_up_trial
-from gatelab.tracking.ledger import trial_records
+from gatelab.tracking.runs.catch_up import catch_up_trial
+from gatelab.tracking.runs.ledger import trial_records
 from gatelab.trainer.config.metric_names import STEP
 from gatelab.trainer.config.outcome import Status, TrialResult
 

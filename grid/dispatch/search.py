@@ -52,9 +52,9 @@ from gatelab.grid.spec.expand import data_prints, label, with_values
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.identity import trial_key
 from gatelab.grid.spec.search_spec import INTERMEDIATE_METRIC, StudyPlan, study_plans
-from gatelab.tracking.history import metric_history
-from gatelab.tracking.ledger import ensure_parent_run, file_lock, trial_records, trial_records_for_key
-from gatelab.tracking.mlflow_tracker import MlflowTracker
+from gatelab.tracking.runs.history import metric_history
+from gatelab.tracking.runs.ledger import ensure_parent_run, file_lock, trial_records, trial_records_for_key
+from gatelab.tracking.runs.mlflow_tracker import MlflowTracker
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
 from gatelab.trainer.config.trial import TrialConfig

@@ -18,7 +18,7 @@ from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.seed_policy import seed_counts
 from gatelab.grid.spec.trial_cost import training_flops
-from gatelab.tracking.ledger import close_parent_run, ensure_parent_run, trial_records
+from gatelab.tracking.runs.ledger import close_parent_run, ensure_parent_run, trial_records
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.metric_names import FINAL_VAL_PPL
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult

@@ -79,11 +79,11 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     """Runs in a Ray worker. BUSY when another process holds the trial (a concurrent submit); skipped, with
     its stored status, when it was already done; FAILED with the error when training raised."""
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
-    with _first_import_without_collector("gatelab.tracking.ledger"):
-        from gatelab.tracking.file_lock import TRIAL_LOCK
-        from gatelab.tracking.ledger import ERROR_TAG, file_lock, open_trial_run
-        from gatelab.tracking.outbox import JOURNAL_NAME
-        from gatelab.tracking.server import use_server_credentials
+    with _first_import_without_collector("gatelab.tracking.runs.ledger"):
+        from gatelab.tracking.runs.file_lock import TRIAL_LOCK
+        from gatelab.tracking.runs.ledger import ERROR_TAG, file_lock, open_trial_run
+        from gatelab.tracking.runs.outbox import JOURNAL_NAME
+        from gatelab.tracking.server.process import use_server_credentials
         from gatelab.tracking.store import Store
     import_s = time.perf_counter() - import_started
     use_server_credentials(Store(job.home), job.tracking_uri)
@@ -140,8 +140,8 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     process holds the trial (it is running it again). Returns the one-line error for the driver's output."""
     import ray
 
-    from gatelab.tracking.file_lock import TRIAL_LOCK
-    from gatelab.tracking.ledger import file_lock, record_failure
+    from gatelab.tracking.runs.file_lock import TRIAL_LOCK
+    from gatelab.tracking.runs.ledger import file_lock, record_failure
 
     message = failure_reason(error, out_of_memory=isinstance(error, ray.exceptions.OutOfMemoryError))
     try:

@@ -4,7 +4,7 @@ seed axis.
     seeds: {min: 2, max: 8, metric: final_val_loss, margin: 0.005, alpha: 0.05}
 
 Every variant starts with `min` seeds paired with the baseline's (seed i against seed i); an open comparison
-gets one more seed per wave until `max`. The verdicts and why repeated looks stay valid: tracking/sequential.py.
+gets one more seed per wave until `max`. The verdicts and why repeated looks stay valid: tracking/stats/sequential.py.
 The block stands for a `seed` axis of 0..max-1 (what the dry run counts as the most trials); the driver
 (grid/dispatch/adaptive.py) runs the part of it the verdicts need.
 """

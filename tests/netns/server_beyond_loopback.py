@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gatelab.grid.dispatch.worker import TrialJob
-from gatelab.tracking import server as server_module
+from gatelab.tracking.server import process as server_module
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
 
@@ -39,7 +39,7 @@ import pickle, sys
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from gatelab.grid.dispatch.worker import run_grid_trial
-from gatelab.tracking.server import use_server_credentials
+from gatelab.tracking.server.process import use_server_credentials
 from gatelab.tracking.store import Store
 
 home, uri, job_path = sys.argv[1:]
@@ -71,8 +71,8 @@ def no_client_credentials():
 def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path, monkeypatch, no_client_credentials):
     import requests
 
-    from gatelab.tracking.bulk_history import histories
-    from gatelab.tracking.ledger import open_trial_run, trial_records
+    from gatelab.tracking.runs.bulk_history import histories
+    from gatelab.tracking.runs.ledger import open_trial_run, trial_records
 
     address = os.environ.get(NETNS_ADDRESS)
     if not address:

@@ -15,9 +15,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from gatelab.tracking.catch_up import send_journal
-from gatelab.tracking.file_lock import file_lock
-from gatelab.tracking.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
+from gatelab.tracking.runs.catch_up import send_journal
+from gatelab.tracking.runs.file_lock import file_lock
+from gatelab.tracking.runs.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
 from gatelab.trainer.config.metric_names import GATE_HIST_TAG
 from gatelab.trainer.config.outcome import DONE_STATUSES, ENDED_STATUSES, Status
 
@@ -147,7 +147,7 @@ def open_trial_run(
     gate axes) are logged when the run is created, and again on resume, where an identical value is skipped:
     that fills in a run whose creator died before logging them. Call it only while holding the trial's lock
     (or from the single process that owns it), so two processes never create two runs for one key.
-    `journal`: the trial's file of operations kept while the server was away (tracking/outbox.py); what an
+    `journal`: the trial's file of operations kept while the server was away (tracking/runs/outbox.py); what an
     earlier process left there is sent first (it may say the trial is done), and the tracker keeps its own there."""
     if journal is not None and journal.exists():
         send_journal(uri, journal, wait_s=JOURNAL_WAIT_S)

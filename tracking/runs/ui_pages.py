@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
 
-from gatelab.tracking.ledger import trial_records
+from gatelab.tracking.runs.ledger import trial_records
 
 
 def _json_list(values: Sequence[str]) -> str:

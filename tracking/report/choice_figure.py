@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-from gatelab.tracking.report_figures import _colors, _save  # noqa: E402
+from gatelab.tracking.report.figures import _colors, _save  # noqa: E402
 from gatelab.trainer.config.outcome import Status  # noqa: E402
 
 Point = tuple[object, str, float, float]  # (the run's value of the parameter, status, final val loss, spike count)

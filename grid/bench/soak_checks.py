@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gatelab.tracking.bulk_history import histories
-from gatelab.tracking.ledger import TrialRecord, trial_runs_by_key
+from gatelab.tracking.runs.bulk_history import histories
+from gatelab.tracking.runs.ledger import TrialRecord, trial_runs_by_key
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, TRAIN_LOSS, VAL_LOSS
 from gatelab.trainer.config.outcome import Status
 

@@ -1,4 +1,4 @@
-"""The report's answer figures (matplotlib, headless; the numbers come from tracking/forest.py):
+"""The report's answer figures (matplotlib, headless; the numbers come from tracking/stats/forest.py):
 
 - forest.png: each variant's paired difference to the baseline with its interval, grouped by what it changes,
   the verdict marked, the paper's difference beside ours (Table 1 / Table 3 Avg PPL);
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from gatelab.tracking.forest import DIFFERENT, FAMILIES, Forest, GapCurve  # noqa: E402
+from gatelab.tracking.stats.forest import DIFFERENT, FAMILIES, Forest, GapCurve  # noqa: E402
 
 # Verdict -> (colour, filled): a filled marker is a decided comparison, an open one is not (yet).
 VERDICT_STYLE = {

@@ -1,8 +1,8 @@
 """`gatelab bench chaos`: a soak of the fault tolerance. A grid of many tiny trials is submitted twice, each with
 `gatelab submit` as a user runs it on a local Ray, in its own temporary home: once undisturbed, once while a
-chaos thread (grid/dispatch/chaos.py) signals random trial workers at random moments. The disturbed grid must
+chaos thread (grid/bench/chaos.py) signals random trial workers at random moments. The disturbed grid must
 still finish every trial, with one MLflow run per trial key, no step missing from or repeated in any history,
-and the undisturbed run's losses (grid/dispatch/soak_checks.py).
+and the undisturbed run's losses (grid/bench/soak_checks.py).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from gatelab.grid.dispatch.chaos import Chaos
+from gatelab.grid.bench.chaos import Chaos
+from gatelab.grid.bench.soak_checks import GridLedger, compare, largest_loss_difference
 from gatelab.grid.dispatch.ray_jobs import experiment_name
-from gatelab.grid.dispatch.soak_checks import GridLedger, compare, largest_loss_difference
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
-from gatelab.tracking.ledger import trial_records_for_key
+from gatelab.tracking.runs.ledger import trial_records_for_key
 from gatelab.trainer.config.metric_names import STEP
 
 # Four variants with different gate code paths (none, SDPA-output gate elementwise and headwise, value gate).

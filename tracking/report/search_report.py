@@ -1,12 +1,12 @@
 """`gatelab report` of a grid with a `search:` block: every Optuna trial of every study, its best trial, final
 loss and spike count against each numeric searched parameter (one series per study) or per value of a choice of
-strings or bools (tracking/choice_figure.py, with its numbers in a table), and the largest stable value of each
+strings or bools (tracking/report/choice_figure.py, with its numbers in a table), and the largest stable value of each
 numeric parameter by the sweep report's rule (stats.max_stable_lr).
 
 The Optuna side (the journal's trials, their states and the best trial) is read by
 grid/dispatch/search_study.py and handed over as plain data (SearchReportInput): this module reads only
 MLflow (each trial's runs, by the trial keys Optuna stored) and writes the files, through the output folder,
-document writers and parent-run logging it shares with tracking/report.py (tracking/report_output.py).
+document writers and parent-run logging it shares with tracking/report/grid_report.py (tracking/report/output.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatelab.tracking.choice_figure import by_category, categories, choice_strip
-from gatelab.tracking.ledger import TrialRecord, trial_records
-from gatelab.tracking.report_figures import lr_sweep
-from gatelab.tracking.report_output import publish_on_parent, report_folder, write_csv, write_document
-from gatelab.tracking.stats import STABLE_MARGIN, max_stable_lr
+from gatelab.tracking.report.choice_figure import by_category, categories, choice_strip
+from gatelab.tracking.report.figures import lr_sweep
+from gatelab.tracking.report.output import publish_on_parent, report_folder, write_csv, write_document
+from gatelab.tracking.runs.ledger import TrialRecord, trial_records
+from gatelab.tracking.stats.rows import STABLE_MARGIN, max_stable_lr
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, SPIKE_COUNT
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
@@ -39,8 +39,8 @@ class SearchParam:
     log: bool
     """Log-uniform: drawn on a log axis."""
     numeric: bool
-    """Whether its values are numbers (a choice of strings or bools is drawn per value, tracking/choice_figure.py,
-    and has no max stable value)."""
+    """Whether its values are numbers (a choice of strings or bools is drawn per value,
+    tracking/report/choice_figure.py, and has no max stable value)."""
     choices: tuple = ()
     """A choice's values in the grid's order (the categories of its figure and table); () for a range."""
 

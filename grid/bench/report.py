@@ -25,7 +25,7 @@ from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, trial_t
 from gatelab.grid.spec.expand import Trial, expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
-from gatelab.tracking.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
 from gatelab.trainer.config.metric_names import (
     FINAL_VAL_LOSS,
     FINAL_VAL_PPL,

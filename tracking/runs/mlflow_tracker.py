@@ -3,7 +3,7 @@
 Each tracker owns an explicit `MlflowClient(tracking_uri)` rather than the fluent `mlflow.*` API, whose active
 run and tracking URI are process globals: several trials in one process would clash.
 
-Everything a trial logs goes into the run's outbox (tracking/outbox.py) and is sent in order, metrics in
+Everything a trial logs goes into the run's outbox (tracking/runs/outbox.py) and is sent in order, metrics in
 `log_batch` requests (docs/libraries.md, MLflow: at most 1000 metrics and 100 params+tags per batch). The
 metrics of one `log_metrics` call always travel in the same batch (unless it alone exceeds 1000), so after a
 crash the stored history is a prefix of what was logged: `last_steps()` never names a step whose metrics are half
@@ -33,8 +33,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from gatelab.tracking.outbox import MAX_BUFFERED_METRICS, Outbox, batch_ops, merged
-from gatelab.tracking.run_writer import RunWriter, ServerAway
+from gatelab.tracking.runs.outbox import MAX_BUFFERED_METRICS, Outbox, batch_ops, merged
+from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
 from gatelab.tracking.store import experiment_artifact_location
 from gatelab.trainer.config.outcome import Status
 
@@ -53,7 +53,7 @@ STATUSES = (Status.RUNNING, *_TERMINAL)  # what a run's gatelab.status may hold 
 
 _log = logging.getLogger(__name__)
 # How long an ending trial waits for an absent server before leaving the rest in its journal: a driver restarts
-# its own server within seconds (tracking/server_watch.py); GATELAB_SERVER_WAIT_S sets it (a remote server's
+# its own server within seconds (tracking/server/watch.py); GATELAB_SERVER_WAIT_S sets it (a remote server's
 # planned downtime may call for longer).
 SERVER_WAIT_ENV = "GATELAB_SERVER_WAIT_S"
 
@@ -106,7 +106,7 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
 class MlflowTracker:
     """One MLflow run seen through the `Tracker` protocol. Build with `create(...)` or `resume(...)`.
 
-    Everything logged goes through the run's outbox (tracking/outbox.py) and is sent in order; when the server is
+    Everything logged goes through the run's outbox (tracking/runs/outbox.py) and is sent in order; when the server is
     away, training goes on and the outbox is kept in `journal` (if given) at every flush, so nothing is lost."""
 
     def __init__(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import requests
 from mlflow.tracking import MlflowClient
 
-from gatelab.tracking.server_auth import request_auth
+from gatelab.tracking.server.auth import request_auth
 
 BULK_ROUTE = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 MAX_RUNS_PER_REQUEST = 100  # the server's limit (mlflow/server/handlers.py)

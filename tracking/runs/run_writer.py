@@ -1,4 +1,4 @@
-"""Sending one run's outbox operations (tracking/outbox.py) to MLflow, failing fast when the server is away.
+"""Sending one run's outbox operations (tracking/runs/outbox.py) to MLflow, failing fast when the server is away.
 
 MLflow's client retries a refused connection inside one call for about four minutes (7 retries, backoff factor
 2), so a trial whose server died sat in those retries and a grid stopped making progress. The tracker keeps

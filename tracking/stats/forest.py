@@ -1,13 +1,13 @@
 """The numbers behind the report's answer figures: each variant's paired difference to the baseline with its
 interval and verdict (the forest plot), and the validation-loss gap along training (the difference curves).
-No MLflow, no matplotlib: tracking/report.py reads the runs, tracking/comparison_figures.py draws.
+No MLflow, no matplotlib: tracking/report/grid_report.py reads the runs, tracking/report/comparison_figures.py draws.
 
 Differences are paired by seed: variant seed i minus baseline seed i under the same condition (same data order
-and initialisation stream; tracking/stats.py `paired_differences`). Two ways to judge them:
+and initialisation stream; tracking/stats/rows.py `paired_differences`). Two ways to judge them:
 
 - a `seeds:` grid: exactly the driver's verdicts and intervals, replayed from the runs through
-  tracking/seed_plan.py (alpha spent over the planned looks, Holm over the comparisons, TOST for
-  'equivalent'; tracking/sequential.py);
+  tracking/stats/seed_plan.py (alpha spent over the planned looks, Holm over the comparisons, TOST for
+  'equivalent'; tracking/stats/sequential.py);
 - a grid with fixed seeds: a paired t-interval per variant and Holm's step-down correction over all of the
   grid's tested comparisons. Each interval is at the level Holm tested that comparison at (alpha / (m - rank)
   for the rejected ones, alpha / (m - number rejected) for the rest), so it excludes 0 exactly when the verdict
@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 
 from scipy import stats as scipy_stats
 
-from gatelab.tracking.seed_plan import ledger_results, replay
-from gatelab.tracking.sequential import holm, t_p_values
-from gatelab.tracking.stats import ALPHA, ReportInput, TrialOutcome, VariantRow, paired_differences, row_name
+from gatelab.tracking.stats.rows import ALPHA, ReportInput, TrialOutcome, VariantRow, paired_differences, row_name
+from gatelab.tracking.stats.seed_plan import ledger_results, replay
+from gatelab.tracking.stats.sequential import holm, t_p_values
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, VAL_LOSS
 from gatelab.trainer.config.outcome import Status
 

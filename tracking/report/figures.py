@@ -1,6 +1,6 @@
 """PNG figures of a grid report (matplotlib, headless), one file per question the paper asks:
 
-- the answer figures of tracking/comparison_figures.py first: forest.png (each variant's paired difference to
+- the answer figures of tracking/report/comparison_figures.py first: forest.png (each variant's paired difference to
   the baseline, its interval and verdict), val_loss_gap.png (the gap along training) and f_attn_heatmap.png
   (first-token attention per variant and layer, Fig. 2);
 - loss_curves.png: train and validation loss per variant, spikes marked (Fig. 1 right: gating "nearly
@@ -25,9 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.collections import LineCollection  # noqa: E402
 
-from gatelab.tracking.comparison_figures import f_attn_heatmap, forest_plot, gap_curves  # noqa: E402
-from gatelab.tracking.forest import Forest, val_loss_gaps  # noqa: E402
-from gatelab.tracking.stats import (
+from gatelab.tracking.report.comparison_figures import f_attn_heatmap, forest_plot, gap_curves  # noqa: E402
+from gatelab.tracking.stats.forest import Forest, val_loss_gaps  # noqa: E402
+from gatelab.tracking.stats.rows import (
     ReportInput,
     TrialOutcome,
     VariantRow,

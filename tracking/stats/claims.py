@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gatelab.tracking.stats import TrialOutcome, VariantRow, mean_of
+from gatelab.tracking.stats.rows import TrialOutcome, VariantRow, mean_of
 from gatelab.trainer.config.catalog import PaperFigures, get_variant
 from gatelab.trainer.config.metric_names import SPIKE_COUNT
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status

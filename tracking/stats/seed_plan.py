@@ -1,11 +1,11 @@
 """A `seeds:` grid's comparisons judged from results: the plan (seeds per comparison) and the verdicts, replayed
 from what the ledger holds. One implementation for the driver (grid/dispatch/adaptive.py chooses seeds by it,
-`gatelab status` prints its verdicts) and the report (tracking/forest.py draws its verdicts and intervals), so
+`gatelab status` prints its verdicts) and the report (tracking/stats/forest.py draws its verdicts and intervals), so
 the two can never disagree. No torch, no MLflow: results come in as plain values.
 
 A comparison is one variant against the baseline under one condition (grid/spec/seed_policy.py forms them),
 with its trials by seed; a trial needs only a `key` and a `label`. Its planned seed count starts at the
-policy's `min`; whenever its pairs up to that count are all in and the verdict (tracking/sequential.py) is
+policy's `min`; whenever its pairs up to that count are all in and the verdict (tracking/stats/sequential.py) is
 still open, it grows by one, up to `max`. A pair whose trial failed, diverged or lacks the metric blocks its
 comparison (no more seeds for it) and is said so.
 """
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatelab.tracking.sequential import SeedRule, Verdict, judge
+from gatelab.tracking.stats.sequential import SeedRule, Verdict, judge
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 

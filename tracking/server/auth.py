@@ -2,7 +2,7 @@
 
 Why: an MLflow server without auth lets anything that reaches its port read, change or delete runs. On loopback
 only the machine's own users reach it, as they could reach the home's files anyway, so it stays open there
-(tracking/server.py). Beyond loopback, gatelab starts it with MLflow's own basic-auth app (`--app-name
+(tracking/server/process.py). Beyond loopback, gatelab starts it with MLflow's own basic-auth app (`--app-name
 basic-auth`, from the `mlflow[auth]` extra):
 
 - credentials are made once per home with `secrets` and written to `<home>/mlflow-auth.json`, created with mode
@@ -12,7 +12,7 @@ basic-auth`, from the `mlflow[auth]` extra):
 - the password reaches the server through its environment, never its command line (which `ps` shows to every
   user), and reaches gatelab's clients as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, which MLflow's
   clients (and their artifact uploads) send with every request. They are set in-process where gatelab resolves
-  the server of a home (tracking/server.py), so processes started afterwards (a local Ray's workers) inherit
+  the server of a home (tracking/server/process.py), so processes started afterwards (a local Ray's workers) inherit
   them; a trial on another node signs in from the home its job names.
 
 The users live in `<home>/mlflow-auth.db` (also 0600: it holds their password hashes); MLflow reads the admin
@@ -93,7 +93,7 @@ def read_credentials(store: Store) -> ServerCredentials | None:
 
 
 def ensure_credentials(store: Store) -> ServerCredentials:
-    """The home's credentials, made on first use. The caller holds the server lock (tracking/server.py)."""
+    """The home's credentials, made on first use. The caller holds the server lock (tracking/server/process.py)."""
     existing = read_credentials(store)
     if existing is not None:
         return existing

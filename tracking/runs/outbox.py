@@ -7,7 +7,7 @@ it, and nothing logged may be lost or stored twice:
   and tags, params, statuses and artifacts are the same when written twice, so sending again is harmless;
 - while the server is away the outbox is written to the trial directory (`JOURNAL_NAME`) before every
   checkpoint and when the trial ends, so a worker killed meanwhile loses nothing: the next process that opens
-  the trial, or `gatelab submit|resume|status`, sends the journal first (`tracking/catch_up.py`);
+  the trial, or `gatelab submit|resume|status`, sends the journal first (`tracking/runs/catch_up.py`);
 - it is bounded (`max_metrics`): when full, logging waits for the server rather than growing without limit.
 
 Operations are JSON-able dicts, one per line in the journal:

@@ -1,5 +1,5 @@
-"""Where a report's files go, shared by the grid report (tracking/report.py) and the search report
-(tracking/search_report.py): the output folder (format checked, folder made, MLflow's artifact progress bars
+"""Where a report's files go, shared by the grid report (tracking/report/grid_report.py) and the search report
+(tracking/report/search_report.py): the output folder (format checked, folder made, MLflow's artifact progress bars
 off while it is written), the document writers (markdown, one self-contained HTML page, CSV tables) and the
 publishing on the grid's parent run (the files under `report/`, the max stable LRs as metrics)."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from gatelab.tracking.ledger import GRID_TAG, KIND_TAG
+from gatelab.tracking.runs.ledger import GRID_TAG, KIND_TAG
 
 FORMATS = ("md", "html", "csv")
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"

@@ -3,8 +3,8 @@
 Read per trial run (trainer/run.py logs them): the summary metrics final_val_loss, final_val_ppl, spike_count,
 f_attn, m_act, gate_mean, f_attn_layer_<i>, long_ppl_x<f>_<rope|yarn>; the histories train_loss, val_loss and
 spike_ratio; the probes.json artifact (gate-score histogram). Written: report.<md|html|csv>, PNG figures (with
-the paper's headline orderings checked, tracking/claims.py) and forest.json (the forest plot's numbers,
-tracking/forest.py) in the output folder, the same files under `report/` on the grid's parent run, and, when
+the paper's headline orderings checked, tracking/stats/claims.py) and forest.json (the forest plot's numbers,
+tracking/stats/forest.py) in the output folder, the same files under `report/` on the grid's parent run, and, when
 the grid sweeps more than one LR, the metrics `max_stable_lr.<variant>` on the parent run.
 
 Choices a reader should know (also printed in the report):
@@ -16,7 +16,7 @@ Choices a reader should know (also printed in the report):
   PPL (NaN or capped) is left out of means and pairs.
 - A variant is "better" only with a paired t-test over >= 2 seeds and p < 0.05 (docs/design.md, Evidence).
 - The forest plot's verdicts also correct for the number of variants (Holm), and for a `seeds:` grid are the
-  driver's own (tracking/forest.py), so a table row's p < 0.05 need not be 'different' there.
+  driver's own (tracking/stats/forest.py), so a table row's p < 0.05 need not be 'different' there.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from gatelab.tracking.bulk_history import histories
-from gatelab.tracking.claims import OrderingCheck, check_orderings
-from gatelab.tracking.forest import Forest, forest
-from gatelab.tracking.ledger import trial_records
-from gatelab.tracking.report_figures import make_figures
-from gatelab.tracking.report_output import FORMATS, publish_on_parent, report_folder, write_csv, write_document
-from gatelab.tracking.stats import (
+from gatelab.tracking.report.figures import make_figures
+from gatelab.tracking.report.output import FORMATS, publish_on_parent, report_folder, write_csv, write_document
+from gatelab.tracking.runs.bulk_history import histories
+from gatelab.tracking.runs.ledger import trial_records
+from gatelab.tracking.stats.claims import OrderingCheck, check_orderings
+from gatelab.tracking.stats.forest import Forest, forest
+from gatelab.tracking.stats.rows import (
     ALPHA,
     MeanStd,
     ReportInput,
@@ -82,19 +82,19 @@ class Report:
     artifacts_logged: bool = False
     """Whether the files went to the parent run (proxied artifacts need the server's URI)."""
     orderings: tuple[OrderingCheck, ...] = ()
-    """The paper's headline orderings as measured here (tracking/claims.py)."""
+    """The paper's headline orderings as measured here (tracking/stats/claims.py)."""
     other_runs: int = 0
     """Trial runs of the experiment that are no trial of this grid (another `--set`, an edited grid file)."""
     forest: Forest | None = None
     """The forest plot's numbers: each variant's paired difference to the baseline, interval and verdict
-    (tracking/forest.py); also written as forest.json."""
+    (tracking/stats/forest.py); also written as forest.json."""
 
 
 def collect(uri: str, inp: ReportInput, records: dict, *, histograms: bool = True) -> list[TrialOutcome]:
     """Every trial's run, metrics and histories (`records`: the experiment's trial runs by key, as
     tracking.ledger.trial_records reads them); with `histograms`, the gated trials' probes.json, read only
     through an http(s) server URI (the store serves artifacts only through its server, tracking/__init__.py).
-    In bulk: the runs in one search, the histories ~100 runs per request (tracking/bulk_history.py), the
+    In bulk: the runs in one search, the histories ~100 runs per request (tracking/runs/bulk_history.py), the
     artifacts several at a time."""
     client = MlflowClient(tracking_uri=uri)
     artifacts = histograms and uri.startswith(("http://", "https://"))

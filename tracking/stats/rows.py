@@ -1,6 +1,6 @@
 """What a grid report is made of (the trials, the variants, the outcomes read from MLflow) and its statistics:
 mean ± std over seeds, the paired comparison against the baseline, the maximum stable learning rate, and the
-table's rows. Nothing here talks to MLflow or imports torch: tracking/report.py reads the runs and
+table's rows. Nothing here talks to MLflow or imports torch: tracking/report/grid_report.py reads the runs and
 writes the files.
 
 docs/design.md (Evidence): a variant is "better" in a report only over several seeds, with the test and p-value
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
-from gatelab.tracking.sequential import SeedRule
+from gatelab.tracking.stats.sequential import SeedRule
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT, long_ppl, parse_long_ppl
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
@@ -100,7 +100,7 @@ class ReportInput:
     """Paragraphs the grid side adds under the results table (what a zip grid's tied axes were per trial)."""
     comparisons: tuple = ()
     """A `seeds:` grid's comparisons exactly as its driver forms them (grid/spec/seed_policy.py), with this
-    report's TrialSpecs by seed: tracking/seed_plan.py judges them for the forest plot."""
+    report's TrialSpecs by seed: tracking/stats/seed_plan.py judges them for the forest plot."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ serialised by an flock on `<home>/mlflow-server.lock`. The server runs in its ow
 survives Ctrl-C of a client and so stopping it also ends the uvicorn worker it spawns.
 
 Bound beyond loopback (GATELAB_MLFLOW_HOST on a cluster), the server runs MLflow's basic-auth app and every
-gatelab client signs in with the home's credentials (tracking/server_auth.py).
+gatelab client signs in with the home's credentials (tracking/server/auth.py).
 
 MLflow's job runner (huey consumers, for GenAI jobs) is disabled: gatelab does not use it, it adds ~10 s to
 start-up, and on SIGTERM the consumers were seen to outlive the server.
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gatelab.tracking.server_auth import server_args, server_env, use_credentials
+from gatelab.tracking.server.auth import server_args, server_env, use_credentials
 from gatelab.tracking.store import Store
 
 # Loopback by default. On a cluster the head sets GATELAB_MLFLOW_HOST to its private address so GPU workers

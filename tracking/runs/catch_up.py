@@ -1,4 +1,4 @@
-"""Sending what trials kept on disk while the tracking server was away (their journals, tracking/outbox.py).
+"""Sending what trials kept on disk while the tracking server was away (their journals, tracking/runs/outbox.py).
 
 A trial that ended, or whose worker was killed, while the server was away leaves `<trial dir>/JOURNAL_NAME`.
 The next process that opens the trial sends it before anything else (`ledger.open_trial_run`), and
@@ -16,10 +16,10 @@ from mlflow import MlflowClient
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 
-from gatelab.tracking.file_lock import TRIAL_LOCK, file_lock
-from gatelab.tracking.outbox import JOURNAL_NAME, merged, read_journal
-from gatelab.tracking.run_writer import RunWriter, ServerAway
-from gatelab.tracking.server import is_healthy
+from gatelab.tracking.runs.file_lock import TRIAL_LOCK, file_lock
+from gatelab.tracking.runs.outbox import JOURNAL_NAME, merged, read_journal
+from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
+from gatelab.tracking.server.process import is_healthy
 
 RETRY_S = 2.0
 

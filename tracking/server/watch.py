@@ -3,7 +3,7 @@
 gatelab started that server, so users expect gatelab to keep it up: a watcher thread checks every few seconds
 that the recorded server's process is alive and, when it is gone (killed, crashed, out of memory), starts a new
 one on the same port, so trials keep the URI they were given; their trackers send what they kept meanwhile
-(tracking/outbox.py). A server stopped on purpose (`stop_server` removes its record) is left stopped, and a
+(tracking/runs/outbox.py). A server stopped on purpose (`stop_server` removes its record) is left stopped, and a
 server that is alive but slow to answer is left alone.
 """
 
@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from gatelab.tracking.server import ServerStartError, revive_server
+from gatelab.tracking.server.process import ServerStartError, revive_server
 from gatelab.tracking.store import Store
 
 CHECK_EVERY_S = 2.0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatelab.grid.dispatch.worker import run_grid_trial
-from gatelab.tracking.file_lock import TRIAL_LOCK
+from gatelab.tracking.runs.file_lock import TRIAL_LOCK
 
 # Ray renames a worker process after the task it runs (its cmdline), and back to `ray::IDLE` after.
 TRIAL_TASK_TITLE = f"ray::{run_grid_trial.__name__}".encode()
@@ -51,7 +51,7 @@ def trial_workers(driver_pid: int) -> list[int]:
 
 def trial_key_of(worker_pid: int) -> str | None:
     """The key of the trial a worker runs: the worker holds the trial's lock file, <checkpoint root>/<key>/.lock
-    (tracking/file_lock.py TRIAL_LOCK), open while it runs it."""
+    (tracking/runs/file_lock.py TRIAL_LOCK), open while it runs it."""
     try:
         for fd in (Path("/proc") / str(worker_pid) / "fd").iterdir():
             target = Path(os.readlink(fd))
