@@ -24,7 +24,6 @@ import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from gatelab.tracking import (  # noqa: E402
-    STATUS_TAG,
     MlflowTracker,
     ParamConflictError,
     ServerStartError,
@@ -40,6 +39,7 @@ from gatelab.tracking import (  # noqa: E402
 )
 from gatelab.tracking.runs.outbox import batch_op, merged  # noqa: E402
 from gatelab.tracking.server import process as server_module  # noqa: E402
+from gatelab.trainer.config.run_tags import STATUS_TAG  # noqa: E402
 from gatelab.trainer.tracker import Tracker  # noqa: E402
 
 pytestmark = [pytest.mark.mlflow]
@@ -430,7 +430,8 @@ def test_server_that_never_answers_times_out(tmp_path):
 
 
 def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
-    from gatelab.tracking.runs.ledger import ERROR_TAG, open_trial_run, record_failure, trial_records
+    from gatelab.tracking.runs.ledger import open_trial_run, record_failure, trial_records
+    from gatelab.trainer.config.run_tags import ERROR_TAG
 
     assert record_failure(
         server_uri,

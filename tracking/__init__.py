@@ -12,8 +12,6 @@ artifact transfers need the server.
 """
 
 from gatelab.tracking.runs.mlflow_tracker import (
-    PARENT_RUN_TAG,
-    STATUS_TAG,
     STATUSES,
     MlflowTracker,
     ParamConflictError,
@@ -32,9 +30,7 @@ from gatelab.tracking.server.process import (
 from gatelab.tracking.store import Store, experiment_artifact_location, resolve_home
 
 __all__ = [
-    "PARENT_RUN_TAG",
     "STATUSES",
-    "STATUS_TAG",
     "MlflowTracker",
     "ParamConflictError",
     "ServerInfo",

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from gatelab.trainer.config.catalog import get_variant
-from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, TRAIN_LOSS
+from gatelab.trainer.config.metric_names import F_ATTN, FINAL_VAL_LOSS, GATE_MEAN, M_ACT, SINK_EPS, TRAIN_LOSS
+from gatelab.trainer.config.outcome import Status
 from gatelab.trainer.config.presets import preset
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
 from gatelab.trainer.model.lm import GatedLM
@@ -78,13 +79,13 @@ def trains_and_probes(variant: str, work: Path) -> dict:
     """A few bf16-mixed steps: every loss finite, the run finished, its probes finite."""
     tracker = InMemoryTracker()
     result = run_trial(short_trial(variant), tracker, work / "trial", work / "cache")
-    assert result.status == "finished", result.status
+    assert result.status == Status.FINISHED, result.status
     assert tracker.tags["precision"] == "bf16-mixed"
     losses = [value for _, value in tracker.metrics[TRAIN_LOSS]]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses), losses
-    for key in (FINAL_VAL_LOSS, "f_attn", "m_act", "sink_eps"):
+    for key in (FINAL_VAL_LOSS, F_ATTN, M_ACT, SINK_EPS):
         assert math.isfinite(result.summary[key]), (key, result.summary[key])
-    return {"first_loss": losses[0], "last_loss": losses[-1], "f_attn": result.summary["f_attn"]}
+    return {"first_loss": losses[0], "last_loss": losses[-1], F_ATTN: result.summary[F_ATTN]}
 
 
 def eager_matches_fused(variant: str, device: str) -> dict:
@@ -138,9 +139,7 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
     final, final_expected = resumed.summary[FINAL_VAL_LOSS], expected.summary[FINAL_VAL_LOSS]
     assert abs(final - final_expected) <= tolerance * abs(final_expected), (final, final_expected)
     losses = [value for _, value in reference.metrics[TRAIN_LOSS]]
-    probes = {
-        key: expected.summary[key] for key in ("f_attn", "m_act", "sink_eps", "gate_mean") if key in expected.summary
-    }
+    probes = {key: expected.summary[key] for key in (F_ATTN, M_ACT, SINK_EPS, GATE_MEAN) if key in expected.summary}
     assert all(math.isfinite(value) for value in probes.values()), probes
     return {
         "resumed_from": resumed_from,

@@ -20,9 +20,10 @@ from typing import Iterable
 
 import torch
 
+from gatelab.trainer.config.metric_names import F_ATTN, GATE_MEAN, M_ACT, SINK_EPS
 from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS
 
-SINK_EPS = 0.3
+SINK_IMPORTANCE_EPS = 0.3
 SINK_PROMPT_LEN = 64
 GATE_LOW = 0.1
 
@@ -66,9 +67,9 @@ class ProbeReport:
 
     def to_metrics(self) -> dict[str, float]:
         out = {
-            "f_attn": self.f_attn,
-            "sink_eps": self.sink_eps,
-            "m_act": self.m_act,
+            F_ATTN: self.f_attn,
+            SINK_EPS: self.sink_eps,
+            M_ACT: self.m_act,
             "sdpa_sparsity_1e2": self.sdpa_sparsity_1e2,
             "sdpa_sparsity_1e3": self.sdpa_sparsity_1e3,
             "sdpa_abs_mean": self.sdpa_abs_mean,
@@ -76,13 +77,13 @@ class ProbeReport:
         for layer, (f, s, m) in enumerate(zip(self.f_attn_per_layer, self.sink_eps_per_layer, self.m_act_per_layer)):
             out.update({f"f_attn_layer_{layer}": f, f"sink_eps_layer_{layer}": s, f"m_act_layer_{layer}": m})
         if self.gate_mean is not None:
-            out["gate_mean"] = self.gate_mean
+            out[GATE_MEAN] = self.gate_mean
             out["gate_frac_below_0_1"] = self.gate_frac_below_0_1
             out.update({f"gate_mean_{pos}": v for pos, v in self.gate_mean_by_position.items()})
         return out
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "f_attn": self.f_attn, "sink_eps": self.sink_eps, "m_act": self.m_act}
+        return {**asdict(self), F_ATTN: self.f_attn, SINK_EPS: self.sink_eps, M_ACT: self.m_act}
 
 
 class ProbeRecorder:
@@ -107,7 +108,7 @@ class ProbeRecorder:
         self.first_token_sum[layer] += to_first_BHT[..., 1:].sum().item()
         self.first_token_count[layer] += to_first_BHT[..., 1:].numel()
         importance_BH = to_first_BHT[..., :SINK_PROMPT_LEN].mean(dim=-1)
-        self.sink_hits[layer] += (importance_BH > SINK_EPS).sum().item()
+        self.sink_hits[layer] += (importance_BH > SINK_IMPORTANCE_EPS).sum().item()
         self.sink_count[layer] += importance_BH.numel()
 
     def gate(self, layer: int, position: str, score: torch.Tensor) -> None:

@@ -22,8 +22,17 @@ import yaml
 
 from gatelab.trainer import plots
 from gatelab.trainer.checkpoint import AtomicCheckpointIO, newest_readable_checkpoint
-from gatelab.trainer.config.metric_names import DIVERGED_AT_STEP, FINAL_VAL_LOSS, FINAL_VAL_PPL, GATE_HIST_TAG
+from gatelab.trainer.config.metric_names import (
+    DIVERGED_AT_STEP,
+    F_ATTN,
+    FINAL_VAL_LOSS,
+    FINAL_VAL_PPL,
+    GATE_MEAN,
+    M_ACT,
+    SINK_EPS,
+)
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
+from gatelab.trainer.config.run_tags import GATE_HIST_TAG, WARNING_TAG
 from gatelab.trainer.config.trial import TrialConfig, is_run_setting, run_tags, to_dict
 from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
@@ -101,9 +110,9 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
         val_loss = mean_loss(module.model, reporter.val_batches)
         summary.update({FINAL_VAL_LOSS: val_loss, FINAL_VAL_PPL: perplexity(val_loss)})
         report = probe(module.model, reporter.probe_batches)
-        summary.update({"f_attn": report.f_attn, "m_act": report.m_act, "sink_eps": report.sink_eps})
+        summary.update({F_ATTN: report.f_attn, M_ACT: report.m_act, SINK_EPS: report.sink_eps})
         if report.gate_mean is not None:
-            summary["gate_mean"] = report.gate_mean
+            summary[GATE_MEAN] = report.gate_mean
         ev = config.eval
         longctx = long_context(
             module.model,
@@ -141,7 +150,7 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
 def _warn(tracker: Tracker, text: str) -> None:
     """A problem the trial recovered from: on stderr (a grid's worker log) and as a tag of the run."""
     print(f"gatelab: warning: {text}", file=sys.stderr, flush=True)
-    tracker.set_tags({"gatelab.warning": text[:500]})
+    tracker.set_tags({WARNING_TAG: text[:500]})
 
 
 def _quiet_lightning() -> None:

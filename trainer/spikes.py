@@ -17,7 +17,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-from gatelab.trainer.config.metric_names import SPIKE_COUNT
+from gatelab.trainer.config.metric_names import MAX_SPIKE_RATIO, SPIKE_COUNT
 
 
 @dataclass
@@ -98,7 +98,7 @@ class SpikeDetector:
         recovered = [s.recovered_after for s in self.spikes if s.recovered_after is not None]
         return {
             SPIKE_COUNT: float(len(self.spikes)),
-            "max_spike_ratio": max((s.ratio for s in self.spikes), default=0.0),
+            MAX_SPIKE_RATIO: max((s.ratio for s in self.spikes), default=0.0),
             "max_steps_to_recover": float(max(recovered, default=0)),
             "unrecovered_spikes": float(sum(s.recovered_after is None for s in self.spikes)),
         }

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from gatelab.trainer.config.run_tags import STATUS_TAG
+
 
 class Tracker(Protocol):
     """Where one trial's params, tags, metrics, artifacts and status go."""
@@ -66,7 +68,7 @@ class InMemoryTracker:
 
     def set_status(self, status: str) -> None:
         self.status = status
-        self.tags["gatelab.status"] = status
+        self.tags[STATUS_TAG] = status
 
     def flush(self) -> None:
         pass

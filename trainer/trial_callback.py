@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from gatelab.trainer.checkpoint import checkpoint_path, prune_checkpoints
-from gatelab.trainer.config.metric_names import STEP, TRAIN_LOSS, VAL_LOSS, VAL_PPL
+from gatelab.trainer.config.metric_names import SPIKE_RATIO, STEP, TRAIN_LOSS, VAL_LOSS, VAL_PPL
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
 from gatelab.trainer.preemption import signal_name
@@ -112,7 +112,7 @@ class TrialReporter(pl.Callback):
             if step > last_step and elapsed > 0:
                 metrics["tokens_per_s"] = (step - last_step) * tokens_per_step / elapsed
             if spike:
-                metrics["spike_ratio"] = spike.ratio
+                metrics[SPIKE_RATIO] = spike.ratio
             self.record(metrics, step)
             self._timer, self._paused = (now, step), 0.0
         if diverged:

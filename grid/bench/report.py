@@ -27,11 +27,15 @@ from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
 from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
 from gatelab.trainer.config.metric_names import (
+    F_ATTN,
     FINAL_VAL_LOSS,
     FINAL_VAL_PPL,
     GATE_HIST_BINS,
     GATE_HIST_TAG,
+    M_ACT,
+    SINK_EPS,
     SPIKE_COUNT,
+    SPIKE_RATIO,
     STEP,
     TRAIN_LOSS,
     VAL_LOSS,
@@ -81,14 +85,14 @@ def _finished_run(uri: str, experiment: str, parent: str, spec, trial: Trial) ->
     for step in range(LOG_EVERY, STEPS + 1, LOG_EVERY):
         metrics = {TRAIN_LOSS: 5.0 * math.exp(-step / 40) + 1 + shift, STEP: float(step)}
         if step == STEPS // 2 and trial.config.seed % 10 == 0:  # a loss spike in one trial of ten
-            metrics["spike_ratio"] = 3.0
+            metrics[SPIKE_RATIO] = 3.0
         if step % EVAL_EVERY == 0:
             metrics |= {VAL_LOSS: 5.2 * math.exp(-step / 40) + 1 + shift}
             metrics[VAL_PPL] = math.exp(metrics[VAL_LOSS])
         tracker.log_metrics(metrics, step)
     final = 5.2 * math.exp(-STEPS / 40) + 1 + shift
-    summary = {FINAL_VAL_LOSS: final, FINAL_VAL_PPL: math.exp(final), SPIKE_COUNT: 0.0, "f_attn": 0.05}
-    summary |= {"m_act": 20.0, "sink_eps": 0.1, "f_attn_layer_0": 0.1, "f_attn_layer_1": 0.02}
+    summary = {FINAL_VAL_LOSS: final, FINAL_VAL_PPL: math.exp(final), SPIKE_COUNT: 0.0, F_ATTN: 0.05}
+    summary |= {M_ACT: 20.0, SINK_EPS: 0.1, "f_attn_layer_0": 0.1, "f_attn_layer_1": 0.02}
     tracker.log_metrics(summary, STEPS)
     if trial.config.variant_definition().is_gated:  # as a finished gated trial's run carries them
         tracker.set_tags({GATE_HIST_TAG: json.dumps([5] * GATE_HIST_BINS + [0, 0])})

@@ -150,7 +150,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return cmd_submit(args, retry_failed=True)
 
 
-STATUS_COLUMNS = ("key", "variant", "status", "step", "val_ppl", "spikes", "elapsed", "overrides")
+STATUS_COLUMNS = ("key", "variant", "status", "step", VAL_PPL, "spikes", "elapsed", "overrides")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -175,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "status": record.status if record else Status.NEW,
                 "step": int(metrics.get(STEP, 0)),
                 "max_steps": trial.config.schedule.max_steps,
-                "val_ppl": metrics.get(FINAL_VAL_PPL, metrics.get(VAL_PPL)),
+                VAL_PPL: metrics.get(FINAL_VAL_PPL, metrics.get(VAL_PPL)),
                 "spikes": metrics.get(SPIKE_COUNT),
                 "elapsed_s": elapsed,
                 "label": trial.label,
@@ -202,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 row["variant"],
                 row["status"],
                 f"{row['step']}/{row['max_steps']}",
-                f"{row['val_ppl']:.3f}" if row["val_ppl"] is not None else "-",
+                f"{row[VAL_PPL]:.3f}" if row[VAL_PPL] is not None else "-",
                 f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
                 f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
                 " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant"),

@@ -14,7 +14,16 @@ from pathlib import Path
 from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.grid.spec.identity import trial_key
 from gatelab.grid.spec.trial_file import load_trial_with_data
-from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT
+from gatelab.trainer.config.metric_names import (
+    F_ATTN,
+    FINAL_VAL_LOSS,
+    FINAL_VAL_PPL,
+    GATE_MEAN,
+    M_ACT,
+    MAX_SPIKE_RATIO,
+    SINK_EPS,
+    SPIKE_COUNT,
+)
 from gatelab.trainer.config.outcome import DiskFull, Status, TrialPreempted
 from gatelab.trainer.config.trial import run_params
 
@@ -23,11 +32,11 @@ SUMMARY_KEYS = (
     FINAL_VAL_PPL,
     FINAL_VAL_LOSS,
     SPIKE_COUNT,
-    "max_spike_ratio",
-    "f_attn",
-    "sink_eps",
-    "m_act",
-    "gate_mean",
+    MAX_SPIKE_RATIO,
+    F_ATTN,
+    SINK_EPS,
+    M_ACT,
+    GATE_MEAN,
 )
 
 

@@ -24,6 +24,7 @@ from gatelab.tracking.stats import seed_plan
 from gatelab.tracking.stats.seed_plan import ComparisonState
 from gatelab.tracking.stats.sequential import SeedRule, Verdict
 from gatelab.trainer.config.outcome import Status, TrialResult
+from gatelab.trainer.config.run_tags import SEEDS_TAG
 
 
 def rule_of(policy: SeedPolicy) -> SeedRule:
@@ -104,7 +105,7 @@ class AdaptiveSeeds:
         queued = False
         for trial in needed(self.comps, self.states):
             if trial.key not in self.results and not loop.has(trial.key):
-                job = job_for(self.spec, self.store, self.uri, self.parent, trial, **{"gatelab.seeds": "adaptive"})
+                job = job_for(self.spec, self.store, self.uri, self.parent, trial, **{SEEDS_TAG: "adaptive"})
                 loop.enqueue(job, label=trial.label)
                 queued = True
         return queued

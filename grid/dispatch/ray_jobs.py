@@ -10,6 +10,7 @@ from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.dispatch.worker import TrialJob, run_grid_trial
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.tracking.store import Store
+from gatelab.trainer.config.run_tags import GIT_SHA_TAG, GRID_FILE_HASH_TAG, GRID_FILE_TAG, GRID_TAG
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.provenance import git_sha
 
@@ -29,16 +30,16 @@ def experiment_name(spec: GridSpec) -> str:
 def parent_tags(spec: GridSpec, **extra: str) -> dict[str, str]:
     """Tags of the grid's parent run: its file, the file's hash, the code's git SHA, and the driver's own."""
     return {
-        "gatelab.grid_file": spec.source,
-        "gatelab.grid_file_hash": spec.file_hash,
-        "gatelab.git_sha": git_sha(),
+        GRID_FILE_TAG: spec.source,
+        GRID_FILE_HASH_TAG: spec.file_hash,
+        GIT_SHA_TAG: git_sha(),
         **extra,
     }
 
 
 def trial_tags(spec: GridSpec, overrides: dict, **extra: str) -> dict[str, str]:
     """Tags of a new child run; the worker adds the variant's axes, paper reference, seed and LR."""
-    return {"gatelab.grid": spec.name, **extra, **{f"override.{k}": str(v) for k, v in overrides.items()}}
+    return {GRID_TAG: spec.name, **extra, **{f"override.{k}": str(v) for k, v in overrides.items()}}
 
 
 def start_ray(spec: GridSpec, address: str | None) -> None:

@@ -37,7 +37,12 @@ from optuna.trial import Trial, TrialState
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.search_study import (
+    ERROR_ATTR,
     FINISHED,
+    KEYS_ATTR,
+    PRUNED_AT_STEP_ATTR,
+    RUN_IDS_ATTR,
+    STATUSES_ATTR,
     best_trial,
     distribution,
     journal_path,
@@ -57,6 +62,7 @@ from gatelab.tracking.runs.ledger import ensure_parent_run, file_lock, trial_rec
 from gatelab.tracking.runs.mlflow_tracker import MlflowTracker
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
+from gatelab.trainer.config.run_tags import PRUNED_AT_STEP_TAG, PRUNED_TAG, SEARCH_TAG
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.corpus import data_fingerprint
 
@@ -170,13 +176,13 @@ class _Driver:
         except (ValueError, TypeError) as err:  # a combination the bounds check could not foresee
             self.finish_trial(study_name, trial, TrialState.FAIL, None, f"params do not build a trial: {err}")
             return
-        trial.set_user_attr("gatelab.keys", [run.key for run in runs])
+        trial.set_user_attr(KEYS_ATTR, [run.key for run in runs])
         active = self.active[trial._trial_id] = _Active(study_name, trial, runs, reported=set(reported))
         for run in runs:
             if run.key in self.slots:
                 self.slots[run.key].trial_ids.add(trial._trial_id)
                 continue
-            tags = {"gatelab.search": "optuna", "optuna.study": study_name, "optuna.trial_number": str(trial.number)}
+            tags = {SEARCH_TAG: "optuna", "optuna.study": study_name, "optuna.trial_number": str(trial.number)}
             job = job_for(self.spec, self.store, self.uri, self.parent, run, suffix=f" optuna #{trial.number}", **tags)
             self.slots[run.key] = _Slot(job, {trial._trial_id})
             self.loop.enqueue(job, label=run.label)
@@ -270,7 +276,7 @@ class _Driver:
             state, value, error = TrialState.FAIL, None, f"metric {metric!r} missing from the finished run"
         else:
             state, value, error = TrialState.COMPLETE, sum(values) / len(values), None
-        active.trial.set_user_attr("gatelab.statuses", {r.key: str(s) for r, s in zip(active.runs, statuses)})
+        active.trial.set_user_attr(STATUSES_ATTR, {r.key: str(s) for r, s in zip(active.runs, statuses)})
         self.finish_trial(active.study, active.trial, state, value, error)
 
     def finish_trial(
@@ -278,13 +284,13 @@ class _Driver:
     ) -> None:
         self.active.pop(trial._trial_id, None)
         run_ids = {}
-        for key in trial.user_attrs.get("gatelab.keys", []):
+        for key in trial.user_attrs.get(KEYS_ATTR, []):
             record = trial_records_for_key(self.uri, self.experiment, key)
             if record is not None:
                 run_ids[key] = record.run_id
-        trial.set_user_attr("gatelab.run_ids", run_ids)
+        trial.set_user_attr(RUN_IDS_ATTR, run_ids)
         if error:
-            trial.set_user_attr("gatelab.error", error)
+            trial.set_user_attr(ERROR_ATTR, error)
         study = self.studies[study_name]
         if state == TrialState.COMPLETE:
             study.tell(trial, value, skip_if_finished=True)
@@ -340,7 +346,7 @@ class _Driver:
         if all(run.key in active.results for run in active.runs):
             self.finalize(active)
             return
-        active.trial.set_user_attr("gatelab.pruned_at_step", step)
+        active.trial.set_user_attr(PRUNED_AT_STEP_ATTR, step)
         self.finish_trial(active.study, active.trial, TrialState.PRUNED, None, None)
 
     def _mark_pruned(self, key: str, step: int) -> None:
@@ -348,7 +354,7 @@ class _Driver:
         if record is None or record.status in DONE_STATUSES:
             return
         tracker = MlflowTracker.resume(self.uri, record.run_id, asynchronous=False)
-        tracker.set_tags({"gatelab.pruned": "true", "gatelab.pruned_at_step": str(step)})
+        tracker.set_tags({PRUNED_TAG: "true", PRUNED_AT_STEP_TAG: str(step)})
         tracker.set_status(Status.KILLED)
 
 
@@ -385,7 +391,7 @@ def run_search(
                 tracking_uri,
                 experiment_name(spec),
                 spec.name,
-                parent_tags(spec, **{"gatelab.search": "optuna", "optuna.storage": str(path)}),
+                parent_tags(spec, **{SEARCH_TAG: "optuna", "optuna.storage": str(path)}),
                 store.home / "locks",
             )
             start_ray(spec, address)

@@ -17,8 +17,19 @@ from gatelab.grid.cli.terminal import tally
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.search_spec import ParamSpec, PrunerSpec, SamplerSpec, StudyPlan, study_plans
 from gatelab.tracking.store import Store
+from gatelab.trainer.config.run_tags import ERROR_TAG, GRID_TAG, PRUNED_AT_STEP_TAG, SEARCH_TAG
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# The user attributes gatelab keeps on an Optuna study and its trials (Optuna's, not MLflow tags; where one
+# holds what an MLflow tag holds, it has the tag's name).
+GRID_ATTR = GRID_TAG  # the study's grid
+PER_ATTR = "gatelab.per"  # the study's values of the `per` axes
+SEARCH_ATTR = SEARCH_TAG  # the study's search block
+KEYS_ATTR = "gatelab.keys"  # a trial's gatelab trial keys (one per replicate)
+RUN_IDS_ATTR = "gatelab.run_ids"  # their MLflow runs
+STATUSES_ATTR = "gatelab.statuses"  # their gatelab statuses
+ERROR_ATTR = ERROR_TAG  # why the Optuna trial failed ("diverged", or the first failed replicate's reason)
+PRUNED_AT_STEP_ATTR = PRUNED_AT_STEP_TAG
 
 
 # --- studies and their storage ----------------------------------------------------------------------------
@@ -91,10 +102,10 @@ def open_study(spec: GridSpec, plan: StudyPlan, storage: JournalStorage) -> optu
             f"now says {search.objective.direction}; rename the grid or delete its journal"
         )
     study.sampler = build_sampler(search.sampler, search.sampler.seed + len(study.get_trials(deepcopy=False)))
-    if "gatelab.grid" not in study.user_attrs:
-        study.set_user_attr("gatelab.grid", spec.name)
-        study.set_user_attr("gatelab.per", {k: str(v) for k, v in plan.per_values.items()})
-        study.set_user_attr("gatelab.search", search.to_dict())
+    if GRID_ATTR not in study.user_attrs:
+        study.set_user_attr(GRID_ATTR, spec.name)
+        study.set_user_attr(PER_ATTR, {k: str(v) for k, v in plan.per_values.items()})
+        study.set_user_attr(SEARCH_ATTR, search.to_dict())
     return study
 
 
@@ -121,7 +132,7 @@ def search_rows(spec: GridSpec, store: Store) -> list[dict]:
 def told_state(frozen: FrozenTrial) -> str:
     """complete | pruned | diverged | failed | running | waiting: a diverged trial is Optuna's COMPLETE (told the
     worst value) or FAIL by the grid's `diverged:`, told apart only by the driver's gatelab.error."""
-    if frozen.user_attrs.get("gatelab.error") == "diverged":
+    if frozen.user_attrs.get(ERROR_ATTR) == "diverged":
         return "diverged"
     return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}.get(
         frozen.state.name, frozen.state.name.lower()
@@ -160,10 +171,10 @@ def _row(study: str, frozen: FrozenTrial) -> dict:
         "told": told_state(frozen),
         "value": frozen.value,
         "params": dict(frozen.params),
-        "keys": frozen.user_attrs.get("gatelab.keys", []),
-        "run_ids": frozen.user_attrs.get("gatelab.run_ids", {}),
+        "keys": frozen.user_attrs.get(KEYS_ATTR, []),
+        "run_ids": frozen.user_attrs.get(RUN_IDS_ATTR, {}),
         "last_step": max(frozen.intermediate_values, default=None),
-        "error": frozen.user_attrs.get("gatelab.error"),
+        "error": frozen.user_attrs.get(ERROR_ATTR),
     }
 
 

@@ -22,6 +22,7 @@ from gatelab.tracking.runs.ledger import close_parent_run, ensure_parent_run, tr
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.metric_names import FINAL_VAL_PPL
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
+from gatelab.trainer.config.run_tags import TRIALS_TAG
 
 PROGRESS_PRINT_S = 30.0  # a progress line this often (and once at the start); each result has its own line
 
@@ -53,7 +54,7 @@ def submit(
         tracking_uri,
         experiment,
         spec.name,
-        parent_tags(spec, **{"gatelab.trials": str(len(trials))}),
+        parent_tags(spec, **{TRIALS_TAG: str(len(trials))}),
         store.home / "locks",
     )
     records = trial_records(tracking_uri, experiment)

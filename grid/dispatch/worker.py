@@ -81,10 +81,11 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("gatelab.tracking.runs.ledger"):
         from gatelab.tracking.runs.file_lock import TRIAL_LOCK
-        from gatelab.tracking.runs.ledger import ERROR_TAG, file_lock, open_trial_run
+        from gatelab.tracking.runs.ledger import file_lock, open_trial_run
         from gatelab.tracking.runs.outbox import JOURNAL_NAME
         from gatelab.tracking.server.process import use_server_credentials
         from gatelab.tracking.store import Store
+        from gatelab.trainer.config.run_tags import ERROR_TAG
     import_s = time.perf_counter() - import_started
     use_server_credentials(Store(job.home), job.tracking_uri)
 

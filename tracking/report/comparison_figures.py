@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from gatelab.tracking.stats.forest import DIFFERENT, FAMILIES, Forest, GapCurve  # noqa: E402
+from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL
 
 # Verdict -> (colour, filled): a filled marker is a decided comparison, an open one is not (yet).
 VERDICT_STYLE = {
@@ -39,7 +40,7 @@ FAMILY_TITLES = {
     "controls": "controls: parameter-matched, SDPA-output (Tables 1, 3)",
     "other": "other",
 }
-UNITS = {"final_val_loss": "final val loss (nats)", "final_val_ppl": "final val PPL"}
+UNITS = {FINAL_VAL_LOSS: "final val loss (nats)", FINAL_VAL_PPL: "final val PPL"}
 
 
 def _save(fig, path: Path) -> Path:

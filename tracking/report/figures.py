@@ -38,6 +38,7 @@ from gatelab.trainer.config.metric_names import (
     DIVERGED_AT_STEP,
     GATE_HIST_BINS,
     SPIKE_COUNT,
+    SPIKE_RATIO,
     TRAIN_LOSS,
     VAL_LOSS,
     parse_long_ppl,
@@ -253,7 +254,7 @@ def make_figures(
                 "label": label,
                 "train": outcome.history.get(TRAIN_LOSS, []),
                 "val": outcome.history.get(VAL_LOSS, []),
-                "spikes": outcome.history.get("spike_ratio", []),
+                "spikes": outcome.history.get(SPIKE_RATIO, []),
                 "diverged_at": diverged,
             }
         )

@@ -54,12 +54,21 @@ from gatelab.tracking.stats.rows import (
     mean_of,
     row_name,
 )
-from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, SPIKE_COUNT, TRAIN_LOSS, VAL_LOSS
+from gatelab.trainer.config.metric_names import (
+    F_ATTN,
+    FINAL_VAL_LOSS,
+    GATE_MEAN,
+    M_ACT,
+    SPIKE_COUNT,
+    SPIKE_RATIO,
+    TRAIN_LOSS,
+    VAL_LOSS,
+)
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
-HISTORIES = (TRAIN_LOSS, VAL_LOSS, "spike_ratio", FINAL_VAL_LOSS)  # the final one: its step ends the gap curves
+HISTORIES = (TRAIN_LOSS, VAL_LOSS, SPIKE_RATIO, FINAL_VAL_LOSS)  # the final one: its step ends the gap curves
 PAPER_MODEL = "15A2B MoE"  # Tables 1, 3 and 4 all come from the 15A2B MoE trained on 400B tokens
 ARTIFACT_DOWNLOADS = 8  # probes.json files fetched at once: each is a small request, mostly waiting
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]+")
@@ -259,9 +268,9 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
             )
         )
     for name, attr, paper_attr, spec, paper_spec in (
-        ("F-Attn", "f_attn", "paper_f_attn", ".3f", ".3f"),
-        ("M-Act", "m_act", "paper_m_act", ".1f", "g"),
-        ("Gate mean", "gate_mean", "paper_gate_mean", ".3f", ".3f"),
+        ("F-Attn", F_ATTN, "paper_f_attn", ".3f", ".3f"),
+        ("M-Act", M_ACT, "paper_m_act", ".1f", "g"),
+        ("Gate mean", GATE_MEAN, "paper_gate_mean", ".3f", ".3f"),
     ):
         cols += [
             Column(
@@ -343,7 +352,7 @@ def blocks(
                     and o.status in DONE_STATUSES
                 ]
                 if any(o.status == Status.DIVERGED for o in at):
-                    cells.append("diverged")
+                    cells.append(Status.DIVERGED.value)
                 else:
                     losses = [final_loss(o) for o in at]
                     spikes = [o.metrics.get(SPIKE_COUNT, 0.0) for o in at]

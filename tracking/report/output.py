@@ -17,7 +17,7 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from gatelab.tracking.runs.ledger import GRID_TAG, KIND_TAG
+from gatelab.trainer.config.run_tags import GRID_TAG, KIND_TAG
 
 FORMATS = ("md", "html", "csv")
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"

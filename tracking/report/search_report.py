@@ -133,8 +133,8 @@ def _trial_row(trial: SearchTrial, records: dict) -> dict:
         "state": trial.state,
         "value": trial.value,
         "params": trial.params,
-        "final_val_loss": _mean([r.metrics.get(FINAL_VAL_LOSS, math.nan) for r in finished]),
-        "spike_count": _mean([r.metrics.get(SPIKE_COUNT, math.nan) for r in runs if r.status in DONE_STATUSES]),
+        FINAL_VAL_LOSS: _mean([r.metrics.get(FINAL_VAL_LOSS, math.nan) for r in finished]),
+        SPIKE_COUNT: _mean([r.metrics.get(SPIKE_COUNT, math.nan) for r in runs if r.status in DONE_STATUSES]),
         "runs": ", ".join(f"{r.run_id[:8]} ({r.status})" for r in runs) or "none",
         "note": trial.error or "",
     }
@@ -247,8 +247,8 @@ def _tables(inp: SearchReportInput, rows: dict, stable: dict) -> tuple[list, lis
                     trial.state + (f": {row['note']}" if row["note"] and row["note"] != trial.state else ""),
                     _fmt(trial.value),
                     *(_fmt(trial.params.get(key)) for key in keys),
-                    _fmt(row["final_val_loss"]),
-                    _fmt(row["spike_count"]),
+                    _fmt(row[FINAL_VAL_LOSS]),
+                    _fmt(row[SPIKE_COUNT]),
                     row["runs"],
                 ]
             )

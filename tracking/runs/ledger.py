@@ -17,16 +17,20 @@ from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.runs.catch_up import send_journal
 from gatelab.tracking.runs.file_lock import file_lock
-from gatelab.tracking.runs.mlflow_tracker import STATUS_TAG, MlflowTracker, get_or_create_experiment
-from gatelab.trainer.config.metric_names import GATE_HIST_TAG
+from gatelab.tracking.runs.mlflow_tracker import MlflowTracker, get_or_create_experiment
 from gatelab.trainer.config.outcome import DONE_STATUSES, ENDED_STATUSES, Status
+from gatelab.trainer.config.run_tags import (
+    ATTEMPT_TAG,
+    ERROR_TAG,
+    GATE_HIST_TAG,
+    GRID_TAG,
+    KEY_TAG,
+    KIND_TAG,
+    STATUS_TAG,
+    SUMMARY_TAG,
+)
 
-KIND_TAG = "gatelab.kind"
-GRID_TAG = "gatelab.grid"
-KEY_TAG = "trial_key"
-ATTEMPT_TAG = "gatelab.attempt"
 JOURNAL_WAIT_S = 600.0  # a trial opened while the server is away waits this long for it, then fails to start
-ERROR_TAG = "gatelab.error"  # why a failed trial failed: "<reason>: <first line of the error>"
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def close_parent_run(uri: str, run_id: str, statuses: dict[str, str]) -> None:
         return
     client = MlflowClient(tracking_uri=uri)
     failed = sum(s == Status.FAILED for s in statuses.values())
-    client.set_tag(run_id, "gatelab.summary", f"{len(statuses) - failed} done, {failed} failed")
+    client.set_tag(run_id, SUMMARY_TAG, f"{len(statuses) - failed} done, {failed} failed")
     client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 

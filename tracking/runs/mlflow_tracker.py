@@ -37,9 +37,8 @@ from gatelab.tracking.runs.outbox import MAX_BUFFERED_METRICS, Outbox, batch_ops
 from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
 from gatelab.tracking.store import experiment_artifact_location
 from gatelab.trainer.config.outcome import Status
+from gatelab.trainer.config.run_tags import PARENT_RUN_TAG, STATUS_TAG
 
-STATUS_TAG = "gatelab.status"
-PARENT_RUN_TAG = "mlflow.parentRunId"
 # gatelab status -> MLflow run status. Divergence is a result (docs/design.md), so the run itself FINISHED.
 # A preempted run is KILLED in MLflow's terms until a retry or `gatelab resume` reopens it.
 _TERMINAL = {
@@ -176,7 +175,7 @@ class MlflowTracker:
         client = MlflowClient(tracking_uri=tracking_uri)
         experiment_id = experiment_id or get_or_create_experiment(client, experiment)
         run_tags = {key: truncate_value(value, MAX_TAG_VAL_LENGTH) for key, value in (tags or {}).items()}
-        run_tags.setdefault(STATUS_TAG, "running")
+        run_tags.setdefault(STATUS_TAG, Status.RUNNING.value)
         if parent_run_id is not None:
             run_tags[PARENT_RUN_TAG] = parent_run_id
         run = client.create_run(experiment_id, tags=run_tags, run_name=run_name)
@@ -190,8 +189,8 @@ class MlflowTracker:
         client = MlflowClient(tracking_uri=tracking_uri)
         tracker = cls(client, run_id, **options)
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        client.set_tag(run_id, STATUS_TAG, "running")
-        tracker._status = "running"
+        client.set_tag(run_id, STATUS_TAG, Status.RUNNING.value)
+        tracker._status = Status.RUNNING
         return tracker
 
     # -- Tracker protocol -------------------------------------------------------------------------------

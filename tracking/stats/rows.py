@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from scipy import stats as scipy_stats
 
 from gatelab.tracking.stats.sequential import SeedRule
-from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, SPIKE_COUNT, long_ppl, parse_long_ppl
+from gatelab.trainer.config.metric_names import (
+    F_ATTN,
+    FINAL_VAL_LOSS,
+    FINAL_VAL_PPL,
+    GATE_MEAN,
+    M_ACT,
+    SPIKE_COUNT,
+    long_ppl,
+    parse_long_ppl,
+)
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 ALPHA = 0.05
@@ -352,9 +361,9 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
                 comparison=comparison,
                 spikes=mean_std(o.metrics.get(SPIKE_COUNT, math.nan) for o in trials),
                 max_stable_lr=stable,
-                f_attn=mean_std(o.metrics.get("f_attn", math.nan) for o in finished),
-                m_act=mean_std(o.metrics.get("m_act", math.nan) for o in finished),
-                gate_mean=mean_std(o.metrics.get("gate_mean", math.nan) for o in finished),
+                f_attn=mean_std(o.metrics.get(F_ATTN, math.nan) for o in finished),
+                m_act=mean_std(o.metrics.get(M_ACT, math.nan) for o in finished),
+                gate_mean=mean_std(o.metrics.get(GATE_MEAN, math.nan) for o in finished),
                 long_ratio={rope: mean_std(_ratio(o, factor, rope) for o in finished) for rope in ("rope", "yarn")}
                 if factor
                 else {},

@@ -20,12 +20,19 @@ FINAL_VAL_PPL = "final_val_ppl"
 SPIKE_COUNT = "spike_count"
 DIVERGED_AT_STEP = "diverged_at_step"
 
+# the probes' summary, averaged over layers (trainer/probes.py; the paper's Table 4 and §5)
+F_ATTN = "f_attn"  # attention mass on the first token: the attention sink
+SINK_EPS = "sink_eps"  # the sink by the attention-score criterion
+M_ACT = "m_act"  # the largest hidden-state activation: massive activations
+GATE_MEAN = "gate_mean"  # a gated variant's mean gate score (sparsity)
+
+# loss spikes (trainer/spikes.py)
+SPIKE_RATIO = "spike_ratio"  # a history: a spike's loss over its reference, at the step it happened
+MAX_SPIKE_RATIO = "max_spike_ratio"  # the summary: the largest of them
+
 # Gate scores in [0, 1] are histogrammed in this many bins, plus an underflow and an overflow count (SiLU and
 # identity scores are unbounded).
 GATE_HIST_BINS = 20
-# The gate-score histogram counts also ride on a run tag (JSON), so a report reads them with the run in one
-# search instead of downloading every gated run's probes.json.
-GATE_HIST_TAG = "gatelab.gate_hist"
 
 # Long-context perplexity (the paper's Table 5): at `factor` x the training length, plain RoPE or YaRN.
 ROPE_MODES = ("rope", "yarn")
