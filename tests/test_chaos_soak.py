@@ -13,8 +13,8 @@ import pytest
 
 from gatelab.grid.bench.chaos import TRIAL_TASK_TITLE, Chaos, trainer_loaded, trial_key_of, trial_workers
 from gatelab.grid.bench.soak_checks import LOSS_TOLERANCE, GridLedger, compare
-from gatelab.tracking.runs.file_lock import TRIAL_LOCK
 from gatelab.tracking.runs.ledger import TrialRecord
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 
 def _record(run_id: str, status: str = "finished", attempt: int = 1) -> TrialRecord:
@@ -83,7 +83,7 @@ def _fake_workers(n: int, root: Path) -> list[subprocess.Popen]:
     title = TRIAL_TASK_TITLE.decode()
     workers = []
     for index in range(n):
-        lock = root / f"trial{index}" / TRIAL_LOCK
+        lock = TrialFolder(root / f"trial{index}").lock
         lock.parent.mkdir(parents=True, exist_ok=True)
         workers.append(subprocess.Popen(["bash", "-c", f'exec 9>"$0"; exec -a {title} sleep 120', str(lock)]))
     for proc in workers:  # until bash has become the titled `sleep` (argv[0] is the title), lock open

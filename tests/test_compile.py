@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
+from gatelab.trainer.config.trial_folder import TrialFolder
 from gatelab.trainer.lightning_module import GatedLMModule
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
@@ -49,7 +50,7 @@ def test_the_compiled_run_logs_that_it_was_compiled(uninterrupted):
 
 def test_compiled_checkpoints_hold_eager_keys_and_load_into_an_eager_module(uninterrupted):
     _, _, home = uninterrupted
-    newest = sorted((home / "trial" / "checkpoints").glob("*.ckpt"))[-1]
+    newest = sorted(TrialFolder(home / "trial").checkpoints.glob("*.ckpt"))[-1]
     state = torch.load(newest, weights_only=True)["state_dict"]
     assert not [key for key in state if "_orig_mod" in key]
     eager = GatedLMModule(replace(CONFIG, compile=False))
@@ -59,7 +60,7 @@ def test_compiled_checkpoints_hold_eager_keys_and_load_into_an_eager_module(unin
 
 def _drop_newest_checkpoint(trial_dir: Path) -> None:
     """As if the process died between the last two checkpoints (the one at the end never written)."""
-    newest = sorted((trial_dir / "checkpoints").glob("*.ckpt"))[-1]
+    newest = sorted(TrialFolder(trial_dir).checkpoints.glob("*.ckpt"))[-1]
     newest.unlink()
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from gatelab.tracking.store import Store
 from gatelab.trainer.checkpoint import damage_of, list_checkpoints
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
+from gatelab.trainer.config.trial_folder import TrialFolder
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
 
@@ -51,7 +53,7 @@ def _crashed_copy(finished, tmp_path: Path) -> Path:
     """The finished trial as a process that died after step 10 leaves it: no final checkpoint (step 12)."""
     work, _, _ = finished
     shutil.copytree(work / "trial", tmp_path / "trial")
-    (tmp_path / "trial" / "checkpoints" / "step-00000012.ckpt").unlink()
+    (TrialFolder(tmp_path / "trial").checkpoints / "step-00000012.ckpt").unlink()
     return tmp_path / "trial"
 
 
@@ -60,14 +62,14 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_trial_resumes_from_the
     finished, tmp_path, how, capfd
 ):
     trial = _crashed_copy(finished, tmp_path)
-    newest = trial / "checkpoints" / "step-00000008.ckpt"
+    newest = TrialFolder(trial).checkpoints / "step-00000008.ckpt"
     _damage(newest, how)
     assert damage_of(newest) is not None
     tracker = InMemoryTracker()
     result = run_trial(CONFIG, tracker, trial, finished[0] / "cache")
     assert result.status == "finished"
-    assert (trial / "checkpoints" / "step-00000008.ckpt.damaged").exists()  # kept, renamed
-    assert [step for step, _ in list_checkpoints(trial / "checkpoints")][-1] == 12
+    assert (TrialFolder(trial).checkpoints / "step-00000008.ckpt.damaged").exists()  # kept, renamed
+    assert [step for step, _ in list_checkpoints(TrialFolder(trial).checkpoints)][-1] == 12
     warned = capfd.readouterr().err
     assert warned.count("step-00000008.ckpt is damaged") == 1 and "set aside" in tracker.tags["gatelab.warning"]
     # resumed from step 4: steps 5..12 again, the same numbers as the uninterrupted run (CPU: exact)
@@ -79,13 +81,13 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_trial_resumes_from_the
 
 def test_with_no_readable_checkpoint_the_trial_starts_over_and_says_so(finished, tmp_path, capfd):
     trial = _crashed_copy(finished, tmp_path)
-    for _, path in list_checkpoints(trial / "checkpoints"):
+    for _, path in list_checkpoints(TrialFolder(trial).checkpoints):
         _damage(path, "truncated")
     tracker = InMemoryTracker()
     result = run_trial(CONFIG, tracker, trial, finished[0] / "cache")
     assert result.status == "finished" and [s for s, _ in tracker.metrics["train_loss"]] == list(range(1, 13))
     assert "starts over from step 0" in capfd.readouterr().err
-    assert len(list((trial / "checkpoints").glob("*.damaged"))) == 2
+    assert len(list(TrialFolder(trial).checkpoints.glob("*.damaged"))) == 2
 
 
 def _train(home: Path, *sets: str) -> subprocess.Popen:
@@ -114,9 +116,10 @@ def test_a_signal_during_gatelab_train_saves_the_step_and_a_rerun_continues_from
     deadline = time.time() + 180
     while time.time() < deadline:  # training has begun once the run logs steps
         time.sleep(1)
-        dirs = list((home / "checkpoints").glob("*")) if (home / "checkpoints").exists() else []
-        if dirs and any((home / "mlartifacts").rglob("config.yaml")):
-            checkpoints = dirs[0] / "checkpoints"
+        store = Store(home)
+        dirs = list(store.checkpoints_dir.glob("*")) if store.checkpoints_dir.exists() else []
+        if dirs and any(store.artifacts_dir.rglob("config.yaml")):
+            checkpoints = TrialFolder(dirs[0]).checkpoints
             break
     time.sleep(4)  # some steps in
     sent = time.time()
@@ -162,14 +165,14 @@ def test_a_full_disk_fails_the_checkpoint_cleanly_and_a_resume_continues_after_s
     from gatelab.trainer.config.outcome import DiskFull
 
     work, reference, expected = finished
-    size = (work / "trial" / "checkpoints" / "step-00000004.ckpt").stat().st_size
+    size = (TrialFolder(work / "trial").checkpoints / "step-00000004.ckpt").stat().st_size
     mount, resize = small_disk
     resize(int(size * 2.5))  # room for two checkpoints (steps 4 and 8), not the third
     trial = mount / "trial"
     with pytest.raises(DiskFull) as raised:
         run_trial(CONFIG, InMemoryTracker(), trial, work / "cache")
     assert failure_reason(raised.value).startswith("disk_full: no space left")
-    checkpoints = trial / "checkpoints"
+    checkpoints = TrialFolder(trial).checkpoints
     assert [step for step, _ in list_checkpoints(checkpoints)] == [4, 8]
     assert all(damage_of(path) is None for _, path in list_checkpoints(checkpoints))  # the older ones intact
     assert not list(checkpoints.glob(".*tmp*"))  # no temporary file left behind

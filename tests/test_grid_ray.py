@@ -13,6 +13,7 @@ from gatelab.grid.dispatch.local_ray import LOOPBACK_NODE, init_local_ray, loopb
 from gatelab.grid.dispatch.submit import submit
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 from grid_helpers import assert_history_complete, child_runs, write_grid
 
@@ -76,7 +77,7 @@ def _submit_and_lose_the_node(spec, store, uri, checkpoint_glob: str, *, replace
     with loopback_cluster(num_cpus=1) as cluster:  # the head is too small for a 2-CPU trial
         doomed = cluster.add_node(num_cpus=2, **LOOPBACK_NODE)
         driver.start()
-        checkpoints = store.checkpoints_dir / trials[0].key / "checkpoints"
+        checkpoints = TrialFolder.of(store.checkpoints_dir, trials[0].key).checkpoints
         deadline = time.time() + 300
         while time.time() < deadline and not list(checkpoints.glob(checkpoint_glob)):
             time.sleep(0.1)

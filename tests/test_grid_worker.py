@@ -55,9 +55,10 @@ def _lost_job(tmp_path):
 
 def test_a_lost_trial_held_by_another_process_is_left_to_it(tmp_path):
     from gatelab.grid.dispatch.worker import record_unreported_failure
-    from gatelab.tracking.runs.file_lock import TRIAL_LOCK, file_lock
+    from gatelab.tracking.runs.file_lock import file_lock
+    from gatelab.trainer.config.trial_folder import TrialFolder
 
-    with file_lock(tmp_path / "k1" / TRIAL_LOCK) as held:  # another submit is running the trial again
+    with file_lock(TrialFolder(tmp_path / "k1").lock) as held:  # another submit is running the trial again
         assert held
         message = record_unreported_failure(_lost_job(tmp_path), RuntimeError("worker died\nmore"))
     assert message == "RuntimeError: worker died"  # nothing was sent to MLflow (nothing listens there)

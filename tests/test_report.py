@@ -34,6 +34,7 @@ from gatelab.tracking.stats.rows import (
     max_stable_lr,
     paired_comparison,
 )
+from gatelab.trainer.config.trial_folder import PROBES
 
 pytestmark = [pytest.mark.mlflow]
 
@@ -347,7 +348,7 @@ def _log_like_the_trainer(uri, experiment, parent, trial, outcome) -> None:
         summary["gate_mean"] = 0.2
     tracker.log_metrics(summary, 10)
     probes = {"gate_hist_counts": GATE_HIST if gated else [], "f_attn_per_layer": [0.06, 0.04]}
-    tracker.log_text(json.dumps(probes), "probes.json")
+    tracker.log_text(json.dumps(probes), PROBES)
     tracker.set_status("finished")
 
 
@@ -378,7 +379,7 @@ def grid(tmp_path_factory):
     info, _ = ensure_server(store)
     try:
         experiment = experiment_name(spec)
-        parent = ensure_parent_run(info.uri, experiment, spec.name, {}, store.home / "locks")
+        parent = ensure_parent_run(info.uri, experiment, spec.name, {}, store.locks_dir)
         for trial in trials:
             outcome = PLAN[(trial.config.variant, trial.config.optim.lr, trial.config.seed)]
             if outcome == "real":

@@ -22,6 +22,7 @@ from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.search_spec import study_plans
 from gatelab.tracking import Store
 from gatelab.tracking.stats.rows import max_stable_lr
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
 
@@ -184,7 +185,7 @@ def test_killed_search_resumes_without_duplicates(served_store, tmp_path):
         if len(trials) < 2 or trials[0].state != TrialState.COMPLETE or not trials[1].user_attrs.get("gatelab.keys"):
             return False
         key = trials[1].user_attrs["gatelab.keys"][0]
-        return bool(list((store.checkpoints_dir / key / "checkpoints").glob("*.ckpt")))
+        return bool(list(TrialFolder.of(store.checkpoints_dir, key).checkpoints.glob("*.ckpt")))
 
     try:
         _wait_for(second_trial_checkpointed, 300, proc)

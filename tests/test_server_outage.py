@@ -24,10 +24,10 @@ from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking.runs.ledger import ensure_parent_run
-from gatelab.tracking.runs.outbox import JOURNAL_NAME
 from gatelab.tracking.server.process import ensure_server, read_state, running_server, stop_server
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.outcome import Status
+from gatelab.trainer.config.trial_folder import JOURNAL, PROBES, TrialFolder
 
 from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid
 
@@ -61,7 +61,7 @@ def _assert_ended_once_each(uri: str, spec, max_steps: int) -> None:
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["gatelab.status"] == Status.FINISHED, run.info
         assert_history_complete(client, run.info.run_id, max_steps)  # every step once: none lost, none twice
-        assert "probes.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert PROBES in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 @pytest.mark.ray
@@ -86,7 +86,7 @@ def test_driver_restarts_a_killed_server_and_no_step_is_lost_or_doubled(tmp_path
     assert info is not None and info.pid != killed
     spec = load_grid(grid)
     _assert_ended_once_each(info.uri, spec, MAX_STEPS)
-    assert not list(store.checkpoints_dir.glob(f"*/{JOURNAL_NAME}"))  # everything arrived while it ran
+    assert not list(store.checkpoints_dir.glob(f"*/{JOURNAL}"))  # everything arrived while it ran
     stop_server(store)
 
 
@@ -104,7 +104,7 @@ def test_trial_ending_while_the_server_is_away_is_caught_up_by_status(tmp_path, 
     (trial,) = expand(spec)
     store = Store(home).ensure()
     info, _ = ensure_server(store)
-    parent = ensure_parent_run(info.uri, experiment_name(spec), spec.name, {}, store.home / "locks")
+    parent = ensure_parent_run(info.uri, experiment_name(spec), spec.name, {}, store.locks_dir)
     job = job_for(spec, store, info.uri, parent, trial)
     trial_dir = Path(job.checkpoint_root) / trial.key
 
@@ -117,7 +117,7 @@ def test_trial_ending_while_the_server_is_away_is_caught_up_by_status(tmp_path, 
     result = run_grid_trial(job)  # in this process, as a Ray worker runs it
     killer.join()
     assert result.status == Status.FINISHED, result.error
-    journal = trial_dir / JOURNAL_NAME
+    journal = TrialFolder(trial_dir).journal
     assert journal.exists()
     assert '"status": "FINISHED"' in journal.read_text()  # the run's end waits on disk
 
@@ -159,7 +159,7 @@ def test_full_outbox_makes_logging_wait_for_the_server_and_nothing_is_lost(tmp_p
 
     store = Store(tmp_path / "home").ensure()
     info, _ = ensure_server(store)
-    journal = tmp_path / "trial" / JOURNAL_NAME
+    journal = TrialFolder(tmp_path / "trial").journal
     tracker = MlflowTracker.create(info.uri, "bounded", journal=journal, max_buffered_metrics=50, flush_interval_s=0.2)
     _kill_server(store)
     logged = threading.Event()

@@ -85,6 +85,8 @@ def test_store_paths_and_uri(tmp_path):
     assert store.tracking_uri.startswith("sqlite:////")  # absolute path
     for path in (store.artifacts_dir, store.checkpoints_dir, store.cache_dir):
         assert path.is_dir() and path.parent == store.home
+    for path in (store.locks_dir, store.optuna_dir, store.reports_dir):  # made when first used
+        assert path.parent == store.home
     with pytest.raises(AttributeError):
         store.home = tmp_path  # frozen
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
+from gatelab.trainer.config.trial_folder import PROBES, TrialFolder
 from gatelab.trainer.corpus import DataConfig
 from gatelab.trainer.model.lm import GatedLM
 from gatelab.trainer.run import run_trial
@@ -67,9 +68,9 @@ def test_summary_metrics_params_tags_and_artifacts(finished):
         "gate_histogram.png",
         "long_context.png",
         "loss_curve.png",
-        "probes.json",
+        PROBES,
     ]
-    checkpoints = sorted(p.name for p in (home / "trial" / "checkpoints").iterdir())
+    checkpoints = sorted(p.name for p in TrialFolder(home / "trial").checkpoints.iterdir())
     assert checkpoints == ["step-00000030.ckpt", "step-00000040.ckpt"]  # last K=2 kept
     steps = [s for s, _ in tracker.metrics["train_loss"]]
     assert steps == list(range(1, 41))
@@ -154,7 +155,7 @@ def test_a_resume_may_change_how_the_trial_runs(tmp_path):
         tmp_path / "t",
         tmp_path / "cache",
     )
-    sorted((tmp_path / "t" / "checkpoints").glob("*.ckpt"))[-1].unlink()  # died between step 10 and 20
+    sorted(TrialFolder(tmp_path / "t").checkpoints.glob("*.ckpt"))[-1].unlink()  # died between step 10 and 20
     again = InMemoryTracker()
     again.params = dict(first.params)  # the run's params as MLflow keeps them; changing one would raise
     changed = tiny(

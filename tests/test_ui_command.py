@@ -34,7 +34,7 @@ def grid_home(tmp_path_factory):
     store = Store.open(str(root / "home"))
     info, _ = ensure_server(store)
     try:
-        parent = ensure_parent_run(info.uri, "uigrid", "uigrid", {}, store.home / "locks")
+        parent = ensure_parent_run(info.uri, "uigrid", "uigrid", {}, store.locks_dir)
         run_ids = []
         for trial in trials[:2]:
             tags = {"gatelab.grid": "uigrid", **run_tags(trial.config)}

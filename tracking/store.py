@@ -5,6 +5,9 @@ and on storage").
     <home>/mlartifacts/         artifact root the server proxies (`--artifacts-destination`)
     <home>/checkpoints/         Lightning checkpoints, one folder per trial
     <home>/cache/               tokenised data and other rebuildable files
+    <home>/locks/               flock files of the grids' parent runs and of searches
+    <home>/optuna/              one Optuna journal per search grid (<grid>.journal)
+    <home>/reports/             `gatelab report` output, one folder per grid (unless --out)
     <home>/mlflow-server.json   {pid, port, uri} of the live local server (tracking/server/process.py)
     <home>/mlflow-auth.json     the server's basic-auth credentials, mode 0600, when it binds beyond loopback
     <home>/mlflow-auth.ini      its auth config, and <home>/mlflow-auth.db its users (tracking/server/auth.py)
@@ -58,6 +61,12 @@ class Store:
     """Lightning checkpoints, one sub-folder per trial."""
     cache_dir: Path = field(init=False)
     """Rebuildable caches (tokenised corpora)."""
+    locks_dir: Path = field(init=False)
+    """flock files that serialise creating a grid's parent run, and one search driver per grid."""
+    optuna_dir: Path = field(init=False)
+    """Optuna journals, one per search grid."""
+    reports_dir: Path = field(init=False)
+    """Reports, one folder per grid."""
     server_state_path: Path = field(init=False)
     """JSON {pid, port, uri} of the live local MLflow server."""
     server_log_path: Path = field(init=False)
@@ -81,6 +90,9 @@ class Store:
             "artifacts_dir": home / "mlartifacts",
             "checkpoints_dir": home / "checkpoints",
             "cache_dir": home / "cache",
+            "locks_dir": home / "locks",
+            "optuna_dir": home / "optuna",
+            "reports_dir": home / "reports",
             "server_state_path": home / "mlflow-server.json",
             "server_log_path": home / "mlflow-server.log",
             "server_lock_path": home / "mlflow-server.lock",

@@ -20,6 +20,7 @@ from gatelab.trainer.config.metric_names import F_ATTN, FINAL_VAL_LOSS, GATE_MEA
 from gatelab.trainer.config.outcome import Status
 from gatelab.trainer.config.presets import preset
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoice, ScheduleConfig, TrialConfig
+from gatelab.trainer.config.trial_folder import TrialFolder
 from gatelab.trainer.model.lm import GatedLM
 from gatelab.trainer.probes import ProbeRecorder
 from gatelab.trainer.run import run_trial
@@ -125,7 +126,7 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
     reference = InMemoryTracker()
     expected = run_trial(config, reference, work / "full", work / "cache")
     shutil.copytree(work / "full", work / "resumed")
-    checkpoints = sorted((work / "resumed" / "checkpoints").glob("*.ckpt"))
+    checkpoints = sorted(TrialFolder(work / "resumed").checkpoints.glob("*.ckpt"))
     checkpoints[-1].unlink()
     resumed_from = int(checkpoints[-2].stem.split("-")[1])
     tracker = InMemoryTracker()
@@ -148,7 +149,7 @@ def resume_matches(config: TrialConfig, work: Path, device: str) -> dict:
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "probes": probes,
-        "checkpoints": sorted(p.name for p in (work / "full" / "checkpoints").glob("*.ckpt")),
+        "checkpoints": sorted(p.name for p in TrialFolder(work / "full").checkpoints.glob("*.ckpt")),
         "compiled": tracker.tags["compiled"] == "true",
         "precision": tracker.tags["precision"],
     }

@@ -34,6 +34,7 @@ from gatelab.trainer.config.metric_names import (
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.run_tags import GATE_HIST_TAG, WARNING_TAG
 from gatelab.trainer.config.trial import TrialConfig, is_run_setting, run_tags, to_dict
+from gatelab.trainer.config.trial_folder import TrialFolder
 from gatelab.trainer.data import build_datasets
 from gatelab.trainer.environment import environment_record
 from gatelab.trainer.evaluate import long_context, mean_loss, perplexity, probe
@@ -123,7 +124,7 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
             ev.long_context_max_tokens,
         )
         reporter.record({**report.to_metrics(), **longctx}, step)
-        (trial_dir / "probes.json").write_text(json.dumps(report.to_dict(), indent=1))
+        TrialFolder(trial_dir).probes.write_text(json.dumps(report.to_dict(), indent=1))
         if report.gate_hist_counts:
             tracker.set_tags({GATE_HIST_TAG: json.dumps(report.gate_hist_counts)})
         figures.append(plots.f_attn_per_layer(report, title, plot_dir / "f_attn_per_layer.png"))
@@ -131,7 +132,7 @@ def _finish(config, tracker, module, reporter, splits, trial_dir: Path, step: in
             figures.append(plots.gate_histogram(report, title, plot_dir / "gate_histogram.png"))
         if longctx:
             figures.append(plots.long_context_curve(longctx, config.seq_len, title, plot_dir / "long_context.png"))
-        tracker.log_artifact(trial_dir / "probes.json")
+        tracker.log_artifact(TrialFolder(trial_dir).probes)
     else:
         val_loss = reporter.val_curve[-1][1] if reporter.val_curve else float("nan")
         summary.update(
@@ -181,7 +182,7 @@ def run_trial(
     trial_dir = Path(trial_dir)
     model_cfg = config.model_config()
     splits = build_datasets(config.data, config.seq_len, Path(cache_dir), model_cfg.vocab_size, reuse=reuse_data)
-    checkpoint_dir = trial_dir / "checkpoints"
+    checkpoint_dir = TrialFolder(trial_dir).checkpoints
     if launch is not None and not launch.rank_zero:
         trial_dir = trial_dir / "other-ranks" / str(os.getpid())  # their plots and records are never read
     trial_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatelab.grid.dispatch.worker import run_grid_trial
-from gatelab.tracking.runs.file_lock import TRIAL_LOCK
+from gatelab.trainer.config.trial_folder import LOCK
 
 # Ray renames a worker process after the task it runs (its cmdline), and back to `ray::IDLE` after.
 TRIAL_TASK_TITLE = f"ray::{run_grid_trial.__name__}".encode()
@@ -51,11 +51,11 @@ def trial_workers(driver_pid: int) -> list[int]:
 
 def trial_key_of(worker_pid: int) -> str | None:
     """The key of the trial a worker runs: the worker holds the trial's lock file, <checkpoint root>/<key>/.lock
-    (tracking/runs/file_lock.py TRIAL_LOCK), open while it runs it."""
+    (trainer/config/trial_folder.py LOCK), open while it runs it."""
     try:
         for fd in (Path("/proc") / str(worker_pid) / "fd").iterdir():
             target = Path(os.readlink(fd))
-            if target.name == TRIAL_LOCK:
+            if target.name == LOCK:
                 return target.parent.name
     except OSError:  # it ended while being looked at
         pass

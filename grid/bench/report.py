@@ -115,7 +115,7 @@ def bench_report(trials: int = 1000) -> dict:
             spec = load_grid(grid)
             grid_trials = expand(spec)
             experiment = experiment_name(spec)
-            parent = ensure_parent_run(info.uri, experiment, spec.name, parent_tags(spec), store.home / "locks")
+            parent = ensure_parent_run(info.uri, experiment, spec.name, parent_tags(spec), store.locks_dir)
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 list(pool.map(lambda t: _finished_run(info.uri, experiment, parent, spec, t), grid_trials))

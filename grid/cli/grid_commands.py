@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.dry_run import trial_rows, trial_table
 from gatelab.grid.cli.terminal import other_trials_line, table, tally
 from gatelab.grid.cli.ui_command import add_ui_command
@@ -238,7 +239,7 @@ def add_grid_commands(commands) -> None:
     def common(parser, *, runs: bool) -> None:
         parser.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
         parser.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
-        parser.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+        add_home(parser)
         if runs:
             parser.add_argument("--address", default=None, help="Ray address to join (default: a local Ray)")
             parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
@@ -257,5 +258,5 @@ def add_grid_commands(commands) -> None:
     status.set_defaults(func=cmd_status)
     add_ui_command(commands)
     stop = commands.add_parser("stop-server", help="stop the MLflow server a submit left running")
-    stop.add_argument("--home", default=None)
+    add_home(stop)
     stop.set_defaults(func=cmd_stop_server)

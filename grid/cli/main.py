@@ -8,6 +8,7 @@ import os
 import sys
 from importlib import metadata
 
+from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.bench_command import add_bench_command
 from gatelab.grid.cli.grid_commands import add_grid_commands
 from gatelab.grid.cli.plan_command import add_plan_command
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one trial in-process; rerunning resumes it")
     train.add_argument("config", help=f"trial YAML (the schema of a grid's base): {WHERE_NAMES_RESOLVE}")
     train.add_argument("--set", action="append", metavar="dotted.key=value", help="override a field")
-    train.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+    add_home(train)
     train.set_defaults(func=cmd_train)
     add_grid_commands(commands)
     add_plan_command(commands)

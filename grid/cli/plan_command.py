@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 
+from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.grid_commands import _load, _records, _store_no_create
 from gatelab.grid.cli.terminal import table
 from gatelab.grid.spec.config_loader import ConfigError
@@ -76,7 +77,7 @@ def add_plan_command(commands) -> None:
     plan = commands.add_parser("plan", help="seeds a comparison needs, from finished seeds")
     plan.add_argument("grid", help=f"grid: {WHERE_NAMES_RESOLVE}")
     plan.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
-    plan.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+    add_home(plan)
     plan.add_argument(
         "--metric", default=None, help="summary metric (default: the seeds policy's, else final_val_loss)"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.terminal import other_trials_line
 from gatelab.grid.spec.conditions import condition_keys, condition_text, tied_axes
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
@@ -188,7 +189,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     spec = load_grid(Path(args.grid), args.set or [])
     store = Store(resolve_home(args.home))
-    out_dir = Path(args.out) if args.out else store.home / "reports" / spec.name
+    out_dir = Path(args.out) if args.out else store.reports_dir / spec.name
     # A search's trials are Optuna's, not the grid's expansion (which would list only its base points)
     inp = (
         search_report_input(spec, store, args.margin) if spec.search else report_input(spec, expand(spec), args.margin)
@@ -240,7 +241,7 @@ def add_report_command(commands) -> None:
         help="md: markdown table and figure links; html: one self-contained page; csv: the table",
     )
     report.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
-    report.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+    add_home(report)
     report.add_argument(
         "--margin",
         type=float,

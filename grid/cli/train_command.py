@@ -26,6 +26,7 @@ from gatelab.trainer.config.metric_names import (
 )
 from gatelab.trainer.config.outcome import DiskFull, Status, TrialPreempted
 from gatelab.trainer.config.trial import run_params
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 TRAIN_EXPERIMENT = "gatelab-train"
 SUMMARY_KEYS = (
@@ -48,7 +49,6 @@ def print_summary(key: str, status: str, summary: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.tracking import Store, local_server
     from gatelab.tracking.runs.ledger import open_trial_run
-    from gatelab.tracking.runs.outbox import JOURNAL_NAME
     from gatelab.tracking.server.watch import ServerWatch
 
     # Bad config or bad data fails here, before the home, a server or a run exists.
@@ -59,7 +59,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     with local_server(store) as uri, ServerWatch(store, uri):
         # The same ledger lookup as a grid's workers: reopen an unfinished run, skip a done one.
         tracker, existing = open_trial_run(
-            uri, TRAIN_EXPERIMENT, None, key, f"{config.name}-{key}", {}, run_params(config), trial_dir / JOURNAL_NAME
+            uri,
+            TRAIN_EXPERIMENT,
+            None,
+            key,
+            f"{config.name}-{key}",
+            {},
+            run_params(config),
+            TrialFolder(trial_dir).journal,
         )
         if tracker is None:
             print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")

@@ -8,9 +8,11 @@ import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
+from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
+from gatelab.tracking.server.process import UI_PORT
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.metric_names import FINAL_VAL_PPL
 
@@ -86,6 +88,6 @@ def add_ui_command(commands) -> None:
     ui.add_argument("grid", nargs="?", default=None, help=f"grid whose runs to compare: {WHERE_NAMES_RESOLVE}")
     ui.add_argument("--set", action="append", metavar="dotted.key=value", help="override a grid field")
     ui.add_argument("--open", action="store_true", help="open the page in a web browser")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--home", default=None, help="gatelab home (default $GATELAB_HOME or ./gatelab-runs)")
+    ui.add_argument("--port", type=int, default=UI_PORT)
+    add_home(ui)
     ui.set_defaults(func=cmd_ui)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gatelab.grid.dispatch.failures import failure_reason, is_out_of_memory
 from gatelab.trainer.config.outcome import Status, TrialResult
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 RESULT_FILE = "ddp-result.json"
 # Written by the rank that ran out of memory. Ray Train retries every worker-group failure alike (its failure
@@ -40,12 +41,13 @@ def _train_loop(payload: dict) -> None:
         return
     if rank == 0:
         from gatelab.tracking.runs.mlflow_tracker import MlflowTracker
-        from gatelab.tracking.runs.outbox import JOURNAL_NAME
         from gatelab.tracking.server.process import use_server_credentials
         from gatelab.tracking.store import Store
 
         use_server_credentials(Store(payload["home"]), payload["tracking_uri"])
-        tracker = MlflowTracker.resume(payload["tracking_uri"], payload["run_id"], journal=trial_dir / JOURNAL_NAME)
+        tracker = MlflowTracker.resume(
+            payload["tracking_uri"], payload["run_id"], journal=TrialFolder(trial_dir).journal
+        )
     else:
         tracker = InMemoryTracker()  # other ranks compute the same metrics; only rank 0's are kept
     launch = Launch(

@@ -370,7 +370,7 @@ def run_search(
     """Run (or continue) every study of the grid's search until each has n_trials finished Optuna trials."""
     plans = study_plans(spec)
     path = journal_path(store, spec.name)
-    with file_lock(store.home / "locks" / f"search-{spec.name}.lock", blocking=False) as acquired:
+    with file_lock(store.locks_dir / f"search-{spec.name}.lock", blocking=False) as acquired:
         if not acquired:
             out(
                 f"search {spec.name}: another gatelab process is driving it (lock under {store.home / 'locks'}); "
@@ -392,7 +392,7 @@ def run_search(
                 experiment_name(spec),
                 spec.name,
                 parent_tags(spec, **{SEARCH_TAG: "optuna", "optuna.storage": str(path)}),
-                store.home / "locks",
+                store.locks_dir,
             )
             start_ray(spec, address)
             loop = DispatchLoop(

@@ -37,7 +37,7 @@ PRUNED_AT_STEP_ATTR = PRUNED_AT_STEP_TAG
 
 def journal_path(store: Store, grid_name: str) -> Path:
     """Where a grid's studies are kept: beside the MLflow store, one journal file per grid."""
-    return store.home / "optuna" / f"{grid_name}.journal"
+    return store.optuna_dir / f"{grid_name}.journal"
 
 
 def journal_storage(path: Path) -> JournalStorage:

@@ -55,7 +55,7 @@ def submit(
         experiment,
         spec.name,
         parent_tags(spec, **{TRIALS_TAG: str(len(trials))}),
-        store.home / "locks",
+        store.locks_dir,
     )
     records = trial_records(tracking_uri, experiment)
     if spec.seeds is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, run_params, run_tags
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     its stored status, when it was already done; FAILED with the error when training raised."""
     import_started = time.perf_counter()  # a worker's one-time imports: `gatelab bench grid` reports them
     with _first_import_without_collector("gatelab.tracking.runs.ledger"):
-        from gatelab.tracking.runs.file_lock import TRIAL_LOCK
         from gatelab.tracking.runs.ledger import file_lock, open_trial_run
-        from gatelab.tracking.runs.outbox import JOURNAL_NAME
         from gatelab.tracking.server.process import use_server_credentials
         from gatelab.tracking.store import Store
         from gatelab.trainer.config.run_tags import ERROR_TAG
@@ -90,7 +89,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     use_server_credentials(Store(job.home), job.tracking_uri)
 
     trial_dir = Path(job.checkpoint_root) / job.key
-    with file_lock(trial_dir / TRIAL_LOCK, blocking=False) as acquired:
+    with file_lock(TrialFolder(trial_dir).lock, blocking=False) as acquired:
         if not acquired:
             return TrialResult(Status.BUSY, key=job.key)
         tracker, existing = open_trial_run(
@@ -101,7 +100,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
             job.run_name,
             job.tags,
             run_params(job.config),
-            journal=trial_dir / JOURNAL_NAME,
+            journal=TrialFolder(trial_dir).journal,
         )
         if tracker is None:
             return TrialResult(existing.status, key=job.key, skipped=True)
@@ -141,12 +140,11 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     process holds the trial (it is running it again). Returns the one-line error for the driver's output."""
     import ray
 
-    from gatelab.tracking.runs.file_lock import TRIAL_LOCK
     from gatelab.tracking.runs.ledger import file_lock, record_failure
 
     message = failure_reason(error, out_of_memory=isinstance(error, ray.exceptions.OutOfMemoryError))
     try:
-        with file_lock(Path(job.checkpoint_root) / job.key / TRIAL_LOCK, blocking=False) as acquired:
+        with file_lock(TrialFolder.of(job.checkpoint_root, job.key).lock, blocking=False) as acquired:
             if acquired:
                 record_failure(
                     job.tracking_uri,

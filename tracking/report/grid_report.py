@@ -65,6 +65,7 @@ from gatelab.trainer.config.metric_names import (
     VAL_LOSS,
 )
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
+from gatelab.trainer.config.trial_folder import PROBES
 
 __all__ = ["FORMATS", "Report", "ReportInput", "TrialSpec", "VariantSpec", "write_report"]
 
@@ -149,7 +150,7 @@ def collect(uri: str, inp: ReportInput, records: dict, *, histograms: bool = Tru
 def _gate_hist(client: MlflowClient, run_id: str, dst: Path) -> tuple | None:
     dst.mkdir(parents=True, exist_ok=True)
     try:
-        local = client.download_artifacts(run_id, "probes.json", str(dst))
+        local = client.download_artifacts(run_id, PROBES, str(dst))
         counts = json.loads(Path(local).read_text()).get("gate_hist_counts") or None
     except (MlflowException, OSError, ValueError):
         return None  # an older or diverged run without probes.json: no histogram, the rest still reports

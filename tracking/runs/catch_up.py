@@ -1,10 +1,9 @@
 """Sending what trials kept on disk while the tracking server was away (their journals, tracking/runs/outbox.py).
 
-A trial that ended, or whose worker was killed, while the server was away leaves `<trial dir>/JOURNAL_NAME`.
-The next process that opens the trial sends it before anything else (`ledger.open_trial_run`), and
-`gatelab submit|resume|status` and a driver whose server came back send every journal no live process holds,
-so the ledger catches up without the user doing anything.
-"""
+A trial that ended, or whose worker was killed, while the server was away leaves its journal in the trial's folder
+(trainer/config/trial_folder.py). The next process that opens the trial sends it before anything else
+(`ledger.open_trial_run`), and `gatelab submit|resume|status` and a driver whose server came back send every journal
+no live process holds, so the ledger catches up without the user doing anything."""
 
 from __future__ import annotations
 
@@ -16,10 +15,11 @@ from mlflow import MlflowClient
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 
-from gatelab.tracking.runs.file_lock import TRIAL_LOCK, file_lock
-from gatelab.tracking.runs.outbox import JOURNAL_NAME, merged, read_journal
+from gatelab.tracking.runs.file_lock import file_lock
+from gatelab.tracking.runs.outbox import merged, read_journal
 from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
 from gatelab.tracking.server.process import is_healthy
+from gatelab.trainer.config.trial_folder import JOURNAL, TrialFolder
 
 RETRY_S = 2.0
 
@@ -48,7 +48,7 @@ def send_journal(uri: str, journal: Path, *, wait_s: float = 0.0) -> bool:
 
 def journals(checkpoint_root: Path | str) -> list[Path]:
     """The journals of the trials under `checkpoint_root` (one directory per trial key)."""
-    return sorted(Path(checkpoint_root).glob(f"*/{JOURNAL_NAME}"))
+    return sorted(Path(checkpoint_root).glob(f"*/{JOURNAL}"))
 
 
 def catch_up(uri: str, checkpoint_root: Path | str) -> int:
@@ -59,10 +59,10 @@ def catch_up(uri: str, checkpoint_root: Path | str) -> int:
 
 def catch_up_trial(uri: str, trial_dir: Path) -> bool:
     """Send trial_dir's journal unless a process holds the trial (it sends its own); True when sent."""
-    journal = trial_dir / JOURNAL_NAME
+    journal = TrialFolder(trial_dir).journal
     if not journal.exists():
         return False
-    with file_lock(trial_dir / TRIAL_LOCK, blocking=False) as acquired:
+    with file_lock(TrialFolder(trial_dir).lock, blocking=False) as acquired:
         return bool(acquired and journal.exists() and send_journal(uri, journal))
 
 

@@ -7,8 +7,6 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-TRIAL_LOCK = ".lock"  # in the trial's directory: held by whoever runs the trial (one process at a time)
-
 
 @contextmanager
 def file_lock(path: Path, blocking: bool = True):

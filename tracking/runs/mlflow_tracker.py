@@ -124,10 +124,10 @@ class MlflowTracker:
         """Wrap an existing run. `flush_every`: buffered metrics that trigger a send; `flush_interval_s`: the
         longest a metric waits; `asynchronous`: send from a background thread (flush() still blocks);
         `run`: the run as just created (saves fetching it; the tracker then knows every metric the run holds);
-        `journal`: where unsent operations are kept while the server is away (the trial directory's
-        JOURNAL_NAME); `final_wait_s`: how long closing waits for an absent server before leaving the rest in
-        the journal (default: server_wait_s()); `max_buffered_metrics`: the outbox's bound, beyond which
-        logging waits for the server."""
+        `journal`: where unsent operations are kept while the server is away (the trial folder's journal,
+        trainer/config/trial_folder.py); `final_wait_s`: how long closing waits for an absent server before
+        leaving the rest in the journal (default: server_wait_s()); `max_buffered_metrics`: the outbox's bound,
+        beyond which logging waits for the server."""
         self.client = client
         self.run_id = run_id
         # A run this tracker created holds only what it logs, so last_steps() can answer without a request.

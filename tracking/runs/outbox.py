@@ -5,9 +5,9 @@ it, and nothing logged may be lost or stored twice:
 - an operation leaves the outbox only once the server confirmed it, so a request that failed (or whose answer
   was lost) is sent again; MLflow stores a metric (key, value, timestamp, step) once however often it arrives,
   and tags, params, statuses and artifacts are the same when written twice, so sending again is harmless;
-- while the server is away the outbox is written to the trial directory (`JOURNAL_NAME`) before every
-  checkpoint and when the trial ends, so a worker killed meanwhile loses nothing: the next process that opens
-  the trial, or `gatelab submit|resume|status`, sends the journal first (`tracking/runs/catch_up.py`);
+- while the server is away the outbox is written to the trial's folder (its journal, trainer/config/trial_folder.py)
+  before every checkpoint and when the trial ends, so a worker killed meanwhile loses nothing: the next process
+  that opens the trial, or `gatelab submit|resume|status`, sends the journal first (`tracking/runs/catch_up.py`);
 - it is bounded (`max_metrics`): when full, logging waits for the server rather than growing without limit.
 
 Operations are JSON-able dicts, one per line in the journal:
@@ -31,7 +31,6 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
-JOURNAL_NAME = "mlflow-unsent.jsonl"
 MAX_BUFFERED_METRICS = 500_000  # ~100 MB of Python objects: hours of a fast trial's logging
 
 

@@ -61,6 +61,9 @@ class ServerInfo:
     """Tracking URI for clients, e.g. http://127.0.0.1:5000."""
 
 
+UI_PORT = 5000  # `gatelab ui`'s port when it starts a server (MLflow's own default)
+
+
 def server_command(store: Store, port: int) -> list[str]:
     """The `mlflow server` command line for `store` on 127.0.0.1:`port`."""
     return [
@@ -179,7 +182,7 @@ def local_server(store: Store, *, keep_running: bool = False, timeout_s: float =
 
 
 def ui(
-    store: Store, port: int = 5000, *, timeout_s: float = 120.0, on_ready: Callable[[str], None] | None = None
+    store: Store, port: int = UI_PORT, *, timeout_s: float = 120.0, on_ready: Callable[[str], None] | None = None
 ) -> int:
     """`gatelab ui`: serve the store on 127.0.0.1:`port` in the foreground until Ctrl-C; returns the exit code.
 
