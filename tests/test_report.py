@@ -24,7 +24,7 @@ from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.seed_policy import comparisons
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
 from gatelab.tracking.report.choice_figure import CategoryStats, by_category, categories, choice_strip
-from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.runs.ledger import TrialRun, ensure_parent_run, open_trial_run
 from gatelab.tracking.stats.rows import (
     ReportInput,
     TrialOutcome,
@@ -34,6 +34,7 @@ from gatelab.tracking.stats.rows import (
     max_stable_lr,
     paired_comparison,
 )
+from gatelab.trainer.config.run_tags import GRID_TAG
 from gatelab.trainer.config.trial_folder import PROBES
 
 pytestmark = [pytest.mark.mlflow]
@@ -385,9 +386,15 @@ def grid(tmp_path_factory):
             if outcome == "real":
                 from gatelab.trainer.run import run_trial
 
-                tracker, _ = open_trial_run(
-                    info.uri, experiment, parent, trial.key, trial.label, {"gatelab.grid": spec.name}
+                run = TrialRun(
+                    uri=info.uri,
+                    experiment=experiment,
+                    key=trial.key,
+                    run_name=trial.label,
+                    parent_run_id=parent,
+                    tags={GRID_TAG: spec.name},
                 )
+                tracker, _ = open_trial_run(run)
                 run_trial(trial.config, tracker, store.checkpoints_dir / trial.key, store.cache_dir)
                 tracker.close()
             elif outcome != "new":

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -432,21 +433,14 @@ def test_server_that_never_answers_times_out(tmp_path):
 
 
 def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
-    from gatelab.tracking.runs.ledger import open_trial_run, record_failure, trial_records
+    from gatelab.tracking.runs.ledger import TrialRun, open_trial_run, record_failure, trial_records
     from gatelab.trainer.config.run_tags import ERROR_TAG
 
-    assert record_failure(
-        server_uri,
-        "ledger-failures",
-        None,
-        "k7",
-        "baseline [k7]",
-        {"variant": "baseline"},
-        "out_of_memory: CUDA out of memory",
-    )
+    k7 = TrialRun(uri=server_uri, experiment="ledger-failures", key="k7", run_name="baseline [k7]")
+    assert record_failure(replace(k7, tags={"variant": "baseline"}), "out_of_memory: CUDA out of memory")
     record = trial_records(server_uri, "ledger-failures")["k7"]
     assert (record.status, record.error, record.attempt) == ("failed", "out_of_memory: CUDA out of memory", 1)
-    tracker, existing = open_trial_run(server_uri, "ledger-failures", None, "k7", "baseline [k7]", {})
+    tracker, existing = open_trial_run(k7)
     tracker.close()
     assert existing.run_id == tracker.run_id  # the retry continues the failed run ...
     record = trial_records(server_uri, "ledger-failures")["k7"]
@@ -455,7 +449,7 @@ def test_a_recorded_failure_is_shown_until_the_trial_is_retried(server_uri):
 
 
 def test_a_trial_run_gets_its_params_at_creation_and_a_resume_keeps_them(server_uri):
-    from gatelab.tracking.runs.ledger import open_trial_run
+    from gatelab.tracking.runs.ledger import TrialRun, open_trial_run
     from gatelab.trainer.config.trial import TrialConfig, run_params
 
     params = run_params(TrialConfig(variant="g1_headwise_sigmoid", seed=3))
@@ -464,23 +458,23 @@ def test_a_trial_run_gets_its_params_at_creation_and_a_resume_keeps_them(server_
     )
     expected = {key: str(value) for key, value in params.items()}
     client = MlflowClient(server_uri)
-    tracker, existing = open_trial_run(server_uri, "ledger-params", None, "p1", "g1 [p1]", {}, params)
+    p1 = TrialRun(uri=server_uri, experiment="ledger-params", key="p1", run_name="g1 [p1]")
+    p2 = TrialRun(uri=server_uri, experiment="ledger-params", key="p2", run_name="g1 [p2]")
+    tracker, existing = open_trial_run(replace(p1, params=params))
     tracker.close()
     assert existing is None and client.get_run(tracker.run_id).data.params == expected  # before any training
     # A resume (the same run reopened, as after a crash) logs the same params again: accepted, unchanged.
-    resumed, existing = open_trial_run(server_uri, "ledger-params", None, "p1", "g1 [p1]", {}, params)
+    resumed, existing = open_trial_run(replace(p1, params=params))
     resumed.close()
     assert existing.run_id == resumed.run_id == tracker.run_id and existing.attempt == 1
     assert client.get_run(tracker.run_id).data.params == expected
     # A different value for the same run is refused: params are immutable, and the trial key fixes these.
     with pytest.raises(ParamConflictError, match="gate_granularity"):
-        open_trial_run(
-            server_uri, "ledger-params", None, "p1", "g1 [p1]", {}, {**params, "gate_granularity": "elementwise"}
-        )
+        open_trial_run(replace(p1, params={**params, "gate_granularity": "elementwise"}))
     # A run whose creator died before logging them (or an older gatelab) gets them on its next attempt.
-    bare, _ = open_trial_run(server_uri, "ledger-params", None, "p2", "g1 [p2]", {})
+    bare, _ = open_trial_run(p2)
     bare.close()
     assert client.get_run(bare.run_id).data.params == {}
-    filled, _ = open_trial_run(server_uri, "ledger-params", None, "p2", "g1 [p2]", {}, params)
+    filled, _ = open_trial_run(replace(p2, params=params))
     filled.close()
     assert filled.run_id == bare.run_id and client.get_run(bare.run_id).data.params == expected

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
-from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.runs.ledger import TrialRun, ensure_parent_run, open_trial_run
 from gatelab.trainer.config.trial import run_params, run_tags
 
 from grid_helpers import ROOT, write_grid
@@ -38,9 +38,16 @@ def grid_home(tmp_path_factory):
         run_ids = []
         for trial in trials[:2]:
             tags = {"gatelab.grid": "uigrid", **run_tags(trial.config)}
-            tracker, _ = open_trial_run(
-                info.uri, "uigrid", parent, trial.key, trial.label, tags, run_params(trial.config)
+            run = TrialRun(
+                uri=info.uri,
+                experiment="uigrid",
+                key=trial.key,
+                run_name=trial.label,
+                parent_run_id=parent,
+                tags=tags,
+                params=run_params(trial.config),
             )
+            tracker, _ = open_trial_run(run)
             tracker.set_status("finished")
             run_ids.append(tracker.run_id)
         yield {"file": grid_file, "store": store, "uri": info.uri, "run_ids": run_ids, "trials": trials}

@@ -25,13 +25,12 @@ from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, trial_t
 from gatelab.grid.spec.expand import Trial, expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
-from gatelab.tracking.runs.ledger import ensure_parent_run, open_trial_run
+from gatelab.tracking.runs.ledger import TrialRun, ensure_parent_run, open_trial_run
 from gatelab.trainer.config.metric_names import (
     F_ATTN,
     FINAL_VAL_LOSS,
     FINAL_VAL_PPL,
     GATE_HIST_BINS,
-    GATE_HIST_TAG,
     M_ACT,
     SINK_EPS,
     SPIKE_COUNT,
@@ -42,6 +41,7 @@ from gatelab.trainer.config.metric_names import (
     VAL_PPL,
 )
 from gatelab.trainer.config.outcome import Status
+from gatelab.trainer.config.run_tags import GATE_HIST_TAG
 from gatelab.trainer.config.trial import run_params, run_tags
 
 VARIANTS = (
@@ -78,9 +78,16 @@ def _grid_file(folder: Path, trials: int) -> Path:
 def _finished_run(uri: str, experiment: str, parent: str, spec, trial: Trial) -> None:
     """One trial's run as a finished trial leaves it (no artifacts: the report reads on without them)."""
     tags = {**trial_tags(spec, trial.overrides), **run_tags(trial.config)}
-    tracker, _ = open_trial_run(
-        uri, experiment, parent, trial.key, f"{trial.label} [{trial.key}]", tags, run_params(trial.config)
+    run = TrialRun(
+        uri=uri,
+        experiment=experiment,
+        key=trial.key,
+        run_name=f"{trial.label} [{trial.key}]",
+        parent_run_id=parent,
+        tags=tags,
+        params=run_params(trial.config),
     )
+    tracker, _ = open_trial_run(run)
     shift = 0.01 * (VARIANTS.index(trial.config.variant) + trial.config.seed % 7)
     for step in range(LOG_EVERY, STEPS + 1, LOG_EVERY):
         metrics = {TRAIN_LOSS: 5.0 * math.exp(-step / 40) + 1 + shift, STEP: float(step)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.grid_commands import _load, _records, _store_no_create
@@ -15,10 +14,11 @@ from gatelab.grid.spec.config_loader import ConfigError
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.seed_policy import BASELINE, comparisons
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS
-from gatelab.trainer.config.outcome import Status
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from gatelab.tracking.stats.rows import mean_of, mean_std
+    from gatelab.tracking.stats.seed_plan import comparison_differences
     from gatelab.tracking.stats.sequential import seeds_to_resolve
 
     spec, trials = _load(args)
@@ -29,20 +29,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ConfigError("axes.variant", f"plan compares variants with {BASELINE!r}: the grid has no baseline trials")
     metric = args.metric or (spec.seeds.metric if spec.seeds else FINAL_VAL_LOSS)
     records = _records(spec, _store_no_create(args.home))
-    value = {key: float(r.metrics.get(metric, math.nan)) for key, r in records.items() if r.status == Status.FINISHED}
     rows = []
     for comp in comps:
-        pairs = [
-            value[comp.variant[s].key] - value[comp.baseline[s].key]
-            for s in sorted(comp.variant)
-            if s in comp.baseline and comp.variant[s].key in value and comp.baseline[s].key in value
-        ]
-        pairs = [d for d in pairs if math.isfinite(d)]
-        mean = sum(pairs) / len(pairs) if pairs else None
-        sd = math.sqrt(sum((d - mean) ** 2 for d in pairs) / (len(pairs) - 1)) if len(pairs) >= 2 else None
+        diffs = mean_std(comparison_differences(comp, records, metric).values())
+        sd = diffs.std if diffs else None
         needed = seeds_to_resolve(sd, args.effect, args.power, args.alpha) if sd is not None else None
         rows.append(
-            {"comparison": comp.name, "paired_seeds": len(pairs), "mean": mean, "sd": sd, "seeds_needed": needed}
+            {
+                "comparison": comp.name,
+                "paired_seeds": diffs.n if diffs else 0,
+                "mean": mean_of(diffs),
+                "sd": sd,
+                "seeds_needed": needed,
+            }
         )
     if args.json:
         print(
@@ -68,7 +67,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(
         f"{metric}, variant - baseline on paired seeds; seeds needed: to find a true difference of {args.effect:g} "
         f"with power {args.power:g} at two-sided alpha {args.alpha:g} (paired t-test; one comparison, no correction "
-        "for looks or for the grid's other comparisons); '-': fewer than two finished pairs"
+        "for looks or for the grid's other comparisons); a pair: a seed both trials finished (a diverged one forms "
+        "none); '-': fewer than two pairs"
     )
     return 0
 

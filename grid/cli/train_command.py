@@ -48,7 +48,7 @@ def print_summary(key: str, status: str, summary: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.tracking import Store, local_server
-    from gatelab.tracking.runs.ledger import open_trial_run
+    from gatelab.tracking.runs.ledger import TrialRun, open_trial_run
     from gatelab.tracking.server.watch import ServerWatch
 
     # Bad config or bad data fails here, before the home, a server or a run exists.
@@ -58,16 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     trial_dir = store.checkpoints_dir / key
     with local_server(store) as uri, ServerWatch(store, uri):
         # The same ledger lookup as a grid's workers: reopen an unfinished run, skip a done one.
-        tracker, existing = open_trial_run(
-            uri,
-            TRAIN_EXPERIMENT,
-            None,
-            key,
-            f"{config.name}-{key}",
-            {},
-            run_params(config),
-            TrialFolder(trial_dir).journal,
+        trial = TrialRun(
+            uri=uri, experiment=TRAIN_EXPERIMENT, key=key, run_name=f"{config.name}-{key}", params=run_params(config)
         )
+        tracker, existing = open_trial_run(trial, TrialFolder(trial_dir).journal)
         if tracker is None:
             print(f"trial {key} is already {existing.status} (MLflow run {existing.run_id}); nothing to do")
             print_summary(key, existing.status, existing.metrics)

@@ -13,14 +13,19 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gatelab.grid.dispatch.failures import failure_reason
 from gatelab.trainer.config.outcome import Status, TrialPreempted, TrialResult
 from gatelab.trainer.config.trial import TrialConfig, run_params, run_tags
 from gatelab.trainer.config.trial_folder import TrialFolder
+
+if TYPE_CHECKING:
+    from gatelab.tracking.runs.ledger import TrialRun
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,27 @@ class TrialJob:
     home: str
     """The gatelab home: where a worker on any node finds the credentials of the home's MLflow server."""
     ddp_workers: int = 1
-    """Processes training the trial: > 1 runs DDP through Ray Train (grid.ddp)."""
+    """Processes training the trial: > 1 runs DDP through Ray Train (grid/dispatch/ddp.py)."""
     cpus: int = 1
     """CPUs for the whole trial (split over DDP workers)."""
     gpus: float = 0
     """GPUs for the whole trial (split over DDP workers), or a fraction of one GPU shared with other trials."""
     max_retries: int = 0
     """Restarts of a DDP worker group after a lost worker or node (Ray Train's FailureConfig)."""
+
+    def trial_run(self, tags: Mapping[str, str] | None = None) -> TrialRun:
+        """The trial's identity in the ledger, with `tags` added to a new run's."""
+        from gatelab.tracking.runs.ledger import TrialRun  # MLflow: only where a worker records
+
+        return TrialRun(
+            uri=self.tracking_uri,
+            experiment=self.experiment,
+            key=self.key,
+            run_name=self.run_name,
+            parent_run_id=self.parent_run_id,
+            tags={**self.tags, **(tags or {})},
+            params=run_params(self.config),
+        )
 
 
 @contextmanager
@@ -84,7 +103,6 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
         from gatelab.tracking.runs.ledger import file_lock, open_trial_run
         from gatelab.tracking.server.process import use_server_credentials
         from gatelab.tracking.store import Store
-        from gatelab.trainer.config.run_tags import ERROR_TAG
     import_s = time.perf_counter() - import_started
     use_server_credentials(Store(job.home), job.tracking_uri)
 
@@ -92,16 +110,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
     with file_lock(TrialFolder(trial_dir).lock, blocking=False) as acquired:
         if not acquired:
             return TrialResult(Status.BUSY, key=job.key)
-        tracker, existing = open_trial_run(
-            job.tracking_uri,
-            job.experiment,
-            job.parent_run_id,
-            job.key,
-            job.run_name,
-            job.tags,
-            run_params(job.config),
-            journal=TrialFolder(trial_dir).journal,
-        )
+        tracker, existing = open_trial_run(job.trial_run(), journal=TrialFolder(trial_dir).journal)
         if tracker is None:
             return TrialResult(existing.status, key=job.key, skipped=True)
         try:
@@ -111,8 +120,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
                 tracker.flush()
                 result = run_ddp_trial(job, tracker.run_id, trial_dir)
                 if result.status == Status.FAILED:  # out of memory on a rank: deterministic, said by the result
-                    tracker.set_tags({ERROR_TAG: result.error[:500]})
-                    tracker.set_status(Status.FAILED)
+                    tracker.fail(result.error)
                 return replace(result, key=job.key)
             import_started = time.perf_counter()
             with _first_import_without_collector("gatelab.trainer.run"):
@@ -125,8 +133,7 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
             print(f"gatelab: trial {job.key} {stop}", file=sys.stderr, flush=True)
             os._exit(143)
         except Exception as err:  # deterministic: record, do not retry
-            tracker.set_tags({ERROR_TAG: failure_reason(err)[:500]})
-            tracker.set_status(Status.FAILED)
+            tracker.fail(failure_reason(err))
             return TrialResult(Status.FAILED, key=job.key, error=traceback.format_exc(limit=3))
         finally:
             tracker.close()
@@ -146,16 +153,7 @@ def record_unreported_failure(job: TrialJob, error: Exception) -> str:
     try:
         with file_lock(TrialFolder.of(job.checkpoint_root, job.key).lock, blocking=False) as acquired:
             if acquired:
-                record_failure(
-                    job.tracking_uri,
-                    job.experiment,
-                    job.parent_run_id,
-                    job.key,
-                    job.run_name,
-                    {**job.tags, **run_tags(job.config)},
-                    message,
-                    run_params(job.config),
-                )
+                record_failure(job.trial_run(tags=run_tags(job.config)), message)
     except Exception as unrecorded:  # noqa: BLE001 - e.g. the MLflow server is what failed; keep the grid going
         return f"{message} (not recorded in MLflow: {type(unrecorded).__name__}: {unrecorded})"
     return message

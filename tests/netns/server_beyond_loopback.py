@@ -72,7 +72,7 @@ def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path,
     import requests
 
     from gatelab.tracking.runs.bulk_history import histories
-    from gatelab.tracking.runs.ledger import open_trial_run, trial_records
+    from gatelab.tracking.runs.ledger import TrialRun, open_trial_run, trial_records
 
     address = os.environ.get(NETNS_ADDRESS)
     if not address:
@@ -105,7 +105,10 @@ def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path,
 
         # gatelab's own clients: the ledger opens a trial run, logs a metric and an artifact, reads it back.
         assert os.environ["MLFLOW_TRACKING_USERNAME"] == credentials["username"]  # set where the URI came from
-        tracker, existing = open_trial_run(uri, "auth-grid", None, "k1", "baseline [k1]", {"variant": "baseline"})
+        trial = TrialRun(
+            uri=uri, experiment="auth-grid", key="k1", run_name="baseline [k1]", tags={"variant": "baseline"}
+        )
+        tracker, existing = open_trial_run(trial)
         assert existing is None
         tracker.log_metrics({"loss": 2.5}, step=1)
         (tmp_path / "note.txt").write_text("through the proxy")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,36 +136,46 @@ def trial_runs_by_key(uri: str, experiment: str) -> dict[str, list[TrialRecord]]
             return records
 
 
-def open_trial_run(
-    uri: str,
-    experiment: str,
-    parent_run_id: str | None,
-    key: str,
-    run_name: str,
-    tags: dict[str, str],
-    params: Mapping[str, Any] | None = None,
-    journal: Path | None = None,
-) -> tuple[MlflowTracker | None, TrialRecord | None]:
-    """The trial's tracker: its existing run reopened (resume) or a new run (a child of parent_run_id when
-    given); (None, record) when the trial is already done. `params` (facts the trial key fixes, such as the
-    gate axes) are logged when the run is created, and again on resume, where an identical value is skipped:
+@dataclass(frozen=True, kw_only=True)
+class TrialRun:
+    """A trial's identity in the ledger: where its run lives, how it is found, and what a new run is made with."""
+
+    uri: str
+    """The tracking server's URI."""
+    experiment: str
+    """The grid's experiment."""
+    key: str
+    """The trial key (KEY_TAG): how its run is found."""
+    run_name: str
+    """A new run's name."""
+    parent_run_id: str | None = None
+    """The grid's parent run, a new run's parent; None for a trial run on its own (`gatelab train`)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """A new run's tags (beside the ledger's own)."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Facts the trial key fixes, such as the gate axes: logged when the run is made, and again on resume."""
+
+
+def open_trial_run(trial: TrialRun, journal: Path | None = None) -> tuple[MlflowTracker | None, TrialRecord | None]:
+    """The trial's tracker: its existing run reopened (resume) or a new run (a child of the parent run when
+    given); (None, record) when the trial is already done. The trial's params are logged when the run is
+    created, and again on resume, where an identical value is skipped:
     that fills in a run whose creator died before logging them. Call it only while holding the trial's lock
     (or from the single process that owns it), so two processes never create two runs for one key.
     `journal`: the trial's file of operations kept while the server was away (tracking/runs/outbox.py); what an
     earlier process left there is sent first (it may say the trial is done), and the tracker keeps its own there."""
     if journal is not None and journal.exists():
-        send_journal(uri, journal, wait_s=JOURNAL_WAIT_S)
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = get_or_create_experiment(client, experiment)
-    existing = _newest_trial_run(client, experiment_id, key)
+        send_journal(trial.uri, journal, wait_s=JOURNAL_WAIT_S)
+    client = MlflowClient(tracking_uri=trial.uri)
+    experiment_id = get_or_create_experiment(client, trial.experiment)
+    existing = _newest_trial_run(client, experiment_id, trial.key)
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
     if existing is None:
-        tracker = _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params, journal)
-        return tracker, None
-    tracker = MlflowTracker.resume(uri, existing.run_id, journal=journal)
+        return _new_trial_run(trial, experiment_id, journal), None
+    tracker = MlflowTracker.resume(trial.uri, existing.run_id, journal=journal)
     try:
-        tracker.log_params(params or {})
+        tracker.log_params(trial.params)
     except BaseException:  # a conflicting value: the run is not this trial's; stop the tracker's sender
         tracker.close()
         raise
@@ -175,57 +185,37 @@ def open_trial_run(
     return tracker, existing
 
 
-def record_failure(
-    uri: str,
-    experiment: str,
-    parent_run_id: str | None,
-    key: str,
-    run_name: str,
-    tags: dict[str, str],
-    error: str,
-    params: Mapping[str, Any] | None = None,
-) -> bool:
+def record_failure(trial: TrialRun, error: str) -> bool:
     """Mark a trial failed whose worker could not say so itself (killed for memory, or lost with its retry budget
     spent): its newest run, or a new child run when the worker died before opening one, gets status `failed`
     and ERROR_TAG. Call it only while holding the trial's lock. False (nothing written) if it is done."""
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = get_or_create_experiment(client, experiment)
-    existing = _newest_trial_run(client, experiment_id, key)
+    client = MlflowClient(tracking_uri=trial.uri)
+    experiment_id = get_or_create_experiment(client, trial.experiment)
+    existing = _newest_trial_run(client, experiment_id, trial.key)
     if existing is not None and existing.status in DONE_STATUSES:
         return False
     tracker = (
-        MlflowTracker.resume(uri, existing.run_id)
+        MlflowTracker.resume(trial.uri, existing.run_id)
         if existing is not None
-        else _new_trial_run(uri, experiment, experiment_id, parent_run_id, key, run_name, tags, params)
+        else _new_trial_run(trial, experiment_id)
     )
     try:
-        tracker.log_params(params or {})  # a reopened run whose creator died before logging them
-        tracker.set_tags({ERROR_TAG: error[:500]})
-        tracker.set_status(Status.FAILED)
+        tracker.log_params(trial.params)  # a reopened run whose creator died before logging them
+        tracker.fail(error)
     finally:
         tracker.close()
     return True
 
 
-def _new_trial_run(
-    uri: str,
-    experiment: str,
-    experiment_id: str,
-    parent_run_id: str | None,
-    key: str,
-    run_name: str,
-    tags: dict[str, str],
-    params: Mapping[str, Any] | None,
-    journal: Path | None = None,
-) -> MlflowTracker:
+def _new_trial_run(trial: TrialRun, experiment_id: str, journal: Path | None = None) -> MlflowTracker:
     return MlflowTracker.create(
-        uri,
-        experiment,
-        run_name=run_name,
-        parent_run_id=parent_run_id,
+        trial.uri,
+        trial.experiment,
+        run_name=trial.run_name,
+        parent_run_id=trial.parent_run_id,
         experiment_id=experiment_id,
-        tags={KIND_TAG: "trial", KEY_TAG: key, ATTEMPT_TAG: "1", **tags},
-        params=params,
+        tags={KIND_TAG: "trial", KEY_TAG: trial.key, ATTEMPT_TAG: "1", **trial.tags},
+        params=dict(trial.params),
         journal=journal,
     )
 

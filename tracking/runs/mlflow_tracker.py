@@ -37,7 +37,7 @@ from gatelab.tracking.runs.outbox import MAX_BUFFERED_METRICS, Outbox, batch_ops
 from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
 from gatelab.tracking.store import experiment_artifact_location
 from gatelab.trainer.config.outcome import Status
-from gatelab.trainer.config.run_tags import PARENT_RUN_TAG, STATUS_TAG
+from gatelab.trainer.config.run_tags import ERROR_LENGTH, ERROR_TAG, PARENT_RUN_TAG, STATUS_TAG
 
 # gatelab status -> MLflow run status. Divergence is a result (docs/design.md), so the run itself FINISHED.
 # A preempted run is KILLED in MLflow's terms until a retry or `gatelab resume` reopens it.
@@ -282,6 +282,12 @@ class MlflowTracker:
         else:
             self._add({"op": "status", "status": RunStatus.to_string(RunStatus.RUNNING), "end_time": None})
             self._send_now()
+
+    def fail(self, error: str) -> None:
+        """Record the trial failed, the one way: why (ERROR_TAG, its first ERROR_LENGTH characters), then the status
+        `failed`, which ends the run."""
+        self.set_tags({ERROR_TAG: error[:ERROR_LENGTH]})
+        self.set_status(Status.FAILED)
 
     def flush(self) -> None:
         """Send everything logged so far. While the server is away it is kept in the journal instead (durable

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 
 from scipy import stats as scipy_stats
 
-from gatelab.tracking.stats.rows import ALPHA, ReportInput, TrialOutcome, VariantRow, paired_differences, row_name
+from gatelab.tracking.stats.pairs import paired_differences
+from gatelab.tracking.stats.rows import ALPHA, ReportInput, TrialOutcome, VariantRow, outcome_seed_values, row_name
 from gatelab.tracking.stats.seed_plan import ledger_results, replay
 from gatelab.tracking.stats.sequential import holm, t_p_values
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL, VAL_LOSS
@@ -170,7 +171,10 @@ def _fixed(inp: ReportInput, rows: list[VariantRow]) -> Forest:
     for row in rows:
         base = by_key.get((inp.baseline, row.condition))
         if row.variant.name != inp.baseline and base is not None:
-            diffs[row_name(row)] = (row, paired_differences(_seed_values(row, metric), _seed_values(base, metric)))
+            diffs[row_name(row)] = (
+                row,
+                paired_differences(outcome_seed_values(row.trials, metric), outcome_seed_values(base.trials, metric)),
+            )
     p = {name: t_p_values(list(d.values()), 0.0)[0] for name, (_, d) in diffs.items() if len(d) >= 2}
     adjusted = holm(p)
     levels, rejected = {}, 0
@@ -211,10 +215,6 @@ def _fixed(inp: ReportInput, rows: list[VariantRow]) -> Forest:
         f"{ALPHA:g}, each interval at the level Holm tested it (it excludes 0 exactly when 'different')"
     )
     return Forest(metric=metric, method=method, rows=tuple(out))
-
-
-def _seed_values(row: VariantRow, metric: str) -> dict[int, float]:
-    return {o.trial.seed: float(o.metrics.get(metric, math.nan)) for o in row.trials if o.status == Status.FINISHED}
 
 
 # --- the gap along training --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
+from gatelab.tracking.stats.pairs import paired_differences, seed_values
 from gatelab.tracking.stats.sequential import SeedRule
 from gatelab.trainer.config.metric_names import (
     F_ATTN,
@@ -188,10 +189,9 @@ def mean_std(values: Iterable[float]) -> MeanStd | None:
     return MeanStd(mean=statistics.fmean(finite), std=std, n=len(finite))
 
 
-def paired_differences(variant: Mapping[int, float], baseline: Mapping[int, float]) -> dict[int, float]:
-    """Seed -> variant - baseline over the seeds both have a finite value for, in seed order."""
-    seeds = sorted(s for s in set(variant) & set(baseline) if math.isfinite(variant[s]) and math.isfinite(baseline[s]))
-    return {s: variant[s] - baseline[s] for s in seeds}
+def outcome_seed_values(outcomes: Iterable[TrialOutcome], metric: str) -> dict[int, float]:
+    """Seed -> the paired value of `metric` (tracking/stats/pairs.py) of one side's trial outcomes."""
+    return seed_values((o.trial.seed, o.status, float(o.metrics.get(metric, math.nan))) for o in outcomes)
 
 
 def paired_comparison(variant: Mapping[int, float], baseline: Mapping[int, float]) -> PairedComparison:
@@ -332,9 +332,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
         chosen[key] = (lr, [o for o in done if not sweep or o.trial.lr == lr], stable)
 
     def seed_ppl(trials: list[TrialOutcome]) -> dict[int, float]:
-        return {
-            o.trial.seed: float(o.metrics.get(FINAL_VAL_PPL, math.nan)) for o in trials if o.status == Status.FINISHED
-        }
+        return outcome_seed_values(trials, FINAL_VAL_PPL)
 
     rows = []
     for (name, condition), (lr, trials, stable) in chosen.items():

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatelab.tracking.stats.pairs import paired_differences, paired_value, seed_values
 from gatelab.tracking.stats.sequential import SeedRule, Verdict, judge
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
@@ -65,7 +66,7 @@ def _pairs(comp: Any, planned: int, results: Mapping[str, tuple[str, float]]) ->
         if any(o is None or o[0] not in (*DONE_STATUSES, Status.FAILED) for o in outcomes):
             return pairs, None  # not run yet, or running
         for trial, (status, value) in zip(trials, outcomes):
-            if status != Status.FINISHED or not math.isfinite(value):
+            if paired_value(status, value) is None:  # the rule of a pair: tracking/stats/pairs.py
                 return pairs, f"{trial.key} ({trial.label}) {status}"
         pairs.append(outcomes[0][1] - outcomes[1][1])
     return pairs, None
@@ -79,3 +80,18 @@ def ledger_results(metric: str, records: Mapping[str, Any], retry_failed: bool =
         for key, record in records.items()
         if record.status in DONE_STATUSES or (record.status == Status.FAILED and not retry_failed)
     }
+
+
+def comparison_differences(comp: Any, records: Mapping[str, Any], metric: str) -> dict[int, float]:
+    """Seed -> variant - baseline of `metric` over every seed that forms a pair (tracking/stats/pairs.py), in
+    seed order: what `gatelab plan` estimates a comparison's noise from. `records`: trial key -> anything with
+    `status` and `metrics` (a ledger record)."""
+
+    def side(trials: Mapping[int, Any]) -> dict[int, float]:
+        return seed_values(
+            (seed, records[t.key].status, float(records[t.key].metrics.get(metric, math.nan)))
+            for seed, t in trials.items()
+            if t.key in records
+        )
+
+    return paired_differences(side(comp.variant), side(comp.baseline))

@@ -14,6 +14,7 @@ KEY_TAG = "trial_key"  # the trial's content key (grid/spec/identity.py): how th
 ATTEMPT_TAG = "gatelab.attempt"  # how many times a process opened the run (1 for the first)
 STATUS_TAG = "gatelab.status"  # a trainer.config.outcome.Status value
 ERROR_TAG = "gatelab.error"  # why a failed trial failed: "<reason>: <first line of the error>"
+ERROR_LENGTH = 500  # what of the error the tag keeps: a line for tables, far below MLflow's 8000
 WARNING_TAG = "gatelab.warning"  # something the trial noticed and went on with
 SEEDS_TAG = "gatelab.seeds"  # "adaptive": the trial was chosen by the sequential seed plan
 PRUNED_TAG = "gatelab.pruned"  # "true": an Optuna pruner stopped the trial
