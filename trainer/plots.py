@@ -13,15 +13,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS  # noqa: E402
 from gatelab.trainer.config.metric_names import ROPE_MODES, parse_long_ppl  # noqa: E402
+from gatelab.trainer.figure_file import save_figure  # noqa: E402
 from gatelab.trainer.probes import ProbeReport  # noqa: E402
 from gatelab.trainer.spikes import Spike  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def loss_curve(train: list, val: list, spikes: list[Spike], title: str, path: Path) -> Path:
@@ -36,7 +30,7 @@ def loss_curve(train: list, val: list, spikes: list[Spike], title: str, path: Pa
         ax.plot(spike.step, loss_at.get(spike.step, spike.reference * spike.ratio), "rv")
     ax.set(xlabel="step", ylabel="loss", title=f"{title}  ({len(spikes)} spikes)")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def f_attn_per_layer(report: ProbeReport, title: str, path: Path) -> Path:
@@ -49,7 +43,7 @@ def f_attn_per_layer(report: ProbeReport, title: str, path: Path) -> Path:
         ylim=(0, 1),
         title=f"{title}: F-Attn mean {report.f_attn:.3f}",
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gate_histogram(report: ProbeReport, title: str, path: Path) -> Path:
@@ -63,7 +57,7 @@ def gate_histogram(report: ProbeReport, title: str, path: Path) -> Path:
         xlim=(0, 1),
         title=f"{title}: mean {report.gate_mean:.3f}, <0.1: {report.gate_frac_below_0_1:.2f}",
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def long_context_curve(metrics: dict[str, float], train_len: int, title: str, path: Path) -> Path:
@@ -79,7 +73,7 @@ def long_context_curve(metrics: dict[str, float], train_len: int, title: str, pa
     ax.set_xticks(sorted(lengths))
     plain_log_labels(ax)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plain_log_labels(ax) -> None:

@@ -18,14 +18,8 @@ from gatelab.grid.spec.config_loader import ConfigError
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE, add_init_command, shipped_examples
 from gatelab.trainer.config.catalog import load_catalog
 from gatelab.trainer.config.gate_spec import SpecError
-from gatelab.trainer.config.model_cost import added_params
+from gatelab.trainer.config.model_cost import added_params, format_params
 from gatelab.trainer.config.presets import PRESETS, preset
-
-
-def _format_params(count: int | None) -> str:
-    if count is None:
-        return "n/a"
-    return f"{count / 1e6:.3g}M" if abs(count) >= 1e5 else f"{count:,}"
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
@@ -57,7 +51,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
             if v not in ("none", "head_specific", "multiplicative", "hidden")
         )
         paper = f"{row['paper_added_params_m']}M" if row["paper_added_params_m"] is not None else ""
-        cells.append((row["name"], row["paper_ref"][:40], _format_params(row["extra_params"]), paper, axes))
+        cells.append((row["name"], row["paper_ref"][:40], format_params(row["extra_params"]), paper, axes))
     print(f"preset {args.model}; +params: ours at this preset; paper: the paper's added parameters (15A2B MoE)")
     print("\n".join(table(("name", "paper_ref", "+params", "paper", "axes"), cells, right=(2, 3))))
     return 0

@@ -7,7 +7,6 @@ Pure Python (PyYAML only). Every error is one `ConfigError` whose str() is a sin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from gatelab.trainer.config.invalid import NO_VALUE, InvalidValue, join_key
+from gatelab.trainer.config.suggest import did_you_mean
 
 
 class ConfigError(InvalidValue):
@@ -187,9 +187,7 @@ def build(cls, data: Any, prefix: str = ""):
     for key, value in data.items():
         dotted = join_key(prefix, str(key))
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; expected one of {names}"
-            raise ConfigError(dotted, f"unknown key{hint}")
+            raise ConfigError(dotted, f"unknown key; {did_you_mean(str(key), names)}")
         kwargs[key] = _convert(hints[key], value, dotted)
     try:
         return cls(**kwargs)

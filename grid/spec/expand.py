@@ -12,7 +12,6 @@ cached there, so 10,000 trials hash well under the 2 s target).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import typing
 import weakref
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gatelab.grid.spec.config_loader import ConfigError
 from gatelab.grid.spec.identity import trial_key
 from gatelab.trainer.config.presets import ModelConfig
+from gatelab.trainer.config.suggest import did_you_mean
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.corpus import DataConfig, DataError, data_fingerprint
 
@@ -94,8 +94,9 @@ def field_hint(dotted: str, where: str) -> Any:
             hint = _hints(cls)[part]
             cls = _DICT_FIELDS.get(".".join(parts[: index + 1])) or hint
         return hint
-    near = difflib.get_close_matches(dotted, _all_paths(), n=1, cutoff=0.5)
-    hint_text = f"did you mean {near[0]!r}?" if near else "expected e.g. variant, seed, optim.lr, model.preset"
+    hint_text = did_you_mean(
+        dotted, _all_paths(), otherwise="expected e.g. variant, seed, optim.lr, model.preset", cutoff=0.5
+    )
     raise ConfigError(where, f"{dotted!r} is not a trial config field; {hint_text}")
 
 

@@ -4,7 +4,6 @@ value fails at its axis line before anything runs."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from pathlib import Path
@@ -37,6 +36,7 @@ from gatelab.grid.spec.trial_file import anchor_catalog
 from gatelab.trainer.config.catalog import get_variant, load_catalog
 from gatelab.trainer.config.gate_spec import SpecError
 from gatelab.trainer.config.presets import PRESETS
+from gatelab.trainer.config.suggest import did_you_mean
 from gatelab.trainer.config.trial import TrialConfig
 
 
@@ -200,8 +200,7 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
 
 
 def _nearest(word: str, options) -> str:
-    near = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {near[0]!r}?" if near else f"; expected one of {', '.join(options)}"
+    return f"; {did_you_mean(word, options)}"
 
 
 def _axes(raw: Any, base: TrialConfig) -> dict[str, tuple]:

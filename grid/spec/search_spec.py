@@ -27,6 +27,7 @@ from gatelab.grid.spec.config_loader import ConfigError, build, convert
 from gatelab.grid.spec.expand import Resolved, field_hint, format_value, resolved, value_at, with_values
 from gatelab.trainer.config.invalid import NO_VALUE, InvalidValue
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, VAL_LOSS
+from gatelab.trainer.config.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from gatelab.grid.spec.grid_spec import GridSpec
@@ -336,10 +337,7 @@ def _pruner(raw: Any, objective: ObjectiveSpec) -> PrunerSpec | None:
 
 
 def _nearest(word: str, options) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {near[0]!r}?" if near else f"; expected one of {', '.join(options)}"
+    return f"; {did_you_mean(word, options)}"
 
 
 # --- studies ---------------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-from gatelab.tracking.report.figures import _colors, _save  # noqa: E402
+from gatelab.tracking.report.figures import _colors  # noqa: E402
 from gatelab.trainer.config.outcome import Status  # noqa: E402
+from gatelab.trainer.figure_file import save_figure  # noqa: E402
 
 Point = tuple[object, str, float, float]  # (the run's value of the parameter, status, final val loss, spike count)
 
@@ -108,4 +109,4 @@ def choice_strip(points: dict[str, list[Point]], choices: Sequence, path: Path, 
     loss_ax.set(ylabel="final val loss", title=f"Final loss per {key} (dots: runs, bar: mean, x = diverged)")
     spike_ax.set(ylabel="loss spikes", title=f"Spike count per {key}")
     spike_ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from gatelab.tracking.stats.forest import DIFFERENT, FAMILIES, Forest, GapCurve  # noqa: E402
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL
+from gatelab.trainer.figure_file import save_figure
 
 # Verdict -> (colour, filled): a filled marker is a decided comparison, an open one is not (yet).
 VERDICT_STYLE = {
@@ -41,13 +42,6 @@ FAMILY_TITLES = {
     "other": "other",
 }
 UNITS = {FINAL_VAL_LOSS: "final val loss (nats)", FINAL_VAL_PPL: "final val PPL"}
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def forest_plot(data: Forest, baseline: str, path: Path) -> Path | None:
@@ -108,10 +102,7 @@ def forest_plot(data: Forest, baseline: str, path: Path) -> Path | None:
     if any(r.paper is not None for r in rows):
         handles.append(Line2D([], [], marker="D", ls="", color="black", mfc="none", label="paper (15A2B MoE)"))
     fig.legend(handles=handles, fontsize=7.5, loc="lower center", ncol=len(handles), frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, rect=(0, 0.06, 1, 1))
 
 
 def gap_curves(curves: list[GapCurve], baseline: str, path: Path) -> Path | None:
@@ -143,7 +134,7 @@ def gap_curves(curves: list[GapCurve], baseline: str, path: Path) -> Path | None
     fig.suptitle(
         "Validation-loss gap to the baseline along training: seed mean, band = ± 1 standard error", fontsize=10
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def f_attn_heatmap(per_layer: dict[str, list[float]], path: Path) -> Path | None:
@@ -177,4 +168,4 @@ def f_attn_heatmap(per_layer: dict[str, list[float]], path: Path) -> Path | None
         fontsize=9,
     )
     fig.colorbar(image, ax=ax, fraction=0.04)
-    return _save(fig, path)
+    return save_figure(fig, path)

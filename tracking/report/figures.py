@@ -44,16 +44,10 @@ from gatelab.trainer.config.metric_names import (
     parse_long_ppl,
 )
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
+from gatelab.trainer.figure_file import save_figure
 
 HIST_BINS = GATE_HIST_BINS  # trainer/probes.py: bins on [0, 1], then [underflow, overflow]
 LEGEND_MAX_RUNS = 10  # beyond this a panel's legend hides the curves (and takes seconds to lay out)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _panels(count: int, width: float = 3.6, height: float = 2.6):
@@ -105,7 +99,7 @@ def loss_curves(curves: dict[str, list[dict]], path: Path) -> Path | None:
         "Validation loss (markers) and train loss (thin) per variant; red v = loss spike, dotted = diverged",
         fontsize=10,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gate_histograms(
@@ -130,7 +124,7 @@ def gate_histograms(
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
     fig.suptitle("Gate-score histograms (paper Fig. 3), all seeds pooled", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lr_sweep(
@@ -187,7 +181,7 @@ def lr_sweep(
     )
     spike_ax.set(xscale=scale, xlabel=xlabel, ylabel="loss spikes (mean over seeds)", title=f"Spike count vs {short}")
     spike_ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def long_context(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path) -> Path | None:
@@ -209,7 +203,7 @@ def long_context(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Pa
             title=f"Long-context PPL, {'plain RoPE' if rope == 'rope' else 'YaRN'}",
         )
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def mean_curve(series: Sequence[Sequence[float]]) -> list[float]:

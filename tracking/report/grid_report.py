@@ -64,6 +64,7 @@ from gatelab.trainer.config.metric_names import (
     TRAIN_LOSS,
     VAL_LOSS,
 )
+from gatelab.trainer.config.model_cost import format_params
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 from gatelab.trainer.config.trial_folder import PROBES
 
@@ -192,12 +193,6 @@ def _ms(stat: MeanStd | None, spec: str = ".3f") -> str:
     return f"{stat.mean:{spec}} ± {stat.std:{spec}}" if stat.std is not None else f"{stat.mean:{spec}} (n=1)"
 
 
-def _params(count: int | None) -> str:
-    if count is None:
-        return "n/a"
-    return f"{count / 1e6:.3g}M" if abs(count) >= 1e5 else f"{count:,}"
-
-
 def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int | None) -> list[Column]:
     """The table's columns; LR columns only for an LR sweep, long-context ratios only when measured."""
     paper = f"paper, {PAPER_MODEL}"
@@ -209,7 +204,7 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
         Column("Paper ref", lambda r: r.variant.paper_ref, (("paper_ref", lambda r: r.variant.paper_ref),)),
         Column(
             f"+Params (ours, {inp.preset})",
-            lambda r: _params(r.variant.extra_params),
+            lambda r: format_params(r.variant.extra_params),
             ((f"extra_params_ours_{inp.preset}", lambda r: r.variant.extra_params),),
         ),
         Column(

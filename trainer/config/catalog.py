@@ -7,7 +7,6 @@ parameter-matched baselines of Table 1 rows 2-4).
 
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +20,7 @@ from gatelab.trainer.config.gate_spec import GateSpec, Position, SpecError
 from gatelab.trainer.config.invalid import InvalidValue, join_key
 from gatelab.trainer.config.presets import ModelConfig
 from gatelab.trainer.config.shipped_data import CATALOG_PATH
+from gatelab.trainer.config.suggest import did_you_mean
 
 
 class SdpaTransform(str, Enum):
@@ -222,7 +222,7 @@ def get_variant(name: str, path: str | Path | None = None) -> Variant:
     catalog = load_catalog(path)
     if name in catalog:
         return catalog[name]
-    near = difflib.get_close_matches(name, list(catalog), n=1)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
+    hint = did_you_mean(name, catalog, otherwise="")
+    hint = f"; {hint}" if hint else ""
     where = f" in catalog {str(path)!r}" if path is not None else ""
     raise SpecError("", f"unknown variant {name!r}{where}{hint}")

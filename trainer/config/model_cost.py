@@ -92,3 +92,10 @@ def forward_flops_per_token(base: ModelConfig, variant: Variant, seq_len: int) -
     per_layer = projections + attention + ffn + gates
     total = cfg.n_layers * per_layer + 2 * D * cfg.vocab_size
     return StepFlops(total=float(total), gates=float(cfg.n_layers * gates))
+
+
+def format_params(count: int | None) -> str:
+    """A parameter count as tables print it: '201M', '12,288', or 'n/a' when it is not known."""
+    if count is None:
+        return "n/a"
+    return f"{count / 1e6:.3g}M" if abs(count) >= 1e5 else f"{count:,}"
