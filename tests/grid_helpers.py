@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import yaml
-from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
+GATELAB_COMMAND = (sys.executable, "-m", "gatelab.grid.cli")  # `gatelab` as a user runs it, in this environment
+
+
+def run_gatelab(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 300):
+    """`gatelab ARGS` run to its end in a process of its own: its exit status, stdout and stderr apart."""
+    return subprocess.run([*GATELAB_COMMAND, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def write_grid(
@@ -48,7 +53,7 @@ def write_grid(
 def gatelab(*args: str, home: Path) -> subprocess.Popen:
     """`gatelab ARGS --home HOME` as a user runs it, in its own process group (so a test can kill it whole)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "gatelab.grid.cli", *args, "--home", str(home)],
+        [*GATELAB_COMMAND, *args, "--home", str(home)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -66,12 +71,14 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def child_runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient  # here: the CLI helpers above serve tests without MLflow
+
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id], filter_string="tags.`gatelab.kind` = 'trial'")
 
 
-def assert_history_complete(client: MlflowClient, run_id: str, max_steps: int) -> None:
+def assert_history_complete(client, run_id: str, max_steps: int) -> None:
     """Every step 1..max_steps logged exactly once for the per-step train metrics."""
     for key in ("train_loss", "lr"):
         steps = sorted(m.step for m in client.get_metric_history(run_id, key))

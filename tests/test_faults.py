@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ModelChoi
 from gatelab.trainer.config.trial_folder import TrialFolder
 from gatelab.trainer.run import run_trial
 from gatelab.trainer.tracker import InMemoryTracker
+
+from grid_helpers import GATELAB_COMMAND
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = TrialConfig(
@@ -92,7 +93,7 @@ def test_with_no_readable_checkpoint_the_trial_starts_over_and_says_so(finished,
 
 def _train(home: Path, *sets: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "gatelab.grid.cli", "train", "tiny_trial", "--home", str(home), *sets],
+        [*GATELAB_COMMAND, "train", "tiny_trial", "--home", str(home), *sets],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from grid_helpers import run_gatelab
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -141,7 +143,7 @@ def test_ablations_holds_yaml_only():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gatelab.grid.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return run_gatelab(*args)
 
 
 def test_variants_json_matches_paper_table1():

@@ -30,6 +30,8 @@ from gatelab.tracking.server.auth import is_loopback
 from gatelab.tracking.server.process import free_port, is_healthy, running_server, stop_server
 from gatelab.tracking.store import Store
 
+from grid_helpers import GATELAB_COMMAND
+
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.mlflow]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +89,7 @@ def _chromium() -> str | None:
 def _gatelab(*args: str) -> list[str]:
     """The `gatelab` console script of this environment (the CLI a user types), else `python -m grid.cli`."""
     script = Path(sys.executable).with_name("gatelab")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "gatelab.grid.cli", *args]
+    return [str(script), *args] if script.exists() else [*GATELAB_COMMAND, *args]
 
 
 def _run(*args: str, timeout_s: float) -> str:

@@ -31,6 +31,7 @@ from gatelab.tracking.server.auth import (
 )
 from gatelab.tracking.store import Store
 
+from grid_helpers import run_gatelab
 from netns.server_beyond_loopback import NETNS_ADDRESS
 
 # An address of the benchmarking range (RFC 2544, 198.18.0.0/15), given to the test's own network namespace.
@@ -74,11 +75,11 @@ def test_a_lost_credentials_file_is_not_silently_replaced(tmp_path):
     assert error.value.path == store.server_auth_db_path
     assert not store.server_credentials_path.exists()
     # From the command line: one line naming the file, exit 2, and no server started.
-    result = subprocess.run(
-        [sys.executable, "-m", "gatelab.grid.cli", "ui", "--home", str(store.home)],
+    result = run_gatelab(
+        "ui",
+        "--home",
+        str(store.home),
         env={**os.environ, "GATELAB_MLFLOW_HOST": TEST_ADDRESS},  # fails before it binds: nothing is sent
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

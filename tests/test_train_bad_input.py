@@ -10,8 +10,6 @@ directory, as a user's relative `data.source` is.
 
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,8 @@ import pytest
 
 from gatelab.grid.cli.main import main
 from gatelab.grid.spec.trial_file import load_trial_with_data
+
+from grid_helpers import run_gatelab
 
 CORPUS = Path(__file__).parent / "malformed_train"
 CASES = sorted(CORPUS.glob("*.yaml"))
@@ -113,13 +113,7 @@ def test_as_a_real_command(name, workdir):
     # In a process of its own: nothing but the one line reaches stderr (no traceback, no library warning).
     case = read_case(CORPUS / f"{name}.yaml")
     before = _everything_under(workdir)
-    proc = subprocess.run(
-        [sys.executable, "-m", "gatelab.grid.cli", "train", *case.args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_gatelab("train", *case.args, cwd=workdir)
     _assert_refused(proc.returncode, proc.stdout, proc.stderr, case, workdir, before)
 
 

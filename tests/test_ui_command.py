@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from urllib.parse import unquote
 
 import pytest
@@ -18,7 +17,7 @@ from gatelab.tracking import Store, ensure_server, stop_server
 from gatelab.tracking.runs.ledger import TrialRun, ensure_parent_run, open_trial_run
 from gatelab.trainer.config.trial import run_params, run_tags
 
-from grid_helpers import ROOT, write_grid
+from grid_helpers import run_gatelab, write_grid
 
 pytestmark = [pytest.mark.mlflow]
 
@@ -56,14 +55,7 @@ def grid_home(tmp_path_factory):
 
 
 def _ui(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gatelab.grid.cli", "ui", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+    return run_gatelab("ui", *args, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def test_ui_grid_prints_the_compare_page_of_the_grids_runs_and_opens_it(grid_home, tmp_path):

@@ -24,6 +24,8 @@ from gatelab.tracking.server import process as server_module
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.trial import CheckpointConfig, EvalConfig, ScheduleConfig, TrialConfig
 
+from grid_helpers import run_gatelab
+
 NETNS_ADDRESS = "GATELAB_NETNS_ADDRESS"
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 TINY_TRIAL = TrialConfig(
@@ -152,13 +154,7 @@ def test_a_server_beyond_loopback_refuses_requests_without_credentials(tmp_path,
 
         # `gatelab ui` in another shell finds the running server, which the browser will ask to sign in to: it
         # says where the password is, never the password (terminals are logged and shared).
-        ui = subprocess.run(
-            [sys.executable, "-m", "gatelab.grid.cli", "ui", "--home", str(store.home)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        ui = run_gatelab("ui", "--home", str(store.home), env=env, timeout=120)
         assert ui.returncode == 0 and f"already running at {uri}" in ui.stdout, ui.stdout + ui.stderr
         assert f"user gatelab, the password is in {store.server_credentials_path}" in ui.stdout
         assert credentials["password"] not in ui.stdout + ui.stderr
