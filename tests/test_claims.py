@@ -24,7 +24,7 @@ def _outcome(variant: str, seed: int, lr: float = 3e-3, status: str = "finished"
 
 
 def _checks(outcomes: list[TrialOutcome]) -> dict:
-    variants = {n: VariantSpec(name=n, paper_ref="t", gated=n != BASELINE, extra_params=0) for n in NAMES}
+    variants = {n: VariantSpec(name=n, paper_ref="t", gated=n != BASELINE) for n in NAMES}
     inp = ReportInput(
         grid="g", experiment="g", preset="laptop", trials=tuple(o.trial for o in outcomes), variants=variants
     )

@@ -39,8 +39,7 @@ def _outcome(variant: str, seed: int, loss: float, curve=()) -> TrialOutcome:
 
 def _input(outcomes, **variants) -> ReportInput:
     specs = {
-        name: VariantSpec(name=name, paper_ref="t", gated=name != "baseline", extra_params=0, **kw)
-        for name, kw in variants.items()
+        name: VariantSpec(name=name, paper_ref="t", gated=name != "baseline", **kw) for name, kw in variants.items()
     }
     return ReportInput(grid="g", experiment="g", preset="tiny", trials=tuple(o.trial for o in outcomes), variants=specs)
 

@@ -136,7 +136,7 @@ def _outcome(variant: str, seed: int, ppl: float, condition: str = "", status: s
 
 
 def _variants(*names: str) -> dict:
-    return {n: VariantSpec(name=n, paper_ref="t", gated=n != "baseline", extra_params=0) for n in names}
+    return {n: VariantSpec(name=n, paper_ref="t", gated=n != "baseline") for n in names}
 
 
 def test_rows_pair_within_a_condition_and_say_when_there_is_no_baseline():
@@ -199,6 +199,18 @@ def test_an_include_at_the_base_value_of_an_axis_lands_in_that_values_condition(
         "g1_headwise_sigmoid seed=0": "n_layers=2 warmup_steps=1",
         "g1_headwise_sigmoid warmup_steps=5": "n_layers=2 warmup_steps=5",
     }
+
+
+def test_each_rows_added_parameters_are_counted_at_its_own_depth(tmp_path):
+    # A gate adds parameters per layer: the n_layers=3 rows add 1.5x what the n_layers=2 rows add (a count at
+    # the base preset once showed the 2-layer figure on every row).
+    spec = _spec(tmp_path, **INCLUDED)
+    inp = report_input(spec, expand(spec), 0.05)
+    outcomes = [TrialOutcome(trial=t, status="finished", run_id="r", history={}, metrics={}) for t in inp.trials]
+    added = {(r.variant.name, r.condition): r.extra_params for r in build_rows(inp, outcomes)}
+    gated_2, gated_3 = (added["g1_elementwise_sigmoid", f"n_layers={n} warmup_steps=1"] for n in (2, 3))
+    assert gated_2 > 0 and gated_3 == gated_2 * 3 // 2
+    assert added["baseline", "n_layers=3 warmup_steps=1"] == 0
 
 
 def test_the_seed_comparisons_see_the_same_conditions_as_the_report(tmp_path):

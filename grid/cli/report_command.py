@@ -1,7 +1,7 @@
 """`gatelab report GRID`: the paper-style report of a grid, from what its MLflow runs hold now.
 
 This side knows the grid (its trials, their seeds, LRs and other axis values) and the catalog (paper
-references, published figures, extra parameters at the grid's base preset); tracking/report/grid_report.py reads MLflow
+references, published figures, extra parameters at each trial's own model); tracking/report/grid_report.py reads MLflow
 and writes the files. No torch here (docs/design.md, layer rules: grid/ never imports it); mlflow only through tracking.
 """
 
@@ -53,19 +53,16 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
     from gatelab.tracking.report.grid_report import ReportInput, TrialSpec, VariantSpec
 
     catalog = load_catalog(spec.base.catalog)
-    base = spec.base.model.resolve()
     used = {t.config.variant for t in trials} | {"baseline"}
     variants = {}
     for name, variant in catalog.items():
         if name not in used:
             continue
-        extra = added_params(base, variant, catalog)
         paper = variant.paper
         variants[name] = VariantSpec(
             name=name,
             paper_ref=variant.paper_ref,
             gated=variant.is_gated,
-            extra_params=extra,
             paper_added_params_m=paper.added_params_m,
             paper_ppl=paper.ppl,
             paper_gate_mean=paper.gate_mean,
@@ -83,6 +80,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             condition=condition_text(t, keys),
             label=t.label,
             seq_len=t.config.seq_len,
+            extra_params=added_params(t.config.model.resolve(), catalog[t.config.variant], catalog),
         )
         for t in trials
     )

@@ -204,8 +204,8 @@ def columns(inp: ReportInput, rows: list[VariantRow], sweep: bool, factor: int |
         Column("Paper ref", lambda r: r.variant.paper_ref, (("paper_ref", lambda r: r.variant.paper_ref),)),
         Column(
             f"+Params (ours, {inp.preset})",
-            lambda r: format_params(r.variant.extra_params),
-            ((f"extra_params_ours_{inp.preset}", lambda r: r.variant.extra_params),),
+            lambda r: format_params(r.extra_params),
+            ((f"extra_params_ours_{inp.preset}", lambda r: r.extra_params),),
         ),
         Column(
             f"+Params (paper, {PAPER_MODEL})",

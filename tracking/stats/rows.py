@@ -55,11 +55,14 @@ class TrialSpec:
     """Human label of the trial."""
     seq_len: int = 256
     """Training sequence length; long-context factors multiply it."""
+    extra_params: int | None = None
+    """Parameters its variant adds over the baseline at the trial's own model (its preset and overrides, so a
+    row of another depth has another count); None where the variant does not fit that model."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class VariantSpec:
-    """A catalog variant with its cost at the grid's base preset and the paper's published figures."""
+    """A catalog variant and the paper's published figures (its cost is the trials': TrialSpec.extra_params)."""
 
     name: str
     """Catalog name."""
@@ -67,8 +70,6 @@ class VariantSpec:
     """Where the paper defines it (table and row) or 'extension'."""
     gated: bool
     """Whether it has a gate (F-Attn figure, gate histograms)."""
-    extra_params: int | None
-    """Parameters added over the baseline at the grid's base preset; None where it does not fit the preset."""
     paper_added_params_m: float | None = None
     """Table 1 'Added Param' (M) at the 15A2B MoE."""
     paper_ppl: float | None = None
@@ -280,6 +281,8 @@ class VariantRow:
     """Other axis values of the row ('' when the grid has none)."""
     lr: float | None
     """The LR the row's figures are at (the best LR) when the grid sweeps LRs; else None."""
+    extra_params: int | None
+    """Parameters the variant adds over the baseline at the row's model (its trials' TrialSpec.extra_params)."""
     trials: tuple[TrialOutcome, ...]
     """The done trials the row's figures come from."""
     n_diverged: int
@@ -353,6 +356,7 @@ def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRo
                 variant=variant,
                 condition=condition,
                 lr=lr,
+                extra_params=groups[name, condition][0].trial.extra_params,
                 trials=tuple(trials),
                 n_diverged=sum(o.status == Status.DIVERGED for o in trials),
                 ppl=mean_std(seed_ppl(trials).values()),
