@@ -34,8 +34,9 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from gatelab.tracking.report.document import Block, Figure, Heading, Paragraph, Table, write_document
 from gatelab.tracking.report.figures import make_figures
-from gatelab.tracking.report.output import FORMATS, publish_on_parent, report_folder, write_csv, write_document
+from gatelab.tracking.report.output import FORMATS, publish_on_parent, report_folder, write_csv
 from gatelab.tracking.runs.bulk_history import histories
 from gatelab.tracking.runs.ledger import trial_records
 from gatelab.tracking.stats.claims import OrderingCheck, check_orderings
@@ -311,87 +312,88 @@ def blocks(
     sweep: bool,
     artifacts: bool,
     orderings: Sequence[OrderingCheck] = (),
-) -> list[tuple]:
-    """The report as ('h1'|'h2'|'p', text), ('table', headers, rows) and ('img', path, caption) blocks."""
+) -> list[Block]:
+    """The report's blocks, in order."""
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    out: list[tuple] = [
-        ("h1", f"gatelab report: grid {inp.grid}"),
-        (
-            "p",
+    out: list[Block] = [
+        Heading(f"gatelab report: grid {inp.grid}", level=1),
+        Paragraph(
             f"MLflow experiment {inp.experiment!r}; {len(outcomes)} trials: "
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            + f". Built {time.strftime('%Y-%m-%d %H:%M')} from the trials that have finished or diverged.",
+            + f". Built {time.strftime('%Y-%m-%d %H:%M')} from the trials that have finished or diverged."
         ),
-        (
-            "p",
+        Paragraph(
             f"Columns marked (ours) are measured in this grid at preset {inp.preset}; columns marked (paper) are "
             f"published for the {PAPER_MODEL} at 400B tokens (Tables 1, 3, 4). Compare directions, not absolute "
             f"values. ΔPPL pairs each seed with the baseline's; a variant is 'better' or 'worse' only with a "
-            f"paired t-test over >= 2 seeds and p < {ALPHA:g}. Diverged seeds are left out of PPL means.",
+            f"paired t-test over >= 2 seeds and p < {ALPHA:g}. Diverged seeds are left out of PPL means."
         ),
-        ("h2", "Results"),
-        ("table", [c.header for c in cols], [[c.text(r) for c in cols] for r in rows]),
-        *(("p", note) for note in inp.notes),
+        Heading("Results"),
+        Table([c.header for c in cols], [[c.text(r) for c in cols] for r in rows]),
+        *(Paragraph(note) for note in inp.notes),
     ]
     if sweep:
-        lrs = sorted({t.lr for t in inp.trials})
-        table = []
-        for row in rows:
-            cells = [row_name(row)]
-            for lr in lrs:
-                at = [
-                    o
-                    for o in outcomes
-                    if (o.trial.variant, o.trial.condition, o.trial.lr) == (row.variant.name, row.condition, lr)
-                    and o.status in DONE_STATUSES
-                ]
-                if any(o.status == Status.DIVERGED for o in at):
-                    cells.append(Status.DIVERGED.value)
-                else:
-                    losses = [final_loss(o) for o in at]
-                    spikes = [o.metrics.get(SPIKE_COUNT, 0.0) for o in at]
-                    cells.append(f"{sum(losses) / len(losses):.3f} / {sum(spikes) / len(spikes):.1f}" if at else "–")
-            cells.append(_num(row.max_stable_lr, "g") if row.max_stable_lr else "none")
-            table.append(cells)
         out += [
-            ("h2", "Learning-rate stability"),
-            (
-                "p",
+            Heading("Learning-rate stability"),
+            Paragraph(
                 f"Each cell: final val loss (ours) / spike count (ours), mean over seeds. The max stable LR is "
                 f"the largest LR that neither diverged nor ended more than {inp.margin:.0%} above the "
-                "variant's best final loss (logged on the grid's parent run as max_stable_lr.<variant>).",
+                "variant's best final loss (logged on the grid's parent run as max_stable_lr.<variant>)."
             ),
-            ("table", ["Variant", *(f"LR {lr:g}" for lr in lrs), "Max stable LR (ours)"], table),
+            lr_stability_table(inp, rows, outcomes),
         ]
     if any(check.verdict != "not measured" for check in orderings):
         out += [
-            ("h2", "The paper's orderings"),
-            (
-                "p",
+            Heading("The paper's orderings"),
+            Paragraph(
                 "Each headline ordering of the paper, checked on this grid (rows a-d at each variant's best "
                 "LR; e at the two largest LRs of the sweep). 'held' in (a) needs a paired t-test with p < "
-                f"{ALPHA:g}; otherwise the direction is reported as 'held (not significant)'.",
+                f"{ALPHA:g}; otherwise the direction is reported as 'held (not significant)'."
             ),
-            ("table", ORDERING_HEADER, [ordering_cells(check) for check in orderings]),
+            Table(ORDERING_HEADER, [ordering_cells(check) for check in orderings]),
         ]
-    out.append(("h2", "Figures"))
-    out += [("img", path, caption) for path, caption in pictures]
+    out.append(Heading("Figures"))
+    out += [Figure(path, caption) for path, caption in pictures]
     if not artifacts:
-        out.append(("p", "Gate-score histograms need probes.json artifacts, which only the tracking server serves."))
+        out.append(Paragraph(f"Gate-score histograms need {PROBES} artifacts, which only the tracking server serves."))
     unfinished = unfinished_trials(inp, outcomes)
-    out.append(("h2", f"Unfinished trials ({len(unfinished)})"))
+    out.append(Heading(f"Unfinished trials ({len(unfinished)})"))
     out.append(
-        (
-            "table",
+        Table(
             ["Key", "Variant", "Status", "Trial"],
             [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished],
         )
         if unfinished
-        else ("p", "None: every trial has finished or diverged.")
+        else Paragraph("None: every trial has finished or diverged.")
     )
     return out
+
+
+def lr_stability_table(inp: ReportInput, rows: list[VariantRow], outcomes: list[TrialOutcome]) -> Table:
+    """Per row and LR of the sweep: final val loss / spike count, means over the done seeds ('diverged' when
+    one diverged), and the row's max stable LR."""
+    lrs = sorted({t.lr for t in inp.trials})
+    table = []
+    for row in rows:
+        cells = [row_name(row)]
+        for lr in lrs:
+            at = [
+                o
+                for o in outcomes
+                if (o.trial.variant, o.trial.condition, o.trial.lr) == (row.variant.name, row.condition, lr)
+                and o.status in DONE_STATUSES
+            ]
+            if any(o.status == Status.DIVERGED for o in at):
+                cells.append(Status.DIVERGED.value)
+            else:
+                losses = [final_loss(o) for o in at]
+                spikes = [o.metrics.get(SPIKE_COUNT, 0.0) for o in at]
+                cells.append(f"{sum(losses) / len(losses):.3f} / {sum(spikes) / len(spikes):.1f}" if at else "–")
+        cells.append(_num(row.max_stable_lr, "g") if row.max_stable_lr else "none")
+        table.append(cells)
+    return Table(["Variant", *(f"LR {lr:g}" for lr in lrs), "Max stable LR (ours)"], table)
 
 
 ORDERING_HEADER = ["", "Ordering", "Paper", "Ours", "Verdict", "How strongly"]

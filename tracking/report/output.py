@@ -1,13 +1,11 @@
 """Where a report's files go, shared by the grid report (tracking/report/grid_report.py) and the search report
 (tracking/report/search_report.py): the output folder (format checked, folder made, MLflow's artifact progress bars
-off while it is written), the document writers (markdown, one self-contained HTML page, CSV tables) and the
+off while it is written), the CSV tables (the documents: tracking/report/document.py) and the
 publishing on the grid's parent run (the files under `report/`, the max stable LRs as metrics)."""
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import os
 import time
 from collections.abc import Iterator
@@ -41,53 +39,6 @@ def report_folder(out_dir: Path, fmt: str) -> Iterator[Path]:
             os.environ.pop(PROGRESS_BAR_VARIABLE, None)
         else:
             os.environ[PROGRESS_BAR_VARIABLE] = before
-
-
-def write_document(items: list[tuple], out_dir: Path, fmt: str, title: str) -> Path:
-    """report.md or report.html from ('h1'|'h2'|'p', text), ('table', headers, rows), ('img', path, caption)."""
-    path = out_dir / f"report.{fmt}"
-    path.write_text(markdown(items) if fmt == "md" else html_page(items, title))
-    return path
-
-
-def markdown(items: list[tuple]) -> str:
-    cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
-    lines = []
-    for item in items:
-        if item[0] in ("h1", "h2"):
-            lines += [("# " if item[0] == "h1" else "## ") + item[1], ""]
-        elif item[0] == "p":
-            lines += [item[1], ""]
-        elif item[0] == "table":
-            lines += ["| " + " | ".join(map(cell, item[1])) + " |", "|" + "---|" * len(item[1])]
-            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in item[2]] + [""]
-        elif item[0] == "img":
-            lines += [f"![{item[2]}]({item[1].name})", "", f"*{item[2]}*", ""]
-    return "\n".join(lines)
-
-
-def html_page(items: list[tuple], title: str) -> str:
-    esc = html.escape
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px} th{background:#f0f0f0} img{max-width:100%}"
-        "</style></head><body>"
-    ]
-    for item in items:
-        if item[0] in ("h1", "h2", "p"):
-            parts.append(f"<{item[0]}>{esc(item[1])}</{item[0]}>")
-        elif item[0] == "table":
-            parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in item[1]) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in item[2]]
-            parts.append("</table>")
-        elif item[0] == "img":  # embedded, so the page stands alone (also in the MLflow artifact viewer)
-            data = base64.b64encode(item[1].read_bytes()).decode()
-            parts.append(
-                f"<figure><img src='data:image/png;base64,{data}' alt='{esc(item[2])}'>"
-                f"<figcaption>{esc(item[2])}</figcaption></figure>"
-            )
-    return "\n".join(parts + ["</body></html>"])
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

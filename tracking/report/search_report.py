@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatelab.tracking.report.choice_figure import by_category, categories, choice_strip
+from gatelab.tracking.report.document import Block, Figure, Heading, Paragraph, Table, write_document
 from gatelab.tracking.report.figures import lr_sweep
-from gatelab.tracking.report.output import publish_on_parent, report_folder, write_csv, write_document
+from gatelab.tracking.report.output import publish_on_parent, report_folder, write_csv
 from gatelab.tracking.runs.ledger import TrialRecord, trial_records
 from gatelab.tracking.stats.rows import STABLE_MARGIN, max_stable_lr
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, SPIKE_COUNT
@@ -188,9 +189,9 @@ def _figures(inp: SearchReportInput, records: dict, stable: dict, out_dir: Path)
     return made
 
 
-def _choice_tables(inp: SearchReportInput, records: dict) -> list[tuple]:
+def _choice_tables(inp: SearchReportInput, records: dict) -> list[Block]:
     """Per searched choice of strings or bools: each study's runs summarised per value (the figure's numbers)."""
-    items = []
+    items: list[Block] = []
     for param in inp.params:
         if param.numeric:
             continue
@@ -202,8 +203,8 @@ def _choice_tables(inp: SearchReportInput, records: dict) -> list[tuple]:
             for value, s in by_category(study_points, labels).items()
         ]
         items += [
-            ("h2", f"Per value of {param.key}"),
-            ("table", ["Study", param.key, "Runs", "Final val loss (mean)", "Spikes (mean)", "Diverged"], rows),
+            Heading(f"Per value of {param.key}"),
+            Table(["Study", param.key, "Runs", "Final val loss (mean)", "Spikes (mean)", "Diverged"], rows),
         ]
     return items
 
@@ -282,34 +283,31 @@ def _write(inp: SearchReportInput, uri: str, out_dir: Path, fmt: str, *, publish
         pictures = _figures(inp, records, stable, out_dir)
         total = sum(len(s.trials) for s in inp.studies)
         items = [
-            ("h1", f"gatelab report: search {inp.grid}"),
-            (
-                "p",
+            Heading(f"gatelab report: search {inp.grid}", level=1),
+            Paragraph(
                 f"MLflow experiment {inp.experiment!r}; {len(inp.studies)} Optuna stud"
                 f"{'y' if len(inp.studies) == 1 else 'ies'}, {total} trials, {inp.direction} {inp.metric}. "
-                f"Built {time.strftime('%Y-%m-%d %H:%M')} from the Optuna journal and the trials' MLflow runs.",
+                f"Built {time.strftime('%Y-%m-%d %H:%M')} from the Optuna journal and the trials' MLflow runs."
             ),
-            ("h2", "Studies"),
-            (
-                "p",
+            Heading("Studies"),
+            Paragraph(
                 "The best trial is the one with the best finite objective value. The max stable value of a "
                 "searched parameter is the largest value whose runs neither diverged nor ended more than "
                 f"{inp.margin:.0%} above the study's best final loss (the LR sweep's rule); pruned and failed "
                 "runs count neither way. With several searched parameters the others vary too, so read it as "
-                "where the study stayed stable, not as a controlled sweep.",
+                "where the study stayed stable, not as a controlled sweep."
             ),
-            ("table", study_header, study_rows),
-            ("h2", "Trials"),
-            (
-                "p",
+            Table(study_header, study_rows),
+            Heading("Trials"),
+            Paragraph(
                 "Every Optuna trial: its state (a diverged trial was told the worst value or failed, as the grid's "
                 "`diverged:` says), the objective value told, its parameters, and its finished runs' final val "
-                "loss and spike count (mean over the study's grid points).",
+                "loss and spike count (mean over the study's grid points)."
             ),
-            ("table", trial_header, trial_rows),
+            Table(trial_header, trial_rows),
             *_choice_tables(inp, records),
-            ("h2", "Figures"),
-            *(("img", path, caption) for path, caption in pictures),
+            Heading("Figures"),
+            *(Figure(path, caption) for path, caption in pictures),
         ]
         files = [write_document(items, out_dir, fmt, f"gatelab report: {inp.grid}"), *(p for p, _ in pictures)]
     metrics = {
