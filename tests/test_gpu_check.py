@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py on a machine without CUDA, as the README says it runs there: every section either
+"""scripts/gpu_check.py on a machine without CUDA, as docs/gpu.md says it runs there: every section either
 runs its CPU stand-in or is skipped with the reason, and the JSON and Markdown summaries are written."""
 
 import json

@@ -1,3 +1,2 @@
-"""What runs: the one dispatch loop on Ray, its choosers (a fixed list, an Optuna search), the worker of one trial,
-DDP.
-"""
+"""What runs: the one dispatch loop on Ray, its choosers (a fixed list, adaptive seeds, an Optuna search), the worker
+of one trial, DDP."""

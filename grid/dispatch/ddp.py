@@ -1,6 +1,6 @@
 """A trial of several workers (GPUs): DDP through Ray Train V2's TorchTrainer and its Lightning integration.
 
-The Ray task that holds the trial's lock and MLflow run (grid.worker) starts a TorchTrainer; each Train
+The Ray task that holds the trial's lock and MLflow run (grid/dispatch/worker.py) starts a TorchTrainer; each Train
 worker runs the same `trainer.run.run_trial` with Lightning's RayDDPStrategy. Only rank 0 reports to MLflow
 and writes the trial's files; all ranks share the checkpoint directory, so a restarted worker group (Ray
 Train's FailureConfig: a lost worker or node) resumes from the newest checkpoint like a single-process trial.

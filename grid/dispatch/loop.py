@@ -1,11 +1,11 @@
 """The one loop that runs a grid's trials on Ray, for every driver.
 
-A driver (a chooser) only decides which trials run next: a fixed list (`gatelab submit`), Optuna's asks (a
-`search:` grid), later a seed policy. This loop sends what the chooser queued, at most `cap` at a time, waits
-for results, turns a task Ray lost (killed for memory, retry budget spent) into a recorded failure, hands each
-result back to the chooser, prints one progress line format for all, and on Ctrl-C stops what runs and says
-how to resume. All state stays in MLflow and on storage, so a killed driver loses nothing.
-"""
+A driver (a chooser) only decides which trials run next: a fixed list (`gatelab submit`), Optuna's asks (a `search:`
+grid), the sequential seed plan (a `seeds:` grid, grid/dispatch/adaptive.py). This loop sends what the chooser
+queued, at most `cap` at a time, waits for results, turns a task Ray lost (killed for memory, retry budget spent)
+into a recorded failure, hands each result back to the chooser, prints one progress line format for all, and on
+Ctrl-C stops what runs and says how to resume. All state stays in MLflow and on storage, so a killed driver loses
+nothing."""
 
 from __future__ import annotations
 

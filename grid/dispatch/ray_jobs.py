@@ -1,6 +1,6 @@
-"""What every driver of a grid (a fixed list of trials, an Optuna search) sends to Ray, built in one place: Ray
-started and checked for the grid's GPUs, the task with its resources, each trial's job and tags, the parent
-run's tags. A driver only decides which trials run next."""
+"""What every driver of a grid (a fixed list of trials, adaptive seeds, an Optuna search) sends to Ray, built in one
+place: Ray started and checked for the grid's GPUs, the task with its resources, each trial's job and tags, the
+parent run's tags. A driver only decides which trials run next."""
 
 from __future__ import annotations
 

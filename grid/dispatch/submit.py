@@ -1,10 +1,9 @@
 """`gatelab submit|resume` of a plain grid: the ledger says which trials are not done, and the dispatch loop
 runs them, longest first.
 
-Ray does the scheduling (resources per trial), retries of system failures (task `max_retries`) and
-node-loss handling; grid.dispatch_loop sends, collects and shows progress. All state is in MLflow and on
-storage, so `gatelab resume` can pick up after any kill.
-"""
+Ray does the scheduling (resources per trial), retries of system failures (task `max_retries`) and node-loss
+handling; the one dispatch loop (grid/dispatch/loop.py) sends, collects and shows progress. All state is in MLflow
+and on storage, so `gatelab resume` can pick up after any kill."""
 
 from __future__ import annotations
 

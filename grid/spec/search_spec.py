@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gatelab.grid.spec.config_loader import ConfigError, build, convert
 from gatelab.grid.spec.expand import Resolved, field_hint, format_value, resolved, value_at, with_values
@@ -32,11 +32,16 @@ from gatelab.trainer.config.suggest import did_you_mean
 if TYPE_CHECKING:
     from gatelab.grid.spec.grid_spec import GridSpec
 
-KINDS = ("log_uniform", "uniform", "int", "choice")
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "percentile", "threshold", "none")
-DIRECTIONS = ("minimize", "maximize")
-DIVERGED = ("worst", "fail")
+# The choices of a search block, typed once; the tuples the checks and messages use are read from them.
+Kind = Literal["log_uniform", "uniform", "int", "choice"]
+SamplerType = Literal["tpe", "random"]
+PrunerType = Literal["median", "percentile", "threshold", "none"]
+Direction = Literal["minimize", "maximize"]
+DivergedPolicy = Literal["worst", "fail"]
+KINDS, SAMPLERS, PRUNERS, DIRECTIONS, DIVERGED = map(
+    get_args, (Kind, SamplerType, PrunerType, Direction, DivergedPolicy)
+)
+DEFAULT_DIVERGED: DivergedPolicy = "worst"
 SEARCH_KEYS = ("params", "sampler", "n_trials", "objective", "per", "pruner", "diverged")
 INTERMEDIATE_METRIC = VAL_LOSS  # what the pruner sees: validation loss at each evaluation (EvalConfig.every)
 
@@ -47,7 +52,7 @@ class ParamSpec:
 
     key: str
     """Dotted trial-config key, e.g. optim.lr."""
-    kind: str
+    kind: Kind
     """log_uniform | uniform | int | choice."""
     low: float | int | None = None
     """Lower bound (inclusive); None for choice."""
@@ -65,7 +70,7 @@ class ParamSpec:
 class SamplerSpec:
     """Optuna sampler, every setting explicit (gatelab's defaults, not Optuna's)."""
 
-    type: str
+    type: SamplerType
     """tpe | random."""
     seed: int = 0
     """Sampler seed; a resumed driver reseeds with seed + trials already asked (see grid/dispatch/search.py)."""
@@ -96,7 +101,7 @@ class SamplerSpec:
 class PrunerSpec:
     """Optuna pruner fed with the validation loss at each evaluation step."""
 
-    type: str
+    type: PrunerType
     """median | percentile | threshold | none."""
     n_startup_trials: int = 5
     """median/percentile: trials that finish before any is pruned."""
@@ -134,7 +139,7 @@ class ObjectiveSpec:
 
     metric: str = FINAL_VAL_LOSS
     """A metric of the finished run (the trial summary, or any metric's latest value)."""
-    direction: str = "minimize"
+    direction: Direction = "minimize"
     """minimize | maximize."""
 
     def __post_init__(self) -> None:
@@ -160,7 +165,7 @@ class SearchSpec:
     """Axes with one study per combination of their values; () for one study."""
     pruner: PrunerSpec | None = None
     """Pruner, or None for no pruning."""
-    diverged: str = "worst"
+    diverged: DivergedPolicy = DEFAULT_DIVERGED
     """worst: tell the worst possible value (inf for minimize), so the sampler learns to avoid the region;
     fail: tell FAIL (the sampler then ignores the trial)."""
 
@@ -216,7 +221,7 @@ def parse_search(raw: Any, axes: dict[str, tuple]) -> SearchSpec | None:
         raise ConfigError(f"search.sampler.{odd}", "the random sampler takes only seed")
     objective = build(ObjectiveSpec, raw.get("objective"), "search.objective")
     pruner = _pruner(raw.get("pruner"), objective)
-    diverged = raw.get("diverged", "worst")
+    diverged = raw.get("diverged", DEFAULT_DIVERGED)
     if diverged not in DIVERGED:
         raise ConfigError("search.diverged", f"expected worst or fail, got {diverged!r}")
     return SearchSpec(

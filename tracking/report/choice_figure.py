@@ -1,7 +1,7 @@
-"""A searched `choice` parameter whose values are not numbers (strings, bools) in a search report: final val
-loss and spike count per value, every run a point, one column of points per study beside the others, and the
-mean per value as a bar. A number line would invent an order and distances the values do not have, so this is
-the categorical twin of report_figures.lr_sweep (same input: series -> (value, status, final loss, spikes))."""
+"""A searched `choice` parameter whose values are not numbers (strings, bools) in a search report: final val loss and
+spike count per value, every run a point, one column of points per study beside the others, and the mean per value
+as a bar. A number line would invent an order and distances the values do not have, so this is the categorical twin
+of tracking/report/figures.py lr_sweep (same input: series -> (value, status, final loss, spikes))."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`gatelab report` of a grid with a `search:` block: every Optuna trial of every study, its best trial, final
 loss and spike count against each numeric searched parameter (one series per study) or per value of a choice of
 strings or bools (tracking/report/choice_figure.py, with its numbers in a table), and the largest stable value of each
-numeric parameter by the sweep report's rule (stats.max_stable_lr).
+numeric parameter by the sweep report's rule (tracking/stats/rows.py max_stable_lr).
 
 The Optuna side (the journal's trials, their states and the best trial) is read by
 grid/dispatch/search_study.py and handed over as plain data (SearchReportInput): this module reads only

@@ -294,7 +294,7 @@ class VariantRow:
     spikes: MeanStd | None
     """Loss spikes per trial."""
     max_stable_lr: float | None
-    """Largest stable LR of the sweep (tracking.stats.max_stable_lr); None without one or without a sweep."""
+    """Largest stable LR of the sweep (max_stable_lr); None without one or without a sweep."""
     f_attn: MeanStd | None
     """First-token attention share."""
     m_act: MeanStd | None

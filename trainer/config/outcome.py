@@ -61,7 +61,7 @@ class TrialResult:
     key: str = ""
     """The trial key (set by the grid worker; empty for a trial run by hand)."""
     summary: dict[str, float] = field(default_factory=dict)
-    """The stable summary metrics (trainer.metric_names.SUMMARY_METRICS and the probes')."""
+    """The summary metrics logged once at the end (trainer/config/metric_names.py: the summary and the probes')."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds: setup, fit, checkpoint (inside fit and at the end), finish; a grid worker adds import_s."""
     error: str | None = None

@@ -197,10 +197,9 @@ class TrialConfig:
     on CPU. Not part of the trial key: like compile, it changes rounding, not the experiment."""
     compile: bool | None = None
     """torch.compile the training step's forward and loss (TorchInductor). None: on with CUDA; off on CPU, where
-    `gatelab bench trainer --compile` measured 1.19x the eager tokens/s on the laptop preset (2 cores) but
-    compiling costs ~55 s per new variant graph (~4 s from Inductor's on-disk cache), more than a short CPU
-    trial gains; set true for long CPU trials. Validation, the probes and long-context PPL always run eager.
-    Not part of the trial key: it changes rounding, not the experiment."""
+    compiling a new variant's graph costs more than a short trial gains (`gatelab bench trainer --compile`; the
+    figures: docs/benchmarks.md); set true for long CPU trials. Validation, the probes and long-context PPL always
+    run eager. Not part of the trial key: it changes rounding, not the experiment."""
 
     def __post_init__(self) -> None:
         try:
