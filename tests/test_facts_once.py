@@ -18,7 +18,7 @@ from gatelab.trainer.config.outcome import Status
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("grid", "tracking", "trainer")
-GENERIC_WORDS = {metric_names.STEP}  # "step" is also a chart's axis and Lightning's scheduler interval
+GENERIC_WORDS = {metric_names.STEP, metric_names.LR}  # also a chart's axis and Lightning's interval; torch's key
 
 
 def _constants(module) -> set[str]:

@@ -20,7 +20,18 @@ from typing import Iterable
 
 import torch
 
-from gatelab.trainer.config.metric_names import F_ATTN, GATE_MEAN, M_ACT, SINK_EPS
+from gatelab.trainer.config.metric_names import (
+    F_ATTN,
+    GATE_FRAC_BELOW_0_1,
+    GATE_MEAN,
+    M_ACT,
+    SDPA_ABS_MEAN,
+    SDPA_SPARSITY_1E2,
+    SDPA_SPARSITY_1E3,
+    SINK_EPS,
+    at_position,
+    per_layer,
+)
 from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS
 
 SINK_IMPORTANCE_EPS = 0.3
@@ -70,16 +81,16 @@ class ProbeReport:
             F_ATTN: self.f_attn,
             SINK_EPS: self.sink_eps,
             M_ACT: self.m_act,
-            "sdpa_sparsity_1e2": self.sdpa_sparsity_1e2,
-            "sdpa_sparsity_1e3": self.sdpa_sparsity_1e3,
-            "sdpa_abs_mean": self.sdpa_abs_mean,
+            SDPA_SPARSITY_1E2: self.sdpa_sparsity_1e2,
+            SDPA_SPARSITY_1E3: self.sdpa_sparsity_1e3,
+            SDPA_ABS_MEAN: self.sdpa_abs_mean,
         }
         for layer, (f, s, m) in enumerate(zip(self.f_attn_per_layer, self.sink_eps_per_layer, self.m_act_per_layer)):
-            out.update({f"f_attn_layer_{layer}": f, f"sink_eps_layer_{layer}": s, f"m_act_layer_{layer}": m})
+            out.update({per_layer(F_ATTN, layer): f, per_layer(SINK_EPS, layer): s, per_layer(M_ACT, layer): m})
         if self.gate_mean is not None:
             out[GATE_MEAN] = self.gate_mean
-            out["gate_frac_below_0_1"] = self.gate_frac_below_0_1
-            out.update({f"gate_mean_{pos}": v for pos, v in self.gate_mean_by_position.items()})
+            out[GATE_FRAC_BELOW_0_1] = self.gate_frac_below_0_1
+            out.update({at_position(GATE_MEAN, pos): v for pos, v in self.gate_mean_by_position.items()})
         return out
 
     def to_dict(self) -> dict:

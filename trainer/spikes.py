@@ -17,7 +17,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-from gatelab.trainer.config.metric_names import MAX_SPIKE_RATIO, SPIKE_COUNT
+from gatelab.trainer.config.metric_names import MAX_SPIKE_RATIO, MAX_STEPS_TO_RECOVER, SPIKE_COUNT, UNRECOVERED_SPIKES
 
 
 @dataclass
@@ -99,8 +99,8 @@ class SpikeDetector:
         return {
             SPIKE_COUNT: float(len(self.spikes)),
             MAX_SPIKE_RATIO: max((s.ratio for s in self.spikes), default=0.0),
-            "max_steps_to_recover": float(max(recovered, default=0)),
-            "unrecovered_spikes": float(sum(s.recovered_after is None for s in self.spikes)),
+            MAX_STEPS_TO_RECOVER: float(max(recovered, default=0)),
+            UNRECOVERED_SPIKES: float(sum(s.recovered_after is None for s in self.spikes)),
         }
 
     def state_dict(self) -> dict:

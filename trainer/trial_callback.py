@@ -15,7 +15,17 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from gatelab.trainer.checkpoint import checkpoint_path, prune_checkpoints
-from gatelab.trainer.config.metric_names import SPIKE_RATIO, STEP, TRAIN_LOSS, VAL_LOSS, VAL_PPL
+from gatelab.trainer.config.metric_names import (
+    GRAD_NORM,
+    LR,
+    SPIKE_RATIO,
+    STEP,
+    TOKENS_PER_S,
+    TOKENS_SEEN,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_PPL,
+)
 from gatelab.trainer.config.trial import TrialConfig
 from gatelab.trainer.evaluate import fixed_batches, mean_loss, perplexity, probe
 from gatelab.trainer.preemption import signal_name
@@ -103,14 +113,14 @@ class TrialReporter(pl.Callback):
             tokens_per_step = self.config.tokens_per_step  # global: DDP ranks split the batch
             metrics.update(
                 {
-                    "lr": trainer.optimizers[0].param_groups[0]["lr"],
-                    "grad_norm": module.last_grad_norm,
-                    "tokens_seen": float(step * tokens_per_step),
+                    LR: trainer.optimizers[0].param_groups[0]["lr"],  # (the second "lr" is torch's key)
+                    GRAD_NORM: module.last_grad_norm,
+                    TOKENS_SEEN: float(step * tokens_per_step),
                     STEP: float(step),
                 }
             )  # read by `gatelab status` / submit's progress
             if step > last_step and elapsed > 0:
-                metrics["tokens_per_s"] = (step - last_step) * tokens_per_step / elapsed
+                metrics[TOKENS_PER_S] = (step - last_step) * tokens_per_step / elapsed
             if spike:
                 metrics[SPIKE_RATIO] = spike.ratio
             self.record(metrics, step)

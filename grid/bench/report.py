@@ -39,6 +39,7 @@ from gatelab.trainer.config.metric_names import (
     TRAIN_LOSS,
     VAL_LOSS,
     VAL_PPL,
+    per_layer,
 )
 from gatelab.trainer.config.outcome import Status
 from gatelab.trainer.config.run_tags import GATE_HIST_TAG
@@ -99,7 +100,7 @@ def _finished_run(uri: str, experiment: str, parent: str, spec, trial: Trial) ->
         tracker.log_metrics(metrics, step)
     final = 5.2 * math.exp(-STEPS / 40) + 1 + shift
     summary = {FINAL_VAL_LOSS: final, FINAL_VAL_PPL: math.exp(final), SPIKE_COUNT: 0.0, F_ATTN: 0.05}
-    summary |= {M_ACT: 20.0, SINK_EPS: 0.1, "f_attn_layer_0": 0.1, "f_attn_layer_1": 0.02}
+    summary |= {M_ACT: 20.0, SINK_EPS: 0.1, per_layer(F_ATTN, 0): 0.1, per_layer(F_ATTN, 1): 0.02}
     tracker.log_metrics(summary, STEPS)
     if trial.config.variant_definition().is_gated:  # as a finished gated trial's run carries them
         tracker.set_tags({GATE_HIST_TAG: json.dumps([5] * GATE_HIST_BINS + [0, 0])})

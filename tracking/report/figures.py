@@ -36,12 +36,14 @@ from gatelab.tracking.stats.rows import (
 )  # noqa: E402
 from gatelab.trainer.config.metric_names import (
     DIVERGED_AT_STEP,
+    F_ATTN,
     GATE_HIST_BINS,
     SPIKE_COUNT,
     SPIKE_RATIO,
     TRAIN_LOSS,
     VAL_LOSS,
     parse_long_ppl,
+    per_layer,
 )
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 from gatelab.trainer.figure_file import save_figure
@@ -260,7 +262,7 @@ def make_figures(
     for row in rows:
         finished = [o for o in row.trials if o.status == Status.FINISHED]
         name = row_name(row)
-        layers = [[o.metrics[f"f_attn_layer_{i}"] for i in range(_n_layers(o))] for o in finished]
+        layers = [[o.metrics[per_layer(F_ATTN, i)] for i in range(_n_layers(o))] for o in finished]
         per_layer[name] = mean_curve([x for x in layers if x])
         pooled = [o.gate_hist for o in finished if o.gate_hist]
         if pooled:
@@ -301,7 +303,7 @@ def make_figures(
 
 def _n_layers(outcome: TrialOutcome) -> int:
     count = 0
-    while f"f_attn_layer_{count}" in outcome.metrics:
+    while per_layer(F_ATTN, count) in outcome.metrics:
         count += 1
     return count
 
