@@ -1,4 +1,4 @@
-"""`gatelab bench gates|trainer|grid|report|chaos`: the benchmarks, each a ratio measured side by side in one run
+"""`gatelab bench gates|trainer|grid|report|chaos|ladder`: the benchmarks, each a ratio measured side by side in one run
 (chaos: a fault-tolerance soak, checked against an undisturbed run of the same grid). The gates and trainer
 benchmarks import torch, only when they run."""
 
@@ -182,12 +182,56 @@ def _bench_chaos(args: argparse.Namespace) -> int:
     return code
 
 
+def _bench_ladder(args: argparse.Namespace) -> int:
+    from gatelab.tracking.stats.ladder_simulation import CROSSING, EFFECT, NULL, STUDY_TARGET, Ladder, study
+
+    ladders = args.trials if args.trials is not None else 500
+    shape = Ladder(seeds=args.ladder_seeds)
+    studies = {
+        name: study(
+            law,
+            shape,
+            variant="g1",
+            target_flops=STUDY_TARGET,
+            ladders=ladders,
+            resamples=args.resamples,
+            seed=args.seed,
+        )  # fmt: skip
+        for name, law in (("effect", EFFECT), ("null", NULL), ("crossing", CROSSING))
+    }
+    if args.json:
+        print(json.dumps({name: s.__dict__ for name, s in studies.items()}, indent=1))
+        return 0
+    print(
+        f"ladder fit on {ladders} synthetic ladders a law: {len(shape.rung_flops)} rungs "
+        f"{shape.rung_flops[0]:.3g}-{shape.rung_flops[-1]:.3g} FLOPs x {shape.seeds} seeds, target "
+        f"{STUDY_TARGET:.3g} FLOPs, {args.resamples} bootstrap resamples, 90% intervals"
+    )
+    rows = [
+        (
+            name,
+            f"{s.true_delta:+.4f}",
+            f"{s.coverage:.1%}",
+            f"{s.verdicts['holds']:.1%}",
+            f"{s.verdicts['flips']:.1%}",
+            f"{s.verdicts['inconclusive']:.1%}",
+            f"{s.backtest_inside:.1%}",
+            f"{s.seconds:.0f} s",
+        )
+        for name, s in studies.items()
+    ]
+    header = ("law", "true delta", "coverage", "holds", "flips", "inconclusive", "backtest inside", "time")
+    print("\n".join(table(header, rows, right=range(1, 8))))
+    return 0
+
+
 BENCHMARKS = {
     "gates": _bench_gates,
     "trainer": _bench_trainer,
     "grid": _bench_grid,
     "report": _bench_report,
     "chaos": _bench_chaos,
+    "ladder": _bench_ladder,
 }
 
 
@@ -211,10 +255,17 @@ def add_bench_command(commands) -> None:
     bench.add_argument("--grid", default=None, help="grid: the grid to run (default: the shipped smoke grid)")
     bench.add_argument("--slots", type=int, default=2, help="grid: concurrent trials")
     bench.add_argument(
-        "--trials", type=int, default=None, help="report: finished trials in the synthetic grid (1000); chaos: (24)"
+        "--trials",
+        type=int,
+        default=None,
+        help="report: finished trials in the synthetic grid (1000); chaos: (24); ladder: ladders per law (500)",
     )
+    bench.add_argument("--resamples", type=int, default=300, help="ladder: bootstrap resamples per ladder")
+    bench.add_argument("--ladder-seeds", type=int, default=3, help="ladder: seeds per rung and variant")
     bench.add_argument("--kills", type=int, default=12, help="chaos: trial workers to signal")
-    bench.add_argument("--seed", type=int, default=0, help="chaos: seeds when, whom and which signal")
+    bench.add_argument(
+        "--seed", type=int, default=0, help="chaos: seeds when, whom and which signal; ladder: the draws"
+    )
     bench.add_argument("--sigterm-share", type=float, default=0.25, help="chaos: share of SIGTERM (else SIGKILL)")
     bench.add_argument("--keep", default=None, help="chaos: keep both homes and the submits' logs in this folder")
     bench.add_argument("--json", action="store_true")
