@@ -258,12 +258,12 @@ def make_figures(
         loss_curves(curves, out_dir / "loss_curves.png"),
         "Loss curves per variant with loss spikes marked (paper Fig. 1, right)",
     )
-    per_layer, hists, means, long = {}, {}, {}, {}
+    f_attn_by_layer, hists, means, long = {}, {}, {}, {}
     for row in rows:
         finished = [o for o in row.trials if o.status == Status.FINISHED]
         name = row_name(row)
         layers = [[o.metrics[per_layer(F_ATTN, i)] for i in range(_n_layers(o))] for o in finished]
-        per_layer[name] = mean_curve([x for x in layers if x])
+        f_attn_by_layer[name] = mean_curve([x for x in layers if x])
         pooled = [o.gate_hist for o in finished if o.gate_hist]
         if pooled:
             hists[name] = [sum(c) for c in zip(*pooled)]
@@ -271,7 +271,7 @@ def make_figures(
         long[name] = {rope: _long_points(finished, rope) for rope in ("rope", "yarn")}
     made.append(
         (
-            f_attn_heatmap(per_layer, out_dir / "f_attn_heatmap.png"),
+            f_attn_heatmap(f_attn_by_layer, out_dir / "f_attn_heatmap.png"),
             "First-token attention share per variant and layer, mean over seeds (paper Fig. 2, Table 4 F-Attn)",
         )
     )
