@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.dry_run import trial_rows, trial_table
+from gatelab.grid.cli.ladder_dry_run import ladder_table
 from gatelab.grid.cli.terminal import other_trials_line, table, tally
 from gatelab.grid.cli.ui_command import add_ui_command
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
@@ -91,6 +92,8 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
             print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
         else:
             print(trial_table(spec, trials, statuses))
+            if spec.ladder is not None:
+                print(ladder_table(spec, trials))
         return 0
     from gatelab.grid.dispatch.submit import submit
 

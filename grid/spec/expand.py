@@ -150,6 +150,16 @@ def points(axes: dict[str, tuple], combine: str) -> Iterator[dict[str, Any]]:
         yield dict(zip(keys, row))
 
 
+def ladder_points(spec: GridSpec) -> Iterator[dict[str, Any]]:
+    """The grid's points, each at every rung of its ladder (grid/spec/ladder_spec.py), rung by rung."""
+    for point in points(spec.axes, spec.combine):
+        if spec.ladder is None:
+            yield point
+            continue
+        for rung in spec.ladder.rungs:
+            yield {**rung.values(), **point}
+
+
 def _excluded(overrides: dict, config: TrialConfig | None, base: TrialConfig, exclude: tuple[dict, ...]) -> bool:
     for entry in exclude:
         if all(_value_of(overrides, config, base, key) == value for key, value in entry.items()):
@@ -173,7 +183,7 @@ def _value_of(overrides: dict, config: TrialConfig | None, base: TrialConfig, ke
 def resolve(spec: GridSpec) -> list[Resolved]:
     """Every trial of the grid built (so validated), excludes applied; ConfigErrors name the grid key."""
     out = []
-    for overrides in points(spec.axes, spec.combine):
+    for overrides in ladder_points(spec):
         text = label(spec.base, overrides)
         config = _build(spec, overrides, text)
         if config is not None and not _excluded(overrides, config, spec.base, spec.exclude):
@@ -230,6 +240,8 @@ def _blame_include(spec: GridSpec, index: int, entry: dict) -> ConfigError:
 
 
 def _axis_item(spec: GridSpec, key: str, value: Any) -> str:
+    if key not in spec.axes:  # a value a ladder's rung sets
+        return "ladder"
     return f"axes.{key}.{spec.axes[key].index(value)}"
 
 

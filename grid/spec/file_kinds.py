@@ -23,6 +23,7 @@ GRID_KEYS = (
     "ray",
     "search",
     "seeds",
+    "ladder",
 )
 TRIAL_KEYS = tuple(f.name for f in fields(TrialConfig))
 

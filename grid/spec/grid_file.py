@@ -30,6 +30,7 @@ from gatelab.grid.spec.grid_spec import (
     StorageSpec,
     TrackingSpec,
 )
+from gatelab.grid.spec.ladder_spec import parse_ladder
 from gatelab.grid.spec.search_spec import check_search, parse_search
 from gatelab.grid.spec.seed_policy import parse_seed_policy
 from gatelab.grid.spec.trial_file import anchor_catalog
@@ -178,6 +179,9 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         odd = next(key for key, values in axes.items() if len(values) != first)
         raise ConfigError(f"axes.{odd}", f"combine: zip needs axes of equal length, got {lengths}")
     search = parse_search(data.get("search"), axes)
+    ladder = parse_ladder(data.get("ladder"), base, axes)
+    if ladder is not None and search is not None:
+        raise ConfigError("ladder", "a ladder and a search block in one grid are not supported: tune with an axis")
     seeds = parse_seed_policy(data.get("seeds"), axes, base.variant, search is not None)
     if seeds is not None:  # the most seeds it may use; the adaptive driver runs the part the verdicts need
         axes = {**axes, "seed": tuple(range(seeds.max))}
@@ -194,6 +198,7 @@ def _spec(data: dict, *, name: str, source: str, file_hash: str) -> GridSpec:
         ray=build(RaySpec, data.get("ray"), "ray"),
         search=search,
         seeds=seeds,
+        ladder=ladder,
         source=source,
         file_hash=file_hash,
     )

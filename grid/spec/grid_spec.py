@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatelab.grid.spec.ladder_spec import LadderSpec
 from gatelab.grid.spec.search_spec import SearchSpec
 from gatelab.grid.spec.seed_policy import SeedPolicy
 from gatelab.trainer.config.invalid import InvalidValue
@@ -179,6 +180,8 @@ class GridSpec:
     """The Optuna search over the grid's points (grid/spec/search_spec.py), or None for a plain grid."""
     seeds: SeedPolicy | None = None
     """Adaptive seeds (grid/spec/seed_policy.py): axes.seed then holds 0..max-1, of which the verdicts choose."""
+    ladder: LadderSpec | None = None
+    """A model ladder (grid/spec/ladder_spec.py): every point at each rung's size, budget and learning rate."""
     source: str = "<grid>"
     """Path of the grid file."""
     file_hash: str = ""

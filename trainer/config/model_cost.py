@@ -50,6 +50,13 @@ def total_params(base: ModelConfig, variant: Variant) -> int:
     return embeddings + cfg.d_model + cfg.n_layers * _layer_params(cfg, variant)
 
 
+def non_embedding_params(base: ModelConfig, variant: Variant) -> int:
+    """Parameters without the token embedding (and its untied output copy): the N of scaling laws (Kaplan et al.
+    2020), which at a ladder's small widths would otherwise be mostly a lookup table."""
+    cfg = variant.model_config(base)
+    return total_params(base, variant) - cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+
+
 def extra_params(base: ModelConfig, variant: Variant, baseline: Variant) -> int:
     """Parameters the variant adds over the baseline at this preset (Table 1 'Added Param')."""
     return total_params(base, variant) - total_params(base, baseline)
