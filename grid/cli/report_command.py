@@ -17,7 +17,9 @@ from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import Trial, expand, format_value, value_at
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.grid.spec.ladder_spec import PAPER_TARGET_DELTA_NATS, PAPER_TARGET_FLOPS
 from gatelab.grid.spec.seed_policy import Comparison, comparisons
+from gatelab.grid.spec.trial_cost import training_flops
 from gatelab.trainer.config.catalog import load_catalog
 from gatelab.trainer.config.model_cost import added_params
 
@@ -81,6 +83,8 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             label=t.label,
             seq_len=t.config.seq_len,
             extra_params=added_params(t.config.model.resolve(), catalog[t.config.variant], catalog),
+            flops=training_flops(t),
+            rung=rung_of(spec, t),
         )
         for t in trials
     )
@@ -107,8 +111,26 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         variants=variants,
         margin=margin,
         notes=tuple(note for note in (zipped_note(spec, trials),) if note),
+        ladder=ladder_target(spec),
         **seeds,
     )
+
+
+def rung_of(spec: GridSpec, trial: Trial) -> int | None:
+    """The ladder rung whose values the trial carries; None outside a ladder grid."""
+    if spec.ladder is None:
+        return None
+    return next(r.index for r in spec.ladder.rungs if all(trial.overrides.get(k) == v for k, v in r.values().items()))
+
+
+def ladder_target(spec: GridSpec):
+    """What tracking/stats/ladder.py needs of a ladder grid: its target, floor and the paper's own difference."""
+    from gatelab.tracking.stats.ladder import LadderTarget
+
+    if spec.ladder is None:
+        return None
+    paper = PAPER_TARGET_DELTA_NATS if spec.ladder.target_flops == PAPER_TARGET_FLOPS else None
+    return LadderTarget(target_flops=spec.ladder.target_flops, floor=spec.ladder.floor, paper_delta=paper)
 
 
 def search_report_input(spec: GridSpec, store, margin: float):

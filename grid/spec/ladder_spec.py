@@ -42,6 +42,7 @@ DEFAULT_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022 (Chinchilla)
 # The paper's dense 1.7B model (28 layers) trained on 400B tokens (Table 2 rows 1-2): the default target.
 PAPER_TARGET_PARAMS = 1.7e9
 PAPER_TARGET_TOKENS = 4.0e11
+PAPER_TARGET_FLOPS = 6.0 * PAPER_TARGET_PARAMS * PAPER_TARGET_TOKENS  # 6 N D (Kaplan et al. 2020)
 PAPER_TARGET_DELTA_NATS = math.log(7.404 / 7.499)  # its measured G1 difference: PPL 7.499 -> 7.404, -0.013 nats
 
 
@@ -122,7 +123,7 @@ def _target_flops(raw: Any) -> tuple[float, dict]:
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"ladder.target.{key}", f"expected a positive number, got {value!r}")
-    return (float(raw["flops"]) if "flops" in raw else 6.0 * raw["params"] * raw["tokens"]), dict(raw)
+    return (float(raw["flops"]) if "flops" in raw else 6.0 * raw["params"] * raw["tokens"]), dict(raw)  # 6 N D
 
 
 def parse_ladder(raw: Any, base: TrialConfig, axes: dict) -> LadderSpec | None:

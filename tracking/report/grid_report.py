@@ -54,6 +54,7 @@ from gatelab.tracking.stats.rows import (
     long_factor,
     mean_of,
     row_name,
+    sweeps_lr,
 )
 from gatelab.trainer.config.metric_names import (
     F_ATTN,
@@ -403,6 +404,20 @@ def ordering_cells(check: OrderingCheck) -> list[str]:
     return [check.label, check.statement, check.paper, check.measured, check.verdict, check.strength]
 
 
+def _ladder_files(inp: ReportInput, outcomes: list[TrialOutcome], out_dir: Path, draw: bool) -> tuple:
+    """A ladder grid's fit (tracking/stats/ladder.py) made once: ladder.json, and unless only tables are asked
+    for, its figures and blocks (tracking/report/ladder_report.py)."""
+    from gatelab.tracking.report.ladder_report import ladder_blocks, ladder_figures, write_ladder_json
+    from gatelab.tracking.stats.ladder_points import analyse, ladder_points, rung_rows
+
+    result, rows = analyse(outcomes, inp.baseline, inp.ladder), rung_rows(outcomes, inp.baseline)
+    numbers = write_ladder_json(result, rows, inp.ladder, out_dir)
+    if not draw:
+        return numbers, [], []
+    pictures = ladder_figures(result, rows, inp.baseline, out_dir, ladder_points(outcomes), inp.ladder.paper_delta)
+    return numbers, pictures, ladder_blocks(result, rows, inp.ladder, inp.baseline, pictures)
+
+
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
     """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
     the grid's parent run. csv writes only the tables: report.csv, orderings.csv and the unfinished trials
@@ -415,12 +430,16 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
     records = trial_records(uri, inp.experiment)
     outcomes = collect(uri, inp, records, histograms=fmt != "csv")
     rows = build_rows(inp, outcomes)
-    sweep = len({t.lr for t in inp.trials}) > 1
+    sweep = sweeps_lr(inp)
     cols = columns(inp, rows, sweep, long_factor(outcomes))
     orderings = check_orderings(rows, outcomes)
     answer = forest(inp, rows, outcomes)
     numbers = out_dir / "forest.json"
     numbers.write_text(json.dumps(answer.to_json(), indent=1) + "\n")
+    ladder_numbers, ladder_pictures, ladder_items = [], [], []
+    if inp.ladder is not None:
+        ladder_json, ladder_pictures, ladder_items = _ladder_files(inp, outcomes, out_dir, draw=fmt != "csv")
+        ladder_numbers = [ladder_json]
     if fmt == "csv":  # the tables only
         raw = [(name, get) for c in cols for name, get in c.raw]
         unfinished = [[o.trial.key, o.trial.variant, o.status, o.trial.label] for o in unfinished_trials(inp, outcomes)]
@@ -433,8 +452,10 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
     else:
         pictures = make_figures(inp, rows, outcomes, out_dir, answer)
         items = blocks(inp, rows, outcomes, pictures, cols, sweep, uri.startswith(("http://", "https://")), orderings)
+        items[1:1] = ladder_items  # a ladder's answer at scale first, under the title
+        pictures += ladder_pictures
         documents = [write_document(items, out_dir, fmt, f"gatelab report: {inp.grid}")]
-    files = [*documents, *(path for path, _ in pictures), numbers]
+    files = [*documents, *(path for path, _ in pictures), numbers, *ladder_numbers]
     stable = stable_metrics(rows) if sweep else {}
     parent, logged = publish_on_parent(uri, inp.experiment, inp.grid, files, stable) if publish else (None, False)
     return Report(

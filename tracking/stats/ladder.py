@@ -58,6 +58,18 @@ Verdict = Literal["holds", "flips", "inconclusive"]
 
 
 @dataclass(frozen=True)
+class LadderTarget:
+    """Where a ladder grid extrapolates to, and how its fit is set (grid/spec/ladder_spec.py fills it in)."""
+
+    target_flops: float
+    floor: float | None = None
+    """Hold the floor E here; None: fitted from MIN_RUNGS_FOR_FLOOR rungs up, else 0."""
+    paper_delta: float | None = None
+    """The paper's own difference at the target's scale (nats), shown beside the extrapolation."""
+    resamples: int = DEFAULT_RESAMPLES
+
+
+@dataclass(frozen=True)
 class LadderPoint:
     """One trial of a ladder: its variant, rung, seed, training FLOPs and final loss (NaN: it diverged)."""
 
@@ -366,6 +378,10 @@ def analyse_ladder(
         )
     rng = np.random.default_rng(seed)
     law = fit_law(points, held)
+    if fit_floor and law.floor < 1e-6:
+        warnings.append(
+            "the floor E was fitted at 0, its bound: the rungs show no floor, so the law is a pure power law"
+        )
     for v in variants:
         if min(abs(law.exponent[v] - b) for b in ALPHA_BOUNDS) < 0.01 * ALPHA_BOUNDS[1]:
             warnings.append(f"{v}: its exponent {law.exponent[v]:.3g} is at the search range's bound {ALPHA_BOUNDS}")

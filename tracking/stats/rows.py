@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats as scipy_stats
 
+from gatelab.tracking.stats.ladder import LadderTarget
 from gatelab.tracking.stats.pairs import paired_differences, seed_values
 from gatelab.tracking.stats.sequential import SeedRule
 from gatelab.trainer.config.metric_names import (
@@ -58,6 +59,10 @@ class TrialSpec:
     extra_params: int | None = None
     """Parameters its variant adds over the baseline at the trial's own model (its preset and overrides, so a
     row of another depth has another count); None where the variant does not fit that model."""
+    flops: float = 0.0
+    """Estimated training FLOPs (grid/spec/trial_cost.py), the gate's own included: a ladder's compute axis."""
+    rung: int | None = None
+    """Its rung in a ladder grid; None in any other grid."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +114,8 @@ class ReportInput:
     """The summary metric a `seeds:` grid compares (its policy's `metric`)."""
     notes: tuple[str, ...] = ()
     """Paragraphs the grid side adds under the results table (what a zip grid's tied axes were per trial)."""
+    ladder: LadderTarget | None = None
+    """A ladder grid's target and fit settings (tracking/stats/ladder.py); None for any other grid."""
     comparisons: tuple = ()
     """A `seeds:` grid's comparisons exactly as its driver forms them (grid/spec/seed_policy.py), with this
     report's TrialSpecs by seed: tracking/stats/seed_plan.py judges them for the forest plot."""
@@ -305,6 +312,14 @@ class VariantRow:
     """'rope'|'yarn' -> MeanStd of PPL at the long factor / PPL at 1x."""
 
 
+def sweeps_lr(inp: ReportInput) -> bool:
+    """Whether some row (variant and condition) was trained at several LRs: an LR sweep, whose best LR a row
+    reports. A ladder whose rule gives each rung its own LR sweeps nothing."""
+    return len({(t.variant, t.condition, t.lr) for t in inp.trials}) > len(
+        {(t.variant, t.condition) for t in inp.trials}
+    )
+
+
 def final_loss(outcome: TrialOutcome) -> float:
     return float(outcome.metrics.get(FINAL_VAL_LOSS, math.nan))
 
@@ -320,7 +335,7 @@ def long_factor(outcomes: Iterable[TrialOutcome]) -> int | None:
 
 def build_rows(inp: ReportInput, outcomes: list[TrialOutcome]) -> list[VariantRow]:
     """One row per (variant, condition) with at least one trial, in catalog order."""
-    sweep = len({t.lr for t in inp.trials}) > 1
+    sweep = sweeps_lr(inp)
     factor = long_factor(outcomes)
     groups: dict[tuple[str, str], list[TrialOutcome]] = {}
     order = {name: i for i, name in enumerate(inp.variants)}

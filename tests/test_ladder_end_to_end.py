@@ -1,0 +1,32 @@
+"""The shipped smoke ladder as a user runs it: `gatelab submit ladder_smoke`, then `gatelab report ladder_smoke`,
+which writes the fit's verdict at the target, the rung table, both figures and ladder.json."""
+
+import json
+
+import pytest
+
+from gatelab.grid.cli.main import main
+from gatelab.tracking import Store, stop_server
+
+pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
+
+
+def test_submit_then_report_a_ladder(tmp_path, capsys):
+    home = str(tmp_path / "home")
+    try:
+        assert main(["submit", "ladder_smoke", "--home", home]) == 0
+        assert "grid ladder_smoke: 16 done, 0 failed" in capsys.readouterr().out
+        assert main(["report", "ladder_smoke", "--home", home, "--out", str(tmp_path / "report")]) == 0
+    finally:
+        stop_server(Store(home))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Model ladder: the answer at the target scale" in report
+    verdict = next(line for line in report.splitlines() if line.startswith("g1_elementwise_sigmoid: "))
+    assert any(f": {v} at 4.08e+21 FLOPs" in verdict for v in ("holds", "flips", "inconclusive")), verdict
+    assert "the paper measured -0.0127 nats" in verdict and "backtest: predicted" in verdict
+    for figure in ("ladder_loss.png", "ladder_delta.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 10_000
+    data = json.loads((tmp_path / "report" / "ladder.json").read_text())
+    assert data["result"]["extrapolation_factor"] > 1e9 and data["result"]["resamples"] >= 900
+    rungs = {(r["rung"], r["variant"]) for r in data["rungs"]}
+    assert rungs == {(i, v) for i in range(4) for v in ("baseline", "g1_elementwise_sigmoid")}
