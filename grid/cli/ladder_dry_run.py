@@ -47,10 +47,12 @@ def _duration(seconds: float) -> str:
     )
 
 
-def ladder_table(spec: GridSpec, trials: list[Trial], *, measure: bool = True) -> str:
+def ladder_table(spec: GridSpec, trials: list[Trial], *, measure: bool | None = None) -> str:
     """One line per rung (its trials' FLOPs summed over variants and seeds, and their wall time on this machine
     from a few measured steps unless `measure` is off), then the ladder's total and its target."""
     ladder = spec.ladder
+    if measure is None:  # steps measured here say nothing of a GPU grid's workers
+        measure = spec.resources.gpus == 0
     baseline = get_variant("baseline", spec.base.catalog)
     rows, total, wall = [], 0.0, 0.0
     for rung in ladder.rungs:
