@@ -160,7 +160,7 @@ def test_the_chaos_signals_as_many_workers_as_asked_with_the_choices_its_seed_fi
 def test_a_small_soak_finishes_every_trial_once_with_complete_histories_and_the_undisturbed_losses():
     from gatelab.grid.bench.chaos_soak import bench_chaos
 
-    result = bench_chaos(trials=6, kills=3, seed=1, steps=60)
+    result = bench_chaos(trials=6, kills=3, seed=1, steps=60, sigterm_share=0.25)
     assert result["trials"] == 6 and result["kills"] >= 1 and result["retries"] >= 1, result
     assert result["violations"] == 0, result["violation_lines"]
     assert result["lost"] == result["duplicated_runs"] == result["duplicated_steps"] == result["missing_steps"] == 0

@@ -4,9 +4,12 @@ which writes the fit's verdict at the target, the rung table, both figures and l
 import json
 
 import pytest
+import ray
 
 from gatelab.grid.cli.main import main
 from gatelab.tracking import Store, stop_server
+
+from grid_helpers import child_runs
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -18,6 +21,7 @@ def test_submit_then_report_a_ladder(tmp_path, capsys):
         assert "grid ladder_smoke: 16 done, 0 failed" in capsys.readouterr().out
         assert main(["report", "ladder_smoke", "--home", home, "--out", str(tmp_path / "report")]) == 0
     finally:
+        ray.shutdown()  # the in-process submit started the local Ray
         stop_server(Store(home))
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Model ladder: the answer at the target scale" in report
@@ -30,3 +34,7 @@ def test_submit_then_report_a_ladder(tmp_path, capsys):
     assert data["result"]["extrapolation_factor"] > 1e9 and data["result"]["resamples"] >= 900
     rungs = {(r["rung"], r["variant"]) for r in data["rungs"]}
     assert rungs == {(i, v) for i in range(4) for v in ("baseline", "g1_elementwise_sigmoid")}
+    # each trial's rung, size and FLOPs are run params: the MLflow UI plots loss against them
+    _, runs = child_runs(f"sqlite:///{home}/mlflow.db", "ladder_smoke")
+    assert sorted(int(r.data.params["ladder.rung"]) for r in runs) == sorted(list(range(4)) * 4)
+    assert all(float(r.data.params["ladder.train_flops"]) > 0 for r in runs)

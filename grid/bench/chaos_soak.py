@@ -76,12 +76,13 @@ def _submit(grid: Path, home: Path, log: Path, chaos: dict | None, step_of) -> t
 
 
 def bench_chaos(
-    trials: int = 24,
-    kills: int = 12,
+    *,
+    trials: int,
+    kills: int,
+    steps: int,
+    sigterm_share: float,
     seed: int = 0,
-    steps: int = 100,
     checkpoint_every: int = 10,
-    sigterm_share: float = 0.25,
     gap_s: tuple[float, float] | None = None,
     keep: Path | None = None,
 ) -> dict:

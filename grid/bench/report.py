@@ -113,7 +113,7 @@ def _gatelab(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def bench_report(trials: int = 1000) -> dict:
+def bench_report(trials: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="gatelab-bench-report-") as tmp:
         folder = Path(tmp)
         store = Store.open(str(folder / "home"))

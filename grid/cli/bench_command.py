@@ -11,6 +11,19 @@ from gatelab.grid.cli.terminal import table
 from gatelab.grid.spec.examples import resolve_config_path
 from gatelab.trainer.config.presets import PRESETS, preset
 
+# Each benchmark's defaults, written once: the help says them and the command passes them on.
+TRIALS = {"report": 1000, "chaos": 24, "ladder": 500}  # finished trials of the synthetic grid; chaos: trials; ladders
+STEPS = {"trainer": 60, "chaos": 100}  # steps per loop; chaos: per trial
+KILLS, SIGTERM_SHARE = 12, 0.25  # chaos
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _per(defaults: dict) -> str:
+    return "; ".join(f"{name}: {value}" for name, value in defaults.items())
+
 
 def _tflops(flops: float | None) -> str:
     return f"{flops / 1e12:.3g} TFLOP/s" if flops else "n/a"
@@ -55,7 +68,7 @@ def _bench_trainer(args: argparse.Namespace) -> int:
 
     result = bench_trainer(
         args.model,
-        steps=args.steps if args.steps is not None else 60,
+        steps=_or(args.steps, STEPS["trainer"]),
         variant=args.variant,
         compiled=args.compile,
         batch_size=args.batch_size,
@@ -124,7 +137,7 @@ def _bench_grid(args: argparse.Namespace) -> int:
 def _bench_report(args: argparse.Namespace) -> int:
     from gatelab.grid.bench.report import bench_report
 
-    result = bench_report(args.trials if args.trials is not None else 1000)
+    result = bench_report(_or(args.trials, TRIALS["report"]))
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -144,10 +157,10 @@ def _bench_chaos(args: argparse.Namespace) -> int:
     from gatelab.grid.bench.chaos_soak import bench_chaos
 
     result = bench_chaos(
-        args.trials if args.trials is not None else 24,
-        args.kills,
+        trials=_or(args.trials, TRIALS["chaos"]),
+        kills=args.kills,
         seed=args.seed,
-        steps=args.steps if args.steps is not None else 100,
+        steps=_or(args.steps, STEPS["chaos"]),
         sigterm_share=args.sigterm_share,
         keep=args.keep,
     )
@@ -185,7 +198,7 @@ def _bench_chaos(args: argparse.Namespace) -> int:
 def _bench_ladder(args: argparse.Namespace) -> int:
     from gatelab.tracking.stats.ladder_simulation import CROSSING, EFFECT, NULL, STUDY_TARGET, Ladder, study
 
-    ladders = args.trials if args.trials is not None else 500
+    ladders = _or(args.trials, TRIALS["ladder"])
     shape = Ladder(seeds=args.ladder_seeds)
     studies = {
         name: study(
@@ -244,7 +257,7 @@ def add_bench_command(commands) -> None:
     bench.add_argument("what", choices=list(BENCHMARKS))
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
-    bench.add_argument("--steps", type=int, default=None, help="trainer: steps per loop (60); chaos: per trial (100)")
+    bench.add_argument("--steps", type=int, default=None, help=f"steps per loop or trial ({_per(STEPS)})")
     bench.add_argument("--variant", default="baseline", help="trainer: the catalog variant to train")
     bench.add_argument("--batch-size", type=int, default=8, help="trainer: sequences per step")
     bench.add_argument(
@@ -258,15 +271,17 @@ def add_bench_command(commands) -> None:
         "--trials",
         type=int,
         default=None,
-        help="report: finished trials in the synthetic grid (1000); chaos: (24); ladder: ladders per law (500)",
+        help=f"report: finished trials in the synthetic grid; chaos: trials; ladder: ladders per law ({_per(TRIALS)})",
     )
     bench.add_argument("--resamples", type=int, default=300, help="ladder: bootstrap resamples per ladder")
     bench.add_argument("--ladder-seeds", type=int, default=3, help="ladder: seeds per rung and variant")
-    bench.add_argument("--kills", type=int, default=12, help="chaos: trial workers to signal")
+    bench.add_argument("--kills", type=int, default=KILLS, help="chaos: trial workers to signal")
     bench.add_argument(
         "--seed", type=int, default=0, help="chaos: seeds when, whom and which signal; ladder: the draws"
     )
-    bench.add_argument("--sigterm-share", type=float, default=0.25, help="chaos: share of SIGTERM (else SIGKILL)")
+    bench.add_argument(
+        "--sigterm-share", type=float, default=SIGTERM_SHARE, help="chaos: share of SIGTERM (else SIGKILL)"
+    )
     bench.add_argument("--keep", default=None, help="chaos: keep both homes and the submits' logs in this folder")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)

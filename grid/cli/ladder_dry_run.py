@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from gatelab.grid.cli.dry_run import format_flops
 from gatelab.grid.cli.terminal import table
 from gatelab.grid.spec.expand import Trial
+from gatelab.grid.spec.ladder_spec import rung_of
 from gatelab.grid.spec.trial_cost import training_flops
 from gatelab.trainer.config.catalog import get_variant
 from gatelab.trainer.config.model_cost import format_params, total_params
@@ -56,7 +57,7 @@ def ladder_table(spec: GridSpec, trials: list[Trial], *, measure: bool | None = 
     baseline = get_variant("baseline", spec.base.catalog)
     rows, total, wall = [], 0.0, 0.0
     for rung in ladder.rungs:
-        at = [t for t in trials if all(t.overrides.get(k) == v for k, v in rung.values().items())]
+        at = [t for t in trials if rung_of(ladder, t.overrides) is rung]
         flops = sum(training_flops(t) for t in at)
         seconds = _wall_seconds(at) if measure and at else None
         total += flops

@@ -17,7 +17,7 @@ from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import Trial, expand, format_value, value_at
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
-from gatelab.grid.spec.ladder_spec import PAPER_TARGET_DELTA_NATS, PAPER_TARGET_FLOPS
+from gatelab.grid.spec.ladder_spec import PAPER_TARGET_DELTA_NATS, PAPER_TARGET_FLOPS, rung_of
 from gatelab.grid.spec.seed_policy import Comparison, comparisons
 from gatelab.grid.spec.trial_cost import training_flops
 from gatelab.trainer.config.catalog import load_catalog
@@ -84,7 +84,7 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
             seq_len=t.config.seq_len,
             extra_params=added_params(t.config.model.resolve(), catalog[t.config.variant], catalog),
             flops=training_flops(t),
-            rung=rung_of(spec, t),
+            rung=getattr(rung_of(spec.ladder, t.overrides), "index", None),
         )
         for t in trials
     )
@@ -114,13 +114,6 @@ def report_input(spec: GridSpec, trials: list[Trial], margin: float):
         ladder=ladder_target(spec),
         **seeds,
     )
-
-
-def rung_of(spec: GridSpec, trial: Trial) -> int | None:
-    """The ladder rung whose values the trial carries; None outside a ladder grid."""
-    if spec.ladder is None:
-        return None
-    return next(r.index for r in spec.ladder.rungs if all(trial.overrides.get(k) == v for k, v in r.values().items()))
 
 
 def ladder_target(spec: GridSpec):

@@ -9,6 +9,8 @@ from types import MappingProxyType
 from gatelab.grid.dispatch.local_ray import init_local_ray
 from gatelab.grid.dispatch.worker import TrialJob, run_grid_trial
 from gatelab.grid.spec.grid_spec import GridSpec
+from gatelab.grid.spec.ladder_spec import rung_of
+from gatelab.grid.spec.trial_cost import training_flops
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.run_tags import GIT_SHA_TAG, GRID_FILE_HASH_TAG, GRID_FILE_TAG, GRID_TAG
 from gatelab.trainer.config.trial import TrialConfig
@@ -88,7 +90,20 @@ def job_for(spec: GridSpec, store: Store, tracking_uri: str, parent_run_id: str,
         config=trial.config,
         run_name=f"{trial.label} [{trial.key}]{suffix}",
         tags=trial_tags(spec, trial.overrides, **tags),
+        params=ladder_params(spec, trial),
     )
+
+
+def ladder_params(spec: GridSpec, trial) -> dict[str, str]:
+    """A ladder trial's rung, parameters and FLOPs as run params, so the MLflow UI can plot loss against size."""
+    rung = rung_of(spec.ladder, trial.overrides)
+    if rung is None:
+        return {}
+    return {
+        "ladder.rung": str(rung.index),
+        "ladder.non_embedding_params": str(rung.non_embedding_params),
+        "ladder.train_flops": f"{training_flops(trial):.6g}",
+    }
 
 
 def trial_job(
@@ -101,6 +116,7 @@ def trial_job(
     config: TrialConfig,
     run_name: str,
     tags: dict[str, str],
+    params: dict[str, str] | None = None,
 ) -> TrialJob:
     """Everything a worker needs for one trial, with the grid's resources and retry budget."""
     res = spec.resources
@@ -119,4 +135,5 @@ def trial_job(
         cpus=res.cpus,
         gpus=res.gpus,
         max_retries=spec.ray.max_retries,
+        params=params or {},
     )

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,8 @@ class TrialJob:
     """GPUs for the whole trial (split over DDP workers), or a fraction of one GPU shared with other trials."""
     max_retries: int = 0
     """Restarts of a DDP worker group after a lost worker or node (Ray Train's FailureConfig)."""
+    params: dict = field(default_factory=dict)
+    """Run params beyond the config's (a ladder trial's rung, size and FLOPs)."""
 
     def trial_run(self, tags: Mapping[str, str] | None = None) -> TrialRun:
         """The trial's identity in the ledger, with `tags` added to a new run's."""
@@ -72,7 +74,7 @@ class TrialJob:
             run_name=self.run_name,
             parent_run_id=self.parent_run_id,
             tags={**self.tags, **(tags or {})},
-            params=run_params(self.config),
+            params={**run_params(self.config), **self.params},
         )
 
 

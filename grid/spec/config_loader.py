@@ -197,3 +197,13 @@ def build(cls, data: Any, prefix: str = ""):
         raise ConfigError(join_key(prefix, err.key), err.message, value=err.value) from None
     except (ValueError, TypeError) as err:  # a check without a key (a library's): the object at fault
         raise ConfigError(prefix, str(err)) from None
+
+
+def check_block(raw: Any, block: str, keys: tuple[str, ...]) -> dict:
+    """A grid's sub-block (`search:`, `ladder:`) as a mapping of known keys, or the ConfigError naming what is not."""
+    if not isinstance(raw, dict):
+        raise ConfigError(block, f"expected a mapping with {', '.join(keys)}, got {raw!r}")
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{block}.{key}", f"unknown {block} key; {did_you_mean(str(key), keys)}")
+    return raw

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from gatelab.grid.spec.config_loader import ConfigError
+from gatelab.grid.spec.config_loader import ConfigError, check_block
 from gatelab.trainer.config.catalog import get_variant
 from gatelab.trainer.config.model_cost import non_embedding_params
 from gatelab.trainer.config.presets import ModelConfig
@@ -68,6 +68,13 @@ class Rung:
         if self.warmup_steps is not None:
             out["optim.warmup_steps"] = self.warmup_steps
         return out
+
+
+def rung_of(ladder: LadderSpec | None, overrides: dict) -> Rung | None:
+    """The rung whose values a trial's overrides carry; None outside a ladder."""
+    if ladder is None:
+        return None
+    return next((r for r in ladder.rungs if all(overrides.get(k) == v for k, v in r.values().items())), None)
 
 
 @dataclass(frozen=True)
@@ -130,11 +137,7 @@ def parse_ladder(raw: Any, base: TrialConfig, axes: dict) -> LadderSpec | None:
     """The validated `ladder:` block, its rungs computed for `base`; None without one."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise ConfigError("ladder", f"expected a mapping ({', '.join(LADDER_KEYS)}), got {raw!r}")
-    for key in raw:
-        if key not in LADDER_KEYS:
-            raise ConfigError(f"ladder.{key}", f"unknown ladder key; {did_you_mean(str(key), LADDER_KEYS)}")
+    check_block(raw, "ladder", LADDER_KEYS)
     if ("widths" in raw) == ("rungs" in raw):
         raise ConfigError(
             "ladder", "give the rungs as `widths:` (a rule) or as `rungs:` (model overrides), one of them"

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from gatelab.grid.spec.config_loader import ConfigError, build, convert
+from gatelab.grid.spec.config_loader import ConfigError, build, check_block, convert
 from gatelab.grid.spec.expand import Resolved, field_hint, format_value, resolved, value_at, with_values
 from gatelab.trainer.config.invalid import NO_VALUE, InvalidValue
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, VAL_LOSS
@@ -195,11 +195,7 @@ def parse_search(raw: Any, axes: dict[str, tuple]) -> SearchSpec | None:
     """The `search` mapping checked and converted; ConfigErrors carry the dotted key under `search`."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise ConfigError("search", f"expected a mapping with {', '.join(SEARCH_KEYS)}, got {raw!r}")
-    for key in raw:
-        if key not in SEARCH_KEYS:
-            raise ConfigError(f"search.{key}", f"unknown search key{_nearest(str(key), SEARCH_KEYS)}")
+    check_block(raw, "search", SEARCH_KEYS)
     for key in ("params", "sampler", "n_trials"):
         if key not in raw:
             raise ConfigError("search", f"missing {key!r} (a search needs params, sampler and n_trials)")
