@@ -100,6 +100,7 @@ def test_the_interval_covers_the_truth_and_null_effects_rarely_hold():
     assert effect.coverage >= 0.8, effect
     null = study(NULL, Ladder(), variant="g1", target_flops=STUDY_TARGET, ladders=40, resamples=80, seed=1)
     assert null.verdicts["holds"] <= 0.15 and null.coverage >= 0.8, null
-    # a crossing inside the rungs, with 5 seeds: the data show it, and the verdict must say flips
+    # a crossing inside the rungs, with 5 seeds: the data show it, and the verdict says flips (80% of 60 ladders
+    # measured; >= 50% of 15 fails by chance about once in 250 runs) and never holds
     crossing = study(CROSSING, Ladder(seeds=5), variant="g1", target_flops=STUDY_TARGET, ladders=15, resamples=80)
-    assert crossing.verdicts["flips"] >= 0.8 and crossing.verdicts["holds"] == 0, crossing
+    assert crossing.verdicts["flips"] >= 0.5 and crossing.verdicts["holds"] == 0, crossing
