@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gatelab.tracking.stats.ladder import LadderPoint, _resample, analyse_ladder, fit_law
+from gatelab.tracking.stats.ladder import LadderPoint, _by_seed, _resample, analyse_ladder, fit_law
 from gatelab.tracking.stats.ladder_simulation import (
     BASELINE,
     CROSSING,
@@ -37,7 +37,7 @@ def test_an_exact_power_law_is_recovered():
 
 def test_a_resample_keeps_every_seed_whole_so_pairs_stay_pairs():
     points = simulate(EFFECT, Ladder(seeds=5), np.random.default_rng(1))
-    sample = _resample(points, list(range(5)), np.random.default_rng(2))
+    sample = _resample(_by_seed(points), np.random.default_rng(2))
     assert len(sample) == len(points)
     by_seed = {}
     for p in sample:

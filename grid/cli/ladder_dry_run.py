@@ -77,7 +77,7 @@ def ladder_table(spec: GridSpec, trials: list[Trial], *, measure: bool | None = 
             )
         )
     largest = max(ladder.rungs, key=lambda r: r.non_embedding_params)
-    largest_flops = max((training_flops(t) for t in trials if t.overrides.get("schedule.max_steps") == largest.steps),
+    largest_flops = max((training_flops(t) for t in trials if rung_of(ladder, t.overrides) is largest),
                         default=float("nan"))  # fmt: skip
     lines = table(HEADER, rows, right=(2, 3, 4, 5, 6, 7, 8))
     lines += [

@@ -410,11 +410,12 @@ def _ladder_files(inp: ReportInput, outcomes: list[TrialOutcome], out_dir: Path,
     from gatelab.tracking.report.ladder_report import ladder_blocks, ladder_figures, write_ladder_json
     from gatelab.tracking.stats.ladder_points import analyse, ladder_points, rung_rows
 
-    result, rows = analyse(outcomes, inp.baseline, inp.ladder), rung_rows(outcomes, inp.baseline)
+    points = ladder_points(outcomes)
+    result, rows = analyse(points, inp.baseline, inp.ladder), rung_rows(outcomes, inp.baseline)
     numbers = write_ladder_json(result, rows, inp.ladder, out_dir)
     if not draw:
         return numbers, [], []
-    pictures = ladder_figures(result, rows, inp.baseline, out_dir, ladder_points(outcomes), inp.ladder.paper_delta)
+    pictures = ladder_figures(result, rows, inp.baseline, out_dir, points, inp.ladder.paper_delta)
     return numbers, pictures, ladder_blocks(result, rows, inp.ladder, inp.baseline, pictures)
 
 

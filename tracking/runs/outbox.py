@@ -86,9 +86,9 @@ class _Request:
 def batch_ops(metrics=(), params=(), tags=()) -> list[dict]:
     """One logging call's metrics, params and tags as batch operations, each one a request MLflow accepts,
     in order (usually a single operation)."""
-    requests = [_Request()]
-    for kind, entities in batch_op(metrics, params, tags).items():
-        for entity in entities if kind in KINDS else ():
+    requests, op = [_Request()], batch_op(metrics, params, tags)
+    for kind in KINDS:
+        for entity in op[kind]:
             size = _entity_bytes(entity)
             if not requests[-1].takes({kind: 1}, size):
                 requests.append(_Request())

@@ -244,13 +244,18 @@ def fit_law(points: Sequence[LadderPoint], floor: float | None = None, *, start:
 # --- the bootstrap and the verdict ----------------------------------------------------------------------------
 
 
-def _resample(points: Sequence[LadderPoint], seeds: list[int], rng: np.random.Generator) -> list[LadderPoint]:
-    """Every point of each seed drawn (with replacement, the same draw for all variants and rungs)."""
-    by_seed: dict[int, list[LadderPoint]] = {}
+def _by_seed(points: Sequence[LadderPoint]) -> list[list[LadderPoint]]:
+    """The points grouped by seed, in seed order: what a resample draws from."""
+    groups: dict[int, list[LadderPoint]] = {}
     for p in points:
-        by_seed.setdefault(p.seed, []).append(p)
-    drawn = rng.choice(len(seeds), size=len(seeds), replace=True)
-    return [p for i in drawn for p in by_seed[seeds[i]]]
+        groups.setdefault(p.seed, []).append(p)
+    return [groups[seed] for seed in sorted(groups)]
+
+
+def _resample(by_seed: list[list[LadderPoint]], rng: np.random.Generator) -> list[LadderPoint]:
+    """Every point of each seed drawn (with replacement, the same draw for all variants and rungs)."""
+    drawn = rng.choice(len(by_seed), size=len(by_seed), replace=True)
+    return [p for i in drawn for p in by_seed[i]]
 
 
 @dataclass(frozen=True)
@@ -292,10 +297,10 @@ def _verdict(p_better: float, p_worse: float) -> Verdict:
 
 
 def _bootstrap_laws(points, floor, law: Law, resamples: int, rng: np.random.Generator) -> list[Law]:
-    seeds = sorted({p.seed for p in points})
+    by_seed = _by_seed(points)  # grouped once: each of the resamples only draws
     laws = []
     for _ in range(resamples):
-        sample = _resample(points, seeds, rng)
+        sample = _resample(by_seed, rng)
         if len({p.variant for p in sample if math.isfinite(p.loss)}) < len(law.coefficient):
             continue  # every drawn seed of some variant diverged: no curve for it in this resample
         laws.append(fit_law(sample, floor, start=law))
@@ -395,6 +400,7 @@ def analyse_ladder(
         reduced_law = fit_law(reduced, reduced_floor)
         backtest_laws = _bootstrap_laws(reduced, reduced_floor, reduced_law, max(200, resamples // 5), rng)
     largest = max(p.flops for p in points if p.variant == baseline)
+    seeds = _seed_count(points)
     results = []
     for v in variants:
         if v == baseline:
@@ -406,7 +412,6 @@ def analyse_ladder(
         def log_multiplier_of(lw: Law) -> float:
             return math.log(lw.compute_for_loss(baseline, float(lw.loss(v, target_flops))) / target_flops)
 
-        seeds = _seed_count(points)
         delta_estimate = _Estimate.of(delta_of(law), np.array([delta_of(lw) for lw in laws]), seeds)
         log_multiplier = _Estimate.of(log_multiplier_of(law), np.array([log_multiplier_of(lw) for lw in laws]), seeds)
         p_better, p_worse = delta_estimate.p_below(0.0), 1.0 - delta_estimate.p_below(0.0)

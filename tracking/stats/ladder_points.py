@@ -106,9 +106,9 @@ def rung_rows(outcomes: Sequence[TrialOutcome], baseline: str) -> list[RungRow]:
     return rows
 
 
-def analyse(outcomes: Sequence[TrialOutcome], baseline: str, target: LadderTarget) -> LadderResult:
+def analyse(points: Sequence[LadderPoint], baseline: str, target: LadderTarget) -> LadderResult:
     return analyse_ladder(
-        ladder_points(outcomes),
+        points,
         baseline=baseline,
         target_flops=target.target_flops,
         floor=target.floor,
