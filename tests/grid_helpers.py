@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -83,3 +85,22 @@ def assert_history_complete(client, run_id: str, max_steps: int) -> None:
     for key in ("train_loss", "lr"):
         steps = sorted(m.step for m in client.get_metric_history(run_id, key))
         assert steps == list(range(1, max_steps + 1)), (key, steps)
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, what: str = "the condition") -> None:
+    """Poll `predicate` until it holds; fail on the timeout, or at once with its output if `proc` has exited."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def statuses(grid: Path | str, home: Path) -> dict:
+    """`gatelab status GRID --json` by trial key."""
+    proc = gatelab("status", str(grid), "--json", home=home)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    return {row["key"]: row for row in json.loads(out[out.index("[") :])}

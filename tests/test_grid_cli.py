@@ -1,6 +1,5 @@
 """The grid commands as a user runs them: bad grids, driver SIGKILL then resume, concurrent submits."""
 
-import json
 import os
 import signal
 import time
@@ -12,7 +11,7 @@ from gatelab.grid.bench.chaos import trial_workers
 from gatelab.grid.cli.main import main
 from gatelab.tracking import Store, stop_server
 
-from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid
+from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, statuses, wait_for, write_grid
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
 
@@ -32,28 +31,10 @@ def test_malformed_grid_exits_2_with_one_line_and_creates_nothing(path, tmp_path
     assert not home.exists()  # no MLflow store, run, checkpoint or Ray job
 
 
-def _wait_for(predicate, timeout: float, proc=None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(proc.stdout.read())
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 @pytest.fixture
 def home(tmp_path):
     yield tmp_path / "home"
     stop_server(Store(tmp_path / "home"))
-
-
-def _statuses(grid: Path, home: Path) -> dict:
-    proc = gatelab("status", str(grid), "--json", home=home)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    return {row["key"]: row for row in json.loads(out[out.index("[") :])}
 
 
 def test_driver_sigkill_mid_grid_then_resume(home, tmp_path):
@@ -67,21 +48,21 @@ def test_driver_sigkill_mid_grid_then_resume(home, tmp_path):
     )
     proc = gatelab("submit", str(grid), home=home)
     store = Store(home)
-    _wait_for(
-        lambda: store.db_path.exists() and any(r["status"] == "finished" for r in _statuses(grid, home).values()),
+    wait_for(
+        lambda: store.db_path.exists() and any(r["status"] == "finished" for r in statuses(grid, home).values()),
         400,
         proc,
     )
-    _wait_for(lambda: len(list(store.checkpoints_dir.glob("*/checkpoints/*.ckpt"))) >= 2, 200, proc)
+    wait_for(lambda: len(list(store.checkpoints_dir.glob("*/checkpoints/*.ckpt"))) >= 2, 200, proc)
     kill_group(proc)
-    before = _statuses(grid, home)
+    before = statuses(grid, home)
     finished_before = {k: r for k, r in before.items() if r["status"] == "finished"}
     assert finished_before and len(finished_before) < 4, before
 
     resume = gatelab("resume", str(grid), home=home)
     out, _ = resume.communicate(timeout=600)
     assert resume.returncode == 0, out
-    after = _statuses(grid, home)
+    after = statuses(grid, home)
     assert {r["status"] for r in after.values()} == {"finished"}
     client, runs = child_runs(store.tracking_uri, "killgrid")
     assert len(runs) == 4  # one MLflow run per trial, continued, never duplicated
@@ -131,14 +112,14 @@ def test_sigterm_to_a_trial_worker_checkpoints_its_step_and_ray_retries_from_it(
 
     def training() -> bool:
         workers[:] = trial_workers(proc.pid)
-        return bool(workers) and any(r["step"] >= 5 for r in _statuses(grid, home).values())
+        return bool(workers) and any(r["step"] >= 5 for r in statuses(grid, home).values())
 
-    _wait_for(training, 400, proc)
+    wait_for(training, 400, proc)
     [worker] = workers
     os.kill(worker, signal.SIGTERM)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
-    [row] = _statuses(grid, home).values()
+    [row] = statuses(grid, home).values()
     assert row["status"] == "finished"
     [trial_dir] = store.checkpoints_dir.glob("*/checkpoints")
     saved = sorted(int(p.stem.split("-")[1]) for p in trial_dir.glob("step-*.ckpt"))

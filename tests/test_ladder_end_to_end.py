@@ -1,27 +1,38 @@
-"""The shipped smoke ladder as a user runs it: `gatelab submit ladder_smoke`, then `gatelab report ladder_smoke`,
-which writes the fit's verdict at the target, the rung table, both figures and ladder.json."""
+"""The shipped smoke ladder as a user runs it: `gatelab submit ladder_smoke`, killed mid-ladder (SIGKILL to the
+driver and everything it started), `gatelab resume ladder_smoke`, then `gatelab report ladder_smoke`, which
+writes the fit's verdict at the target, the rung table, both figures and ladder.json."""
 
 import json
 
 import pytest
-import ray
 
 from gatelab.grid.cli.main import main
 from gatelab.tracking import Store, stop_server
 
-from grid_helpers import child_runs
+from grid_helpers import child_runs, gatelab, kill_group, statuses, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow, pytest.mark.slow]
 
 
-def test_submit_then_report_a_ladder(tmp_path, capsys):
-    home = str(tmp_path / "home")
+def _finished(home) -> dict:
+    return {k: r for k, r in statuses("ladder_smoke", home).items() if r["status"] == "finished"}
+
+
+def test_submit_kill_resume_then_report_a_ladder(tmp_path):
+    home = tmp_path / "home"
     try:
-        assert main(["submit", "ladder_smoke", "--home", home]) == 0
-        assert "grid ladder_smoke: 16 done, 0 failed" in capsys.readouterr().out
-        assert main(["report", "ladder_smoke", "--home", home, "--out", str(tmp_path / "report")]) == 0
+        proc = gatelab("submit", "ladder_smoke", home=home)
+        wait_for(lambda: Store(home).db_path.exists() and len(_finished(home)) >= 3, 600, proc, "3 finished trials")
+        kill_group(proc)
+        before = _finished(home)
+        assert 3 <= len(before) < 16, before
+        resume = gatelab("resume", "ladder_smoke", home=home)
+        out, _ = resume.communicate(timeout=900)
+        assert resume.returncode == 0 and "grid ladder_smoke: 16 done, 0 failed" in out, out
+        after = statuses("ladder_smoke", home)
+        assert all(after[k]["run_id"] == row["run_id"] for k, row in before.items())  # not run again
+        assert main(["report", "ladder_smoke", "--home", str(home), "--out", str(tmp_path / "report")]) == 0
     finally:
-        ray.shutdown()  # the in-process submit started the local Ray
         stop_server(Store(home))
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Model ladder: the answer at the target scale" in report
@@ -38,3 +49,4 @@ def test_submit_then_report_a_ladder(tmp_path, capsys):
     _, runs = child_runs(f"sqlite:///{home}/mlflow.db", "ladder_smoke")
     assert sorted(int(r.data.params["ladder.rung"]) for r in runs) == sorted(list(range(4)) * 4)
     assert all(float(r.data.params["ladder.train_flops"]) > 0 for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs)  # one run per trial: the resumed ones continued theirs

@@ -2,7 +2,6 @@
 through a real local Ray, a real MLflow server and an Optuna journal, including a driver SIGKILL and resume."""
 
 import math
-import time
 from pathlib import Path
 
 import optuna
@@ -24,7 +23,7 @@ from gatelab.tracking import Store
 from gatelab.tracking.stats.rows import max_stable_lr
 from gatelab.trainer.config.trial_folder import TrialFolder
 
-from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group
+from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.mlflow]
 
@@ -157,17 +156,6 @@ def test_malformed_search_exits_2_and_creates_nothing(tmp_path, capsys):
 # --- real searches -------------------------------------------------------------------------------------
 
 
-def _wait_for(predicate, timeout: float, proc) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read())
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def test_killed_search_resumes_without_duplicates(served_store, tmp_path):
     """SIGKILL the driver while Optuna trial #1 trains (after #0 is told), then `gatelab resume`: #1 continues
     its own MLflow run from its checkpoint, #2 is asked, and every Optuna trial has exactly one child run."""
@@ -188,7 +176,7 @@ def test_killed_search_resumes_without_duplicates(served_store, tmp_path):
         return bool(list(TrialFolder.of(store.checkpoints_dir, key).checkpoints.glob("*.ckpt")))
 
     try:
-        _wait_for(second_trial_checkpointed, 300, proc)
+        wait_for(second_trial_checkpointed, 300, proc)
     finally:
         kill_group(proc)
     before = load_studies(store, "killed")["killed/baseline"].get_trials(deepcopy=False)

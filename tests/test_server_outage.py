@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from gatelab.tracking.store import Store
 from gatelab.trainer.config.outcome import Status
 from gatelab.trainer.config.trial_folder import JOURNAL, PROBES, TrialFolder
 
-from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, write_grid
+from grid_helpers import assert_history_complete, child_runs, gatelab, kill_group, wait_for, write_grid
 
 pytestmark = [pytest.mark.mlflow]
 
@@ -40,14 +39,6 @@ def _kill_server(store: Store) -> int:
     info = read_state(store)
     os.killpg(info.pid, signal.SIGKILL)
     return info.pid
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _checkpoints(root: Path) -> list[Path]:
@@ -75,7 +66,7 @@ def test_driver_restarts_a_killed_server_and_no_step_is_lost_or_doubled(tmp_path
     store = Store(home)
     proc = gatelab("submit", str(grid), home=home)
     try:
-        _wait_for(lambda: _checkpoints(store.checkpoints_dir), 600, "a first checkpoint")
+        wait_for(lambda: _checkpoints(store.checkpoints_dir), 600, what="a first checkpoint")
         killed = _kill_server(store)
         out, _ = proc.communicate(timeout=900)
     finally:
@@ -109,7 +100,7 @@ def test_trial_ending_while_the_server_is_away_is_caught_up_by_status(tmp_path, 
     trial_dir = Path(job.checkpoint_root) / trial.key
 
     def kill_after_first_checkpoint() -> None:
-        _wait_for(lambda: list(trial_dir.glob("checkpoints/*.ckpt")), 600, "a first checkpoint")
+        wait_for(lambda: list(trial_dir.glob("checkpoints/*.ckpt")), 600, what="a first checkpoint")
         _kill_server(store)
 
     killer = threading.Thread(target=kill_after_first_checkpoint)
@@ -140,7 +131,7 @@ def test_ctrl_c_stops_a_driver_whose_server_is_gone(tmp_path):
     store = Store(home)
     proc = gatelab("submit", str(grid), home=home)
     try:
-        _wait_for(lambda: _checkpoints(store.checkpoints_dir), 600, "a first checkpoint")
+        wait_for(lambda: _checkpoints(store.checkpoints_dir), 600, what="a first checkpoint")
         os.killpg(proc.pid, signal.SIGSTOP)  # hold the driver so that it cannot restart the server first
         _kill_server(store)
         os.killpg(proc.pid, signal.SIGCONT)
@@ -171,7 +162,7 @@ def test_full_outbox_makes_logging_wait_for_the_server_and_nothing_is_lost(tmp_p
 
     logger = threading.Thread(target=log_beyond_the_bound, daemon=True)
     logger.start()
-    _wait_for(journal.exists, 60, "the full outbox to be kept in the journal")
+    wait_for(journal.exists, 60, what="the full outbox to be kept in the journal")
     assert not logged.wait(3.0)  # logging waits while the server is away and the outbox is full
     assert 50 <= tracker._outbox.metrics < 60
     assert revive_server(store, info.uri)

@@ -406,17 +406,20 @@ def ordering_cells(check: OrderingCheck) -> list[str]:
 
 def _ladder_files(inp: ReportInput, outcomes: list[TrialOutcome], out_dir: Path, draw: bool) -> tuple:
     """A ladder grid's fit (tracking/stats/ladder.py) made once: ladder.json, and unless only tables are asked
-    for, its figures and blocks (tracking/report/ladder_report.py)."""
+    for, its figures and blocks (tracking/report/ladder_report.py); plus, when it tunes LRs, the max stable LR
+    per rung and variant as parent-run metrics (a ladder's LRs differ per rung: one per variant would mix them)."""
     from gatelab.tracking.report.ladder_report import ladder_blocks, ladder_figures, write_ladder_json
-    from gatelab.tracking.stats.ladder_points import analyse, ladder_points, rung_rows
+    from gatelab.tracking.stats.ladder_points import analyse, ladder_points, rung_rows, rung_stable_lrs
 
     points = ladder_points(outcomes)
     result, rows = analyse(points, inp.baseline, inp.ladder), rung_rows(outcomes, inp.baseline)
-    numbers = write_ladder_json(result, rows, inp.ladder, out_dir)
+    stable = rung_stable_lrs(outcomes)
+    metrics = {s.metric_name: s.max_stable_lr for s in stable if s.max_stable_lr is not None}
+    numbers = write_ladder_json(result, rows, inp.ladder, out_dir, stable)
     if not draw:
-        return numbers, [], []
-    pictures = ladder_figures(result, rows, inp.baseline, out_dir, points, inp.ladder.paper_delta)
-    return numbers, pictures, ladder_blocks(result, rows, inp.ladder, inp.baseline, pictures)
+        return numbers, [], [], metrics
+    pictures = ladder_figures(result, rows, inp.baseline, out_dir, points, inp.ladder.paper_delta, stable)
+    return numbers, pictures, ladder_blocks(result, rows, inp.ladder, inp.baseline, pictures, stable), metrics
 
 
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
@@ -437,9 +440,11 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
     answer = forest(inp, rows, outcomes)
     numbers = out_dir / "forest.json"
     numbers.write_text(json.dumps(answer.to_json(), indent=1) + "\n")
-    ladder_numbers, ladder_pictures, ladder_items = [], [], []
+    ladder_numbers, ladder_pictures, ladder_items, ladder_stable = [], [], [], None
     if inp.ladder is not None:
-        ladder_json, ladder_pictures, ladder_items = _ladder_files(inp, outcomes, out_dir, draw=fmt != "csv")
+        ladder_json, ladder_pictures, ladder_items, ladder_stable = _ladder_files(
+            inp, outcomes, out_dir, draw=fmt != "csv"
+        )
         ladder_numbers = [ladder_json]
     if fmt == "csv":  # the tables only
         raw = [(name, get) for c in cols for name, get in c.raw]
@@ -457,7 +462,7 @@ def _write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str, *, publis
         pictures += ladder_pictures
         documents = [write_document(items, out_dir, fmt, f"gatelab report: {inp.grid}")]
     files = [*documents, *(path for path, _ in pictures), numbers, *ladder_numbers]
-    stable = stable_metrics(rows) if sweep else {}
+    stable = ladder_stable if ladder_stable is not None else stable_metrics(rows) if sweep else {}
     parent, logged = publish_on_parent(uri, inp.experiment, inp.grid, files, stable) if publish else (None, False)
     return Report(
         rows=tuple(rows),

@@ -1,6 +1,7 @@
 """The ladder section of a ladder grid's report: the fit's verdict at the target first (with the extrapolation
 factor, the backtest and every warning), a table per rung and variant, the two figures (loss against compute,
-the difference against compute) and `ladder.json` with all of it."""
+the difference against compute, and when the ladder tunes LRs the max stable LR against compute) and
+`ladder.json` with all of it."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import numpy as np  # noqa: E402
 
 from gatelab.tracking.report.document import Block, Figure, Heading, Paragraph, Table  # noqa: E402
 from gatelab.tracking.stats.ladder import LadderResult, LadderTarget  # noqa: E402
-from gatelab.tracking.stats.ladder_points import RungRow  # noqa: E402
+from gatelab.tracking.stats.ladder_points import RungRow, RungStableLr  # noqa: E402
 from gatelab.trainer.figure_file import save_figure  # noqa: E402
 
+STABLE_HEADER = ["Rung", "Variant", "FLOPs", "LRs tried", "Max stable LR"]
 RUNG_HEADER = ["Rung", "Variant", "FLOPs", "LR", "Seeds", "Final val loss (mean ± sd)", "Δ vs baseline (90% CI)"]
 
 
@@ -49,7 +51,12 @@ def verdict_lines(result: LadderResult, target: LadderTarget) -> list[str]:
 
 
 def ladder_blocks(
-    result: LadderResult, rows: list[RungRow], target: LadderTarget, baseline: str, pictures
+    result: LadderResult,
+    rows: list[RungRow],
+    target: LadderTarget,
+    baseline: str,
+    pictures,
+    stable: list[RungStableLr],
 ) -> list[Block]:
     failed = [v.variant for v in result.variants if v.backtest and not v.backtest.inside]
     out: list[Block] = [Heading("Model ladder: the answer at the target scale")]
@@ -81,12 +88,41 @@ def ladder_blocks(
             ],
         )
     )
+    if stable:
+        out.append(
+            Paragraph(
+                "Max stable LR per rung: the largest LR that neither diverged nor ended more than the sweep rule's "
+                "margin above the variant's best final loss at that rung (logged on the grid's parent run as "
+                "max_stable_lr.<variant>.rung<k>); the paper's claim is partly that gates tolerate larger LRs."
+            )
+        )
+        out.append(
+            Table(
+                STABLE_HEADER,
+                [
+                    [
+                        str(s.rung),
+                        s.variant,
+                        f"{s.flops:.3g}",
+                        ", ".join(f"{lr:g}" for lr in s.lrs),
+                        _num(s.max_stable_lr, "g") if s.max_stable_lr else "none",
+                    ]
+                    for s in stable
+                ],
+            )
+        )
     out += [Figure(path, caption) for path, caption in pictures]
     return out
 
 
 def ladder_figures(
-    result: LadderResult, rows: list[RungRow], baseline: str, out_dir: Path, points, paper_delta: float | None
+    result: LadderResult,
+    rows: list[RungRow],
+    baseline: str,
+    out_dir: Path,
+    points,
+    paper_delta: float | None,
+    stable: list[RungStableLr],
 ) -> list:
     law, target = result.law, result.target_flops
     span = np.geomspace(min(p.flops for p in points) / 1.5, target * 1.5, 200)
@@ -132,14 +168,41 @@ def ladder_figures(
     )
     ax.legend(fontsize=7)
     delta_png = save_figure(fig, out_dir / "ladder_delta.png")
-    return [
+    pictures = [
         (loss_png, "Loss against training FLOPs: every seed a point, each variant's fit, dashed beyond the rungs"),
         (delta_png, "Δ against FLOPs: per-rung paired differences (90% CI), the fit, and the target with its interval"),
     ]
+    if stable:
+        pictures.append((_stable_lr_figure(stable, baseline, out_dir), "Max stable LR per rung against FLOPs"))
+    return pictures
 
 
-def write_ladder_json(result: LadderResult, rows: list[RungRow], target: LadderTarget, out_dir: Path) -> Path:
+def _stable_lr_figure(stable: list[RungStableLr], baseline: str, out_dir: Path) -> Path:
+    """Each variant's max stable LR against its rung's FLOPs (log-log); a rung with none stable is an x at the
+    bottom, at the smallest LR tried there."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    variants = sorted({s.variant for s in stable}, key=lambda v: (v != baseline, v))
+    for i, variant in enumerate(variants):
+        color = plt.get_cmap("tab10")(i)
+        mine = [s for s in stable if s.variant == variant]
+        found = [s for s in mine if s.max_stable_lr]
+        ax.plot([s.flops for s in found], [s.max_stable_lr for s in found], "o-", color=color, ms=4, label=variant)
+        none = [s for s in mine if not s.max_stable_lr]
+        ax.scatter([s.flops for s in none], [min(s.lrs) for s in none], marker="x", color=color)
+    ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="max stable LR", title="Max stable LR")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_dir / "ladder_lr.png")
+
+
+def write_ladder_json(
+    result: LadderResult, rows: list[RungRow], target: LadderTarget, out_dir: Path, stable: list[RungStableLr]
+) -> Path:
     path = out_dir / "ladder.json"
-    data = {"target": asdict(target), "result": asdict(result), "rungs": [asdict(r) for r in rows]}
+    data = {
+        "target": asdict(target),
+        "result": asdict(result),
+        "rungs": [asdict(r) for r in rows],
+        "max_stable_lr": [asdict(s) for s in stable],
+    }
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return path

@@ -3,7 +3,9 @@ and variant the report tabulates. Pure: outcomes in, numbers out.
 
 With an LR axis each variant is tuned per rung: the fit takes, per rung and variant, the LR with the best mean
 final loss over its finished seeds (the fair comparison: the paper's claim is partly that gates tolerate larger
-LRs); its diverged seeds stay in as diverged points, which the fit leaves out and names."""
+LRs); its diverged seeds stay in as diverged points, which the fit leaves out and names. Beside it, per rung and
+variant, the max stable LR by the sweep rule (tracking/stats/rows.py `max_stable_lr`): how the LR a variant
+tolerates moves with size, which a single small-scale sweep cannot show."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from gatelab.tracking.stats.ladder import LadderPoint, LadderResult, LadderTarget, analyse_ladder
 from gatelab.tracking.stats.pairs import paired_differences
-from gatelab.tracking.stats.rows import TrialOutcome, final_loss, outcome_seed_values
+from gatelab.tracking.stats.rows import TrialOutcome, final_loss, max_stable_lr, outcome_seed_values
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
@@ -104,6 +106,44 @@ def rung_rows(outcomes: Sequence[TrialOutcome], baseline: str) -> list[RungRow]:
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class RungStableLr:
+    """One variant at one rung of a ladder that sweeps LRs: the LRs tried and the largest stable one."""
+
+    rung: int
+    variant: str
+    flops: float
+    """The trials' training FLOPs at this rung (the same for every LR)."""
+    lrs: tuple[float, ...]
+    max_stable_lr: float | None
+    """None: no LR was stable at this rung."""
+
+    @property
+    def metric_name(self) -> str:
+        """Its name on the grid's parent run."""
+        return f"max_stable_lr.{self.variant}.rung{self.rung}"
+
+
+def rung_stable_lrs(outcomes: Sequence[TrialOutcome]) -> list[RungStableLr]:
+    """Per rung and variant, the max stable LR, when the ladder tunes LRs (some cell has more than one); else []."""
+    cells: dict[tuple, list[TrialOutcome]] = {}
+    for o in outcomes:
+        if o.trial.rung is not None:
+            cells.setdefault((o.trial.rung, o.trial.variant), []).append(o)
+    if all(len({o.trial.lr for o in trials}) < 2 for trials in cells.values()):
+        return []
+    return [
+        RungStableLr(
+            rung=rung,
+            variant=variant,
+            flops=trials[0].trial.flops,
+            lrs=tuple(sorted({o.trial.lr for o in trials})),
+            max_stable_lr=max_stable_lr((o.trial.lr, o.status, final_loss(o)) for o in trials),
+        )
+        for (rung, variant), trials in sorted(cells.items())
+    ]
 
 
 def analyse(points: Sequence[LadderPoint], baseline: str, target: LadderTarget) -> LadderResult:
