@@ -1,6 +1,7 @@
-"""`gatelab bench gates|trainer|grid|report|chaos|ladder`: the benchmarks, each a ratio measured side by side in one run
-(chaos: a fault-tolerance soak, checked against an undisturbed run of the same grid). The gates and trainer
-benchmarks import torch, only when they run."""
+"""`gatelab bench gates|trainer|grid|report|chaos|ladder|ledger`: the benchmarks, each a ratio measured side by
+side in one run (chaos: a fault-tolerance soak, checked against an undisturbed run of the same grid; ledger: the
+tracking server under load, every point checked). The gates and trainer benchmarks import torch, only when they
+run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from gatelab.trainer.config.presets import PRESETS, preset
 TRIALS = {"report": 1000, "chaos": 24, "ladder": 500}  # finished trials of the synthetic grid; chaos: trials; ladders
 STEPS = {"trainer": 60, "chaos": 100}  # steps per loop; chaos: per trial
 KILLS, SIGTERM_SHARE = 12, 0.25  # chaos
+LEDGER_LOAD = {"writers": 16, "metrics": 250, "rate": 4.0, "seconds": 30.0}  # ledger: above this machine's server
 
 
 def _or(value, default):
@@ -238,6 +240,44 @@ def _bench_ladder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_ledger(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gatelab.grid.bench.ledger import bench_ledger, bench_ledger_home, violations
+
+    load = {k: _or(getattr(args, k), v) for k, v in LEDGER_LOAD.items()}
+    if args.uri:
+        result = {"backend": args.uri, **bench_ledger(args.uri, **load)}
+    else:
+        result = bench_ledger_home(Path(args.home) if args.home else None, **load)
+    problems = violations(result)
+    if args.json:
+        print(json.dumps({**result, "violations": problems}, indent=1))
+        return 1 if problems else 0
+    lag = result["close_lag_s"]
+    cores = result["server_cores"]
+    print(
+        f"ledger ({result['backend']}): {result['writers']} writers x {result['metrics_per_step']} metrics x "
+        f"{result['steps_per_s']:g} steps/s for {result['seconds']:g} s, each a run as a trial opens and ends it"
+    )
+    print(
+        f"  offered {result['offered_points_per_s']:,.0f} points/s  sustained {result['sustained_points_per_s']:,.0f}"
+        f" points/s  steps logged {result['steps_logged']:,} of {result['steps_offered']:,} offered  "
+        f"wall {result['wall_s']:.1f} s"
+    )
+    print(
+        f"  close lag median {lag['median']:.1f} s, max {lag['max']:.1f} s  " if lag else "  close lag n/a  ",
+        end="",
+    )
+    print(f"server CPU {cores:.2f} cores" if cores is not None else "server CPU n/a (not this machine's)")
+    print(
+        f"  stored {result['points_stored']:,} points: lost {result['lost']}, doubled {result['doubled']}, wrong "
+        f"{result['wrong_values']}; runs not finished {result['runs_not_finished']}"
+    )
+    print("  " + ("; ".join(problems) if problems else "nothing lost or doubled, every run finished"))
+    return 1 if problems else 0
+
+
 BENCHMARKS = {
     "gates": _bench_gates,
     "trainer": _bench_trainer,
@@ -245,6 +285,7 @@ BENCHMARKS = {
     "report": _bench_report,
     "chaos": _bench_chaos,
     "ladder": _bench_ladder,
+    "ledger": _bench_ledger,
 }
 
 
@@ -283,5 +324,13 @@ def add_bench_command(commands) -> None:
         "--sigterm-share", type=float, default=SIGTERM_SHARE, help="chaos: share of SIGTERM (else SIGKILL)"
     )
     bench.add_argument("--keep", default=None, help="chaos: keep both homes and the submits' logs in this folder")
+    bench.add_argument("--writers", type=int, default=None, help=f"ledger: writer processes ({LEDGER_LOAD['writers']})")
+    bench.add_argument("--metrics", type=int, default=None, help=f"ledger: metrics a step ({LEDGER_LOAD['metrics']})")
+    bench.add_argument("--rate", type=float, default=None, help=f"ledger: steps/s a writer ({LEDGER_LOAD['rate']:g})")
+    bench.add_argument(
+        "--seconds", type=float, default=None, help=f"ledger: seconds of logging ({LEDGER_LOAD['seconds']:g})"
+    )
+    bench.add_argument("--uri", default=None, help="ledger: a tracking server to load (default: a fresh home's)")
+    bench.add_argument("--home", default=None, help="ledger: load this home's server (default: a fresh home's)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
