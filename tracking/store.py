@@ -14,6 +14,12 @@ and on storage").
 
 The home is `--home`, else `$GATELAB_HOME`, else `./gatelab-runs`.
 
+The ledger's database is the home's SQLite file unless `$GATELAB_MLFLOW_BACKEND` names a PostgreSQL database
+(`postgresql://user:password@host:port/db`): MLflow's advice for a shared tracking server, which many trials
+write to at once (docs/cluster.md, "The ledger's database"). Artifacts stay in the home either way. A home
+remembers the database its server first used (`<home>/mlflow-backend.txt`, the password left out) and refuses
+another, so one grid's runs never end up split over two ledgers.
+
 Artifact locations (the one rule for the whole project): every experiment is created with the explicit
 artifact location `mlflow-artifacts:/<experiment name>`, which the server maps to `<home>/mlartifacts/<name>`.
 An experiment is therefore the same whether it was created through the server or directly against
@@ -30,6 +36,9 @@ from pathlib import Path
 
 HOME_ENV = "GATELAB_HOME"
 DEFAULT_HOME = "gatelab-runs"
+BACKEND_ENV = "GATELAB_MLFLOW_BACKEND"  # a postgresql:// URI; unset: the home's SQLite file
+SERVER_WORKERS_ENV = "GATELAB_MLFLOW_WORKERS"  # the server's worker processes (SQLite: always 1)
+SQL_BACKEND_SCHEMES = ("postgresql", "postgresql+psycopg")  # SQLAlchemy 2.1 reads postgresql:// with psycopg 3  # the databases beyond SQLite that gatelab tests
 
 # Characters kept in an experiment's artifact folder name; anything else becomes "_".
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -49,10 +58,12 @@ def experiment_artifact_location(experiment_name: str) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """Paths of one gatelab home and the SQLite tracking URI; build with `Store(home)` or `Store.open(cli)`."""
+    """Paths of one gatelab home and its ledger's database URI; build with `Store(home)` or `Store.open(cli)`."""
 
     home: Path
     """Absolute home directory."""
+    backend: str | None = field(default=None, kw_only=True)
+    """The ledger's database URI when not the SQLite file; None: $GATELAB_MLFLOW_BACKEND, else the SQLite file."""
     db_path: Path = field(init=False)
     """SQLite file of the MLflow backend store."""
     artifacts_dir: Path = field(init=False)
@@ -79,8 +90,11 @@ class Store:
     """MLflow's auth config (ini) for the server's basic-auth app; holds no secret."""
     server_auth_db_path: Path = field(init=False)
     """SQLite users and permissions of the server's basic-auth app."""
+    server_backend_path: Path = field(init=False)
+    """The database the home's server uses when it is not the SQLite file (its URI without the password)."""
     tracking_uri: str = field(init=False)
-    """`sqlite:///<abs path to mlflow.db>`: the backend URI; clients normally use the server's http URI."""
+    """The backend URI: `sqlite:///<abs path to mlflow.db>`, or $GATELAB_MLFLOW_BACKEND's database; clients
+    normally use the server's http URI."""
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser().resolve()
@@ -99,16 +113,67 @@ class Store:
             "server_credentials_path": home / "mlflow-auth.json",
             "server_auth_config_path": home / "mlflow-auth.ini",
             "server_auth_db_path": home / "mlflow-auth.db",
+            "server_backend_path": home / "mlflow-backend.txt",
         }
         # str(abs path) starts with "/", giving the four slashes SQLAlchemy expects for an absolute path.
-        values["tracking_uri"] = f"sqlite:///{values['db_path']}"
+        values["tracking_uri"] = self.backend or os.environ.get(BACKEND_ENV) or f"sqlite:///{values['db_path']}"
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+    @property
+    def has_ledger(self) -> bool:
+        """Whether there may be runs to read: the SQLite file exists, or a database server is named (the one
+        this home uses: check_backend)."""
+        self.check_backend()
+        return self.db_path.exists() if self.is_sqlite else True
+
+    @property
+    def server_workers(self) -> int:
+        """The server's worker processes: $GATELAB_MLFLOW_WORKERS, else 1 on SQLite (one writer at a time is all
+        it allows) and half the machine's cores, at least 2, on a database server."""
+        if self.is_sqlite:
+            return 1
+        raw = os.environ.get(SERVER_WORKERS_ENV)
+        if raw is not None:
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"${SERVER_WORKERS_ENV}={raw!r}: expected a whole number of worker processes >= 1")
+            return int(raw)
+        return max(2, (os.cpu_count() or 2) // 2)
+
+    def check_backend(self) -> None:
+        """Refuse a backend other than the one this home's server first used (ValueError: one line, exit 2), and
+        remember a database server's the first time."""
+        scheme = self.tracking_uri.split("://", 1)[0]
+        if not self.is_sqlite and scheme not in SQL_BACKEND_SCHEMES:
+            raise ValueError(
+                f"${BACKEND_ENV}: expected a postgresql:// URI (or unset, for the home's SQLite file), got a "
+                f"{scheme}:// one"
+            )
+        shown = _without_password(self.tracking_uri) if not self.is_sqlite else "sqlite (the home's mlflow.db)"
+        recorded = self.server_backend_path.read_text().strip() if self.server_backend_path.exists() else None
+        if recorded is None and self.is_sqlite:
+            return  # a home on SQLite, as every home starts
+        if recorded is None and self.db_path.exists():
+            raise ValueError(
+                f"gatelab home {self.home} keeps its runs in its SQLite file {self.db_path}; ${BACKEND_ENV} names "
+                f"{shown}: use a fresh home for a database server"
+            )
+        if recorded is None and self.home.is_dir():
+            self.server_backend_path.write_text(shown + "\n")
+        elif recorded != shown:
+            raise ValueError(
+                f"gatelab home {self.home} keeps its runs in {recorded} ({self.server_backend_path.name}); "
+                f"${BACKEND_ENV} gives {shown}: set it to that database, or use another home"
+            )
+
     @classmethod
-    def open(cls, cli_value: str | None = None) -> Store:
+    def open(cls, cli_value: str | None = None, *, backend: str | None = None) -> Store:
         """The store of `resolve_home(cli_value)`, with its folders created."""
-        return cls(resolve_home(cli_value)).ensure()
+        return cls(resolve_home(cli_value), backend=backend).ensure()
 
     def ensure(self) -> Store:
         """Create the home and its folders if missing; returns self. A file in the way is bad input (a ValueError,
@@ -122,3 +187,9 @@ class Store:
                     f"(the home is --home, else ${HOME_ENV}, else ./{DEFAULT_HOME})"
                 ) from None
         return self
+
+
+def _without_password(uri: str) -> str:
+    from sqlalchemy.engine import make_url  # MLflow's own dependency: parses every form of database URI
+
+    return make_url(uri).render_as_string(hide_password=True)

@@ -53,7 +53,7 @@ def _records(spec, store: Store) -> dict:
     checkpoint_root = spec.storage.root(store.checkpoints_dir)
     unsent = journals(checkpoint_root)
     if uri is None:
-        if not store.db_path.exists():
+        if not store.has_ledger:
             return {}
         # Through the live server when there is one: a second SQLite client racing the server's own
         # schema set-up on a fresh store fails ("no such column").

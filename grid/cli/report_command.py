@@ -236,7 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if spec.tracking.uri:
         return run(spec.tracking.uri)
-    if not store.db_path.exists():
+    if not store.has_ledger:
         raise ValueError(f"no MLflow store at {store.db_path}; run `gatelab submit {args.grid}` first (or pass --home)")
     with local_server(store) as uri:  # artifacts (probes.json, the report's files) move only through it
         return run(uri)

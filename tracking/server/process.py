@@ -77,7 +77,7 @@ def server_command(store: Store, port: int) -> list[str]:
         str(store.artifacts_dir),
         "--serve-artifacts",
         "--workers",
-        "1",
+        str(store.server_workers),
         "--host",
         HOST,
         "--port",
@@ -227,6 +227,7 @@ def _interrupt_on(*signals: int) -> None:
 def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> ServerInfo:
     """Spawn a server (caller holds the lock); a random port that another process grabbed is retried."""
     attempts = 1 if port is not None else 3
+    store.check_backend()
     auth_env = server_env(store, HOST)
     for attempt in range(attempts):
         chosen = port if port is not None else free_port()
