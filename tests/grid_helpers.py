@@ -52,11 +52,13 @@ def write_grid(
     return path
 
 
-def gatelab(*args: str, home: Path) -> subprocess.Popen:
-    """`gatelab ARGS --home HOME` as a user runs it, in its own process group (so a test can kill it whole)."""
+def gatelab(*args: str, home: Path, env: dict | None = None) -> subprocess.Popen:
+    """`gatelab ARGS --home HOME` as a user runs it, in its own process group (so a test can kill it whole);
+    `env`: added to this process's environment."""
     return subprocess.Popen(
         [*GATELAB_COMMAND, *args, "--home", str(home)],
         cwd=ROOT,
+        env={**os.environ, **env} if env else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -98,9 +100,9 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, wh
         time.sleep(0.2)
 
 
-def statuses(grid: Path | str, home: Path) -> dict:
+def statuses(grid: Path | str, home: Path, env: dict | None = None) -> dict:
     """`gatelab status GRID --json` by trial key."""
-    proc = gatelab("status", str(grid), "--json", home=home)
+    proc = gatelab("status", str(grid), "--json", home=home, env=env)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     return {row["key"]: row for row in json.loads(out[out.index("[") :])}

@@ -38,7 +38,8 @@ HOME_ENV = "GATELAB_HOME"
 DEFAULT_HOME = "gatelab-runs"
 BACKEND_ENV = "GATELAB_MLFLOW_BACKEND"  # a postgresql:// URI; unset: the home's SQLite file
 SERVER_WORKERS_ENV = "GATELAB_MLFLOW_WORKERS"  # the server's worker processes (SQLite: always 1)
-SQL_BACKEND_SCHEMES = ("postgresql", "postgresql+psycopg")  # SQLAlchemy 2.1 reads postgresql:// with psycopg 3  # the databases beyond SQLite that gatelab tests
+# The databases beyond SQLite that gatelab tests; SQLAlchemy 2.1 reads postgresql:// with psycopg 3.
+SQL_BACKEND_SCHEMES = ("postgresql", "postgresql+psycopg")
 
 # Characters kept in an experiment's artifact folder name; anything else becomes "_".
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -162,8 +163,9 @@ class Store:
                 f"gatelab home {self.home} keeps its runs in its SQLite file {self.db_path}; ${BACKEND_ENV} names "
                 f"{shown}: use a fresh home for a database server"
             )
-        if recorded is None and self.home.is_dir():
-            self.server_backend_path.write_text(shown + "\n")
+        if recorded is None:
+            if self.home.is_dir():
+                self.server_backend_path.write_text(shown + "\n")
         elif recorded != shown:
             raise ValueError(
                 f"gatelab home {self.home} keeps its runs in {recorded} ({self.server_backend_path.name}); "
@@ -172,8 +174,11 @@ class Store:
 
     @classmethod
     def open(cls, cli_value: str | None = None, *, backend: str | None = None) -> Store:
-        """The store of `resolve_home(cli_value)`, with its folders created."""
-        return cls(resolve_home(cli_value), backend=backend).ensure()
+        """The store of `resolve_home(cli_value)`, its backend checked (check_backend) before its folders are
+        created."""
+        store = cls(resolve_home(cli_value), backend=backend)
+        store.check_backend()
+        return store.ensure()
 
     def ensure(self) -> Store:
         """Create the home and its folders if missing; returns self. A file in the way is bad input (a ValueError,

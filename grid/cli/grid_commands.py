@@ -147,7 +147,9 @@ def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> 
 def _store_no_create(home: str | None) -> Store:
     from gatelab.tracking.store import resolve_home
 
-    return Store(resolve_home(home))
+    store = Store(resolve_home(home))
+    store.check_backend()  # bad input (exit 2) before anything is read or started
+    return store
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
