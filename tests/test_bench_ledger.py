@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.mlflow]
 def test_the_bench_checks_every_point_of_every_writer(capsys, tmp_path):
     load = ["--writers", "3", "--metrics", "20", "--rate", "5", "--seconds", "3"]
     assert main(["bench", "ledger", *load, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["violations"] == [] and result["backend"] == "sqlite"
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["violations"] == [] and result["backend"] == "sqlite" and result["server_workers"] == 1
     assert result["steps_logged"] == result["steps_offered"] == 3 * 15
     assert result["points_stored"] == 3 * 20 * 15 and result["runs_not_finished"] == 0
     assert result["server_cores"] is not None and result["close_lag_s"]["max"] >= 0

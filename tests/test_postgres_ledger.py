@@ -3,6 +3,7 @@ submits with GATELAB_MLFLOW_BACKEND set, its driver is killed mid-grid, `gatelab
 and report read it; every run is in the database, none in a SQLite file. And the backend is bad input where it
 should be: a scheme gatelab does not test, or a home that already keeps its runs elsewhere (exit 2, one line)."""
 
+import json
 import os
 
 import pytest
@@ -60,6 +61,19 @@ def test_a_grid_on_postgresql_submits_survives_a_driver_kill_resumes_and_reports
     assert not (home / "mlflow.db").exists()
     assert (home / "mlflow-backend.txt").read_text().strip() == database  # no password in this URI to hide
     assert MlflowClient(tracking_uri=database).get_experiment_by_name("pggrid") is not None
+
+
+@pytest.mark.slow
+def test_bench_ledger_runs_sqlite_and_postgresql_side_by_side(database, capsys):
+    from gatelab.grid.cli.main import main
+
+    load = ["--writers", "3", "--metrics", "20", "--rate", "5", "--seconds", "3"]
+    assert main(["bench", "ledger", *load, "--postgres", database, "--json"]) == 0
+    sqlite, postgres = json.loads(capsys.readouterr().out)
+    assert (sqlite["backend"], postgres["backend"]) == ("sqlite", "postgresql")
+    assert postgres["server_workers"] >= 2 and sqlite["server_workers"] == 1
+    for result in (sqlite, postgres):
+        assert result["violations"] == [] and result["points_stored"] == 3 * 20 * 15, result
 
 
 def test_a_backend_gatelab_does_not_test_or_another_homes_database_is_refused(database, tmp_path):

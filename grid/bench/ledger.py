@@ -199,17 +199,22 @@ def violations(result: dict) -> list[str]:
     return out
 
 
-def bench_ledger_home(home: Path | None, **load) -> dict:
+def bench_ledger_home(home: Path | None, backend: str | None = None, **load) -> dict:
     """`bench_ledger` against a home's own server: `home`'s (started if needed, left as found), or by default a
-    fresh temporary home's, so that a benchmark never adds runs to a user's store."""
+    fresh temporary home's, so that a benchmark never adds runs to a user's store; `backend`: that fresh home's
+    database when not its SQLite file (a postgresql:// URI)."""
     from gatelab.tracking import Store, ensure_server, stop_server
 
     with tempfile.TemporaryDirectory(prefix="gatelab-bench-home-") as tmp:
-        store = Store.open(home if home is not None else tmp)
+        store = Store.open(home if home is not None else tmp, backend=backend)
         info, started = ensure_server(store)
         try:
-            backend = store.tracking_uri.split(":", 1)[0]
-            return {"backend": backend, **bench_ledger(info.uri, server_pid=info.pid, **load)}
+            name = "sqlite" if store.is_sqlite else "postgresql"
+            return {
+                "backend": name,
+                "server_workers": store.server_workers,
+                **bench_ledger(info.uri, server_pid=info.pid, **load),
+            }
         finally:
             if started:
                 stop_server(store)

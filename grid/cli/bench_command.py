@@ -247,18 +247,26 @@ def _bench_ledger(args: argparse.Namespace) -> int:
 
     load = {k: _or(getattr(args, k), v) for k, v in LEDGER_LOAD.items()}
     if args.uri:
-        result = {"backend": args.uri, **bench_ledger(args.uri, **load)}
+        results = [{"backend": args.uri, "server_workers": "?", **bench_ledger(args.uri, **load)}]
     else:
-        result = bench_ledger_home(Path(args.home) if args.home else None, **load)
-    problems = violations(result)
+        home = Path(args.home) if args.home else None
+        backends = [None, args.postgres] if args.postgres else [None]  # side by side: SQLite, then PostgreSQL
+        results = [bench_ledger_home(home if b is None else None, backend=b, **load) for b in backends]
+    problems = [violations(r) for r in results]
     if args.json:
-        print(json.dumps({**result, "violations": problems}, indent=1))
-        return 1 if problems else 0
-    lag = result["close_lag_s"]
-    cores = result["server_cores"]
+        print(json.dumps([{**r, "violations": v} for r, v in zip(results, problems)], indent=1))
+    else:
+        for result, found in zip(results, problems):
+            _print_ledger(result, found)
+    return 1 if any(problems) else 0
+
+
+def _print_ledger(result: dict, problems: list[str]) -> None:
+    lag, cores = result["close_lag_s"], result["server_cores"]
     print(
-        f"ledger ({result['backend']}): {result['writers']} writers x {result['metrics_per_step']} metrics x "
-        f"{result['steps_per_s']:g} steps/s for {result['seconds']:g} s, each a run as a trial opens and ends it"
+        f"ledger on {result['backend']} ({result['server_workers']} server workers): {result['writers']} writers x "
+        f"{result['metrics_per_step']} metrics x {result['steps_per_s']:g} steps/s for {result['seconds']:g} s, "
+        "each a run as a trial opens and ends it"
     )
     print(
         f"  offered {result['offered_points_per_s']:,.0f} points/s  sustained {result['sustained_points_per_s']:,.0f}"
@@ -266,16 +274,14 @@ def _bench_ledger(args: argparse.Namespace) -> int:
         f"wall {result['wall_s']:.1f} s"
     )
     print(
-        f"  close lag median {lag['median']:.1f} s, max {lag['max']:.1f} s  " if lag else "  close lag n/a  ",
-        end="",
+        (f"  close lag median {lag['median']:.1f} s, max {lag['max']:.1f} s  " if lag else "  close lag n/a  ")
+        + (f"server CPU {cores:.2f} cores" if cores is not None else "server CPU n/a (not this machine's)")
     )
-    print(f"server CPU {cores:.2f} cores" if cores is not None else "server CPU n/a (not this machine's)")
     print(
         f"  stored {result['points_stored']:,} points: lost {result['lost']}, doubled {result['doubled']}, wrong "
         f"{result['wrong_values']}; runs not finished {result['runs_not_finished']}"
     )
     print("  " + ("; ".join(problems) if problems else "nothing lost or doubled, every run finished"))
-    return 1 if problems else 0
 
 
 BENCHMARKS = {
@@ -332,5 +338,11 @@ def add_bench_command(commands) -> None:
     )
     bench.add_argument("--uri", default=None, help="ledger: a tracking server to load (default: a fresh home's)")
     bench.add_argument("--home", default=None, help="ledger: load this home's server (default: a fresh home's)")
+    bench.add_argument(
+        "--postgres",
+        default=None,
+        metavar="URI",
+        help="ledger: also run the load on a fresh home whose ledger is this PostgreSQL database, side by side",
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
