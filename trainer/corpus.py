@@ -233,6 +233,32 @@ def tokenize_source(cfg: DataConfig, cache_dir: Path, vocab_size: int | None = N
     return _token_source(cfg, listing, fingerprint, vocab_size)
 
 
+def window_counts(segments: Segments, seq_len: int, *, bos: bool, full_only: bool = False) -> np.ndarray:
+    """Windows of seq_len each segment yields (trainer/data.py's TokenWindows cuts them): with a BOS token every
+    content token is a target; without one a window needs one token more than it has targets (the first input).
+    full_only counts only windows filled to seq_len."""
+    usable_S = np.maximum(segments.end_S - segments.start_S - (0 if bos else 1), 0)
+    return usable_S // seq_len if full_only else -(-usable_S // seq_len)
+
+
+def require_windows(cfg: DataConfig, train: Segments, val: Segments, seq_len: int, *, bos: bool) -> None:
+    """DataError unless both splits yield a window of seq_len: a trial needs one to train and one to evaluate."""
+    for name, segments in (("train", train), ("validation", val)):
+        if not window_counts(segments, seq_len, bos=bos).sum():
+            raise DataError(f"data.source {cfg.source!r}: the {name} split yields no window of {seq_len} tokens")
+
+
+def check_corpus(cfg: DataConfig, seq_len: int, vocab_size: int, cache_dir: Path) -> None:
+    """Every check a trial's dataset build makes (trainer/data.py build_datasets), without torch: tokenize (or
+    load the cache, which the trials then reuse), every id below vocab_size, and a window of seq_len in each
+    split; DataError otherwise. `gatelab submit`, `resume` and `train` run it once per distinct dataset before
+    they open any run, so that bad data leaves no run behind (checked_fingerprint catches what it can earlier,
+    without tokenizing)."""
+    tok = tokenize_source(cfg, Path(cache_dir), vocab_size)
+    train, val = split_train_val(tok, cfg.val_percent)
+    require_windows(cfg, train, val, seq_len, bos=tok.bos_id is not None)
+
+
 def split_train_val(tok: Tokenized, val_percent: float) -> tuple[Segments, Segments]:
     """(train, validation) ranges: a nanoGPT pair's two files, else split by file (`_split`)."""
     if tok.pair:
@@ -358,6 +384,12 @@ def _refuse_binary(cfg: DataConfig, rel: str, head: bytes) -> None:
 
 def _check_max_id(cfg: DataConfig, max_id: int, vocab_size: int) -> None:
     if max_id >= vocab_size:
+        if cfg.tokenizer:  # the ids are the tokenizer's: its vocabulary is what does not fit
+            raise DataError(
+                f"data.tokenizer {cfg.tokenizer!r}: gives token id {max_id} on {cfg.source!r}, which needs "
+                f"vocab_size > {max_id}; the model has {vocab_size}",
+                "tokenizer",
+            )
         raise DataError(
             f"data.source {cfg.source!r}: token id {max_id} needs vocab_size > {max_id}, the model has {vocab_size}"
         )

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gatelab.trainer.corpus import DataConfig, DataError, Segments, split_train_val, tokenize_source
+from gatelab.trainer.corpus import (
+    DataConfig,
+    DataError,
+    Segments,
+    require_windows,
+    split_train_val,
+    tokenize_source,
+    window_counts,
+)
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -42,10 +50,7 @@ class TokenWindows(Dataset):
         self.seq_len = seq_len
         self.bos_id = bos_id
         self.pad_id = pad_id
-        # Without BOS a window needs one token more than it has targets (the first input).
-        usable_S = segments.end_S - segments.start_S - (0 if bos_id is not None else 1)
-        usable_S = np.maximum(usable_S, 0)
-        count_S = usable_S // seq_len if full_only else -(-usable_S // seq_len)
+        count_S = window_counts(segments, seq_len, bos=bos_id is not None, full_only=full_only)
         self.first_window_S1 = np.concatenate([[0], np.cumsum(count_S)]).astype(np.int64)
         """Index of each segment's first window; the last entry is the number of windows."""
         self._arrays: list[np.ndarray] | None = None  # memory maps, opened lazily in each worker process
@@ -153,11 +158,9 @@ def build_datasets(
     if reuse:
         return _build_datasets_reused(cfg, seq_len, str(cache_dir), vocab_size)
     corpus = load_corpus(cfg, Path(cache_dir), vocab_size)
+    require_windows(cfg, corpus.train, corpus.val, seq_len, bos=corpus.bos_id is not None)
     train = _windows(corpus, corpus.train, seq_len, False)
     val = _windows(corpus, corpus.val, seq_len, False)
-    for name, ds in (("train", train), ("validation", val)):
-        if not len(ds):
-            raise DataError(f"data.source {cfg.source!r}: the {name} split yields no window of {seq_len} tokens")
     return CorpusSplits(
         train=train,
         val=val,

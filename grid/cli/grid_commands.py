@@ -74,14 +74,15 @@ def _records(spec, store: Store) -> dict:
             time.sleep(1.0)
 
 
-def _load(args):
-    spec = load_grid(Path(args.grid), args.set or [])  # every validation error surfaces here, exit 2
+def _load(args, cache_dir: Path | None = None):
+    spec = load_grid(Path(args.grid), args.set or [], cache_dir=cache_dir)  # every validation error: exit 2
     return spec, expand(spec)
 
 
 def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
-    spec, trials = _load(args)
     dry_run = getattr(args, "dry_run", False)
+    # Bad input, bad data included, fails before the home is made (its cache may be, holding the tokenized data).
+    spec, trials = _load(args, cache_dir=None if dry_run else _store_no_create(args.home).cache_dir)
     store = _store_no_create(args.home) if dry_run else Store.open(args.home)
     if spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
         return _cmd_search(args, spec, store, dry_run)

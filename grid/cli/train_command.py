@@ -50,9 +50,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.tracking import Store, local_server
     from gatelab.tracking.runs.ledger import TrialRun, open_trial_run
     from gatelab.tracking.server.watch import ServerWatch
+    from gatelab.tracking.store import resolve_home
 
-    # Bad config or bad data fails here, before the home, a server or a run exists.
-    config, fingerprint = load_trial_with_data(Path(args.config), args.set or [])
+    # Bad config or bad data fails here, before a server or a run exists (the home's cache may be made: it holds
+    # the tokenized data the trial reads).
+    cache_dir = Store(resolve_home(args.home)).cache_dir
+    config, fingerprint = load_trial_with_data(Path(args.config), args.set or [], cache_dir=cache_dir)
     key = trial_key(config, fingerprint)
     store = Store.open(args.home)
     trial_dir = store.checkpoints_dir / key

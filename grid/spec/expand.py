@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatelab.grid.spec.config_loader import ConfigError
@@ -25,7 +26,7 @@ from gatelab.grid.spec.identity import trial_key
 from gatelab.trainer.config.presets import ModelConfig
 from gatelab.trainer.config.suggest import did_you_mean
 from gatelab.trainer.config.trial import TrialConfig
-from gatelab.trainer.corpus import DataConfig, DataError, data_fingerprint
+from gatelab.trainer.corpus import DataConfig, DataError, check_corpus, data_fingerprint
 
 if TYPE_CHECKING:
     from gatelab.grid.spec.grid_spec import GridSpec
@@ -280,13 +281,32 @@ def _fingerprints(spec: GridSpec, items: tuple[Resolved, ...]) -> dict[DataConfi
     return out
 
 
-def _data_key(spec: GridSpec, item: Resolved) -> str:
+def check_corpora(spec: GridSpec, cache_dir: Path) -> None:
+    """Each distinct dataset of the grid tokenized (or read from `cache_dir`, the home's cache the trials use)
+    and checked as a trial will check it (trainer.corpus.check_corpus: ids below the model's vocabulary, a
+    window of the training length in each split); a DataError is a ConfigError at its key. `submit` and `resume`
+    run it before they open any run; it is the one check that reads the data whole, so validation (load_grid)
+    and the dry run leave it out."""
+    seen: set = set()
+    for item in resolved(spec):
+        config = item.config
+        checked = (config.data, config.seq_len, config.model_config().vocab_size)
+        if checked in seen:
+            continue
+        seen.add(checked)
+        try:
+            check_corpus(*checked, cache_dir)
+        except DataError as err:
+            raise ConfigError(_data_key(spec, item, err.key), str(err)) from None
+
+
+def _data_key(spec: GridSpec, item: Resolved, field: str = "source") -> str:
     for key, value in item.overrides.items():
         if key.split(".")[0] == "data":
             if item.include_index is not None:
                 return f"include.{item.include_index}.{key}"
             return _axis_item(spec, key, value)
-    return "base.data.source"
+    return f"base.data.{field}"
 
 
 # --- labels and the public entry point -------------------------------------------------------------------

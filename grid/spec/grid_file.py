@@ -19,7 +19,7 @@ from gatelab.grid.spec.config_loader import (
     set_dotted,
 )
 from gatelab.grid.spec.examples import no_such_file, resolve_config_path
-from gatelab.grid.spec.expand import data_prints, field_hint, resolved
+from gatelab.grid.spec.expand import check_corpora, data_prints, field_hint, resolved
 from gatelab.grid.spec.file_kinds import GRID_KEYS, refuse_trial_config_as_grid
 from gatelab.grid.spec.grid_spec import (
     COMBINE_MODES,
@@ -78,8 +78,10 @@ def _with_yaml_hint(message: str) -> str:
     return message
 
 
-def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
-    """Read, override (`--set dotted.key=value`, keys from the grid's top level) and validate a grid file."""
+def load_grid(path: Path, overrides: list[str] = (), *, cache_dir: Path | None = None) -> GridSpec:
+    """Read, override (`--set dotted.key=value`, keys from the grid's top level) and validate a grid file. With
+    `cache_dir` (the home's cache: submit and resume) every dataset is also tokenized and checked as its trials
+    will check it (expand.check_corpora), so bad data is refused at its key before any run opens."""
     path = resolve_config_path(path)
     source = str(path)
     if not path.is_file():
@@ -110,6 +112,8 @@ def load_grid(path: Path, overrides: list[str] = ()) -> GridSpec:
         if not resolved(spec):  # builds every trial: a bad value fails at its axis line
             raise ConfigError("exclude", "axes/include/exclude leave no trial")
         data_prints(spec)  # a missing or empty dataset fails here, before anything runs
+        if cache_dir is not None:
+            check_corpora(spec, cache_dir)  # ids past the vocabulary, a split without a window
         if spec.search is not None:
             check_search(spec)  # each searched bound (or choice) builds at every grid point
     except ConfigError as err:

@@ -11,7 +11,7 @@ from gatelab.grid.spec.examples import no_such_file, resolve_config_path
 from gatelab.grid.spec.file_kinds import TRIAL_KEYS, refuse_grid_as_trial_config
 from gatelab.trainer.config.invalid import join_key
 from gatelab.trainer.config.trial import TrialConfig
-from gatelab.trainer.corpus import DataError, checked_fingerprint
+from gatelab.trainer.corpus import DataError, check_corpus, checked_fingerprint
 
 
 def anchor_catalog(trial_data: Any, directory: Path) -> Any:
@@ -29,13 +29,19 @@ def load_trial_config(path: Path, overrides: list[str] = ()) -> TrialConfig:
     return _load(path, overrides)[0]
 
 
-def load_trial_with_data(path: Path, overrides: list[str] = ()) -> tuple[TrialConfig, str]:
+def load_trial_with_data(
+    path: Path, overrides: list[str] = (), *, cache_dir: Path | None = None
+) -> tuple[TrialConfig, str]:
     """`load_trial_config` and the data's fingerprint, the data checked as far as it can be without tokenizing
-    (`trainer.corpus.checked_fingerprint`); a bad dataset is a ConfigError at its `data.` key like any other
-    bad value, so a command refuses it before it creates anything."""
+    (`trainer.corpus.checked_fingerprint`), and with `cache_dir` (the home's cache) tokenized and checked whole
+    as the trial will (`check_corpus`); a bad dataset is a ConfigError at its `data.` key like any other bad
+    value, so a command refuses it before it opens a run."""
     config, locate = _load(path, overrides)
     try:
-        return config, checked_fingerprint(config.data, config.model_config().vocab_size)
+        fingerprint = checked_fingerprint(config.data, config.model_config().vocab_size)
+        if cache_dir is not None:
+            check_corpus(config.data, config.seq_len, config.model_config().vocab_size, cache_dir)
+        return config, fingerprint
     except DataError as err:
         raise locate(ConfigError(join_key("data", err.key), str(err))) from None
 
