@@ -18,7 +18,8 @@ Chinchilla replication (Besiroglu et al. 2024) and OLMo's ladder work do; scipy 
 The uncertainty is a paired bootstrap over seeds: a resample draws seed indices with replacement, once for the
 whole ladder, and takes every variant's and every rung's trial of each drawn seed, so that a variant and the
 baseline trained with one seed stay paired. Each resample is refitted; their spread is the standard error of
-the whole ladder's estimate, widened for the few seeds a ladder has and read with Student's t (`_Estimate`).
+the whole ladder's estimate (read robustly, from their interquartile range), widened for the few seeds a ladder
+has and read with Student's t (`_Estimate`).
 From it: Delta's interval at the target, P(Delta < 0) and P(Delta > 0), and the compute multiplier (how much
 more compute the baseline needs to reach the variant's loss at the target).
 
@@ -52,6 +53,7 @@ ALPHA_BOUNDS = (1e-3, 2.0)  # the compute exponent's search range; a fit at eith
 VERDICT_PROBABILITY = 0.9
 INTERVAL = 0.9  # the central bootstrap interval reported for Delta and the multiplier
 DEFAULT_RESAMPLES = 1000
+IQR_PER_SD = 1.349  # a normal distribution's interquartile range in standard deviations
 WIDE_INTERVAL = 10.0  # an interval this many times wider than |Delta| says the ladder cannot tell
 
 Verdict = Literal["holds", "flips", "inconclusive"]
@@ -264,9 +266,12 @@ class _Estimate:
 
     With the few seeds a ladder affords, the bootstrap's own spread is too narrow: resampling S seeds gives
     only a handful of distinct samples, and its variance is (S - 1) / S of the estimator's. So the standard
-    error is the resamples' standard deviation times sqrt(S / (S - 1)), and intervals and probabilities take
-    Student's t with S - 1 degrees of freedom, as a paired t-test over S seeds would
-    (tracking/stats/rows.py); tests/test_ladder.py measures the coverage this gives."""
+    error is the resamples' spread times sqrt(S / (S - 1)), and intervals and probabilities take Student's t
+    with S - 1 degrees of freedom, as a paired t-test over S seeds would (tracking/stats/rows.py). The spread
+    is read from the interquartile range (IQR / 1.349, a normal's standard deviation), not the standard
+    deviation: the resamples that draw one seed S times fit that seed alone, and their extrapolations make a
+    heavy tail that widened the standard deviation's interval to 98% coverage for a nominal 90% on simulated
+    3-seed ladders (93-94% with the IQR; docs/ladder.md has both). tests/test_ladder.py measures it."""
 
     value: float
     se: float
@@ -275,7 +280,13 @@ class _Estimate:
     @classmethod
     def of(cls, value: float, resampled: np.ndarray, seeds: int, noise: float = 0.0) -> _Estimate:
         finite = resampled[np.isfinite(resampled)]
-        spread = float(np.std(finite, ddof=1)) * math.sqrt(seeds / (seeds - 1)) if len(finite) > 1 else math.inf
+        if len(finite) > 1:
+            q1, q3 = np.quantile(finite, [0.25, 0.75])
+            # most resamples equal (few seeds, a flat fit): the standard deviation still sees the rest
+            scale = float(q3 - q1) / IQR_PER_SD or float(np.std(finite, ddof=1))
+            spread = scale * math.sqrt(seeds / (seeds - 1))
+        else:
+            spread = math.inf
         return cls(value, math.hypot(spread, noise), seeds)
 
     def interval(self) -> Interval:
