@@ -28,13 +28,14 @@ HEADER = (
 )
 
 
-def _wall_seconds(trials: list[Trial]) -> float:
+def _wall_seconds(trials: list[Trial], cpus: int) -> float:
     """The rung's trials one after another on this machine: a few measured steps of its baseline trial (torch,
     imported only here), scaled by each trial's steps and FLOPs."""
     from gatelab.trainer.bench.step_time import seconds_per_step
 
     reference = next(t for t in trials if t.config.variant == "baseline")
-    per_flop = seconds_per_step(reference.config) * reference.config.schedule.max_steps / training_flops(reference)
+    step = seconds_per_step(reference.config, threads=cpus)  # on the trial's own CPUs, as Ray runs it
+    per_flop = step * reference.config.schedule.max_steps / training_flops(reference)
     return per_flop * sum(training_flops(t) for t in trials)
 
 
@@ -59,7 +60,7 @@ def ladder_table(spec: GridSpec, trials: list[Trial], *, measure: bool | None = 
     for rung in ladder.rungs:
         at = [t for t in trials if rung_of(ladder, t.overrides) is rung]
         flops = sum(training_flops(t) for t in at)
-        seconds = _wall_seconds(at) if measure and at else None
+        seconds = _wall_seconds(at, max(1, int(spec.resources.cpus))) if measure and at else None
         total += flops
         wall += seconds or 0.0
         model = next((t.config.model.resolve() for t in at), None)

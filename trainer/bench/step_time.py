@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 
 from gatelab.trainer.bench.mfu import synchronize
 from gatelab.trainer.config.trial import CheckpointConfig, TrialConfig
@@ -32,9 +33,10 @@ class _StepClock(pl.Callback):
         self.seconds.append(time.perf_counter() - self._last)
 
 
-def seconds_per_step(config: TrialConfig, steps: int = 6, warmup: int = 2) -> float:
+def seconds_per_step(config: TrialConfig, steps: int = 6, warmup: int = 2, threads: int | None = None) -> float:
     """The median seconds of one of `config`'s training steps, over `steps` after `warmup` (no evaluation or
-    checkpoint among them)."""
+    checkpoint among them), on `threads` CPU threads: a trial's CPU count, which Ray gives its worker as
+    OMP_NUM_THREADS (measured with all of this machine's threads, a 1-CPU trial's steps came out 2-3x too fast)."""
     total = warmup + steps
     short = replace(
         config,
@@ -44,6 +46,12 @@ def seconds_per_step(config: TrialConfig, steps: int = 6, warmup: int = 2) -> fl
         optim=replace(config.optim, warmup_steps=min(config.optim.warmup_steps, total - 1)),
     )
     clock = _StepClock()
-    with tempfile.TemporaryDirectory() as tmp:
-        run_trial(short, InMemoryTracker(), Path(tmp) / "trial", Path(tmp) / "cache", callbacks=(clock,))
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            run_trial(short, InMemoryTracker(), Path(tmp) / "trial", Path(tmp) / "cache", callbacks=(clock,))
+    finally:
+        torch.set_num_threads(before)
     return statistics.median(clock.seconds[warmup:])
