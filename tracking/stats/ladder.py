@@ -395,8 +395,11 @@ def analyse_ladder(
     rng = np.random.default_rng(seed)
     law = fit_law(points, held)
     if fit_floor and law.floor < 1e-6:
+        at_target = float(law.loss(baseline, target_flops))
         warnings.append(
-            "the floor E was fitted at 0, its bound: the rungs show no floor, so the law is a pure power law"
+            "the floor E was fitted at 0, its bound: the rungs show no floor, so the law is a pure power law; "
+            f"it puts the baseline's loss at the target at {at_target:.3g} nats, and any difference there shrinks "
+            "with it: read the sign of Delta, not its size"
         )
     for v in variants:
         if min(abs(law.exponent[v] - b) for b in ALPHA_BOUNDS) < 0.01 * ALPHA_BOUNDS[1]:
