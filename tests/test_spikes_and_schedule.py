@@ -74,3 +74,22 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert factors[60] == pytest.approx(0.015 + 0.985 * 0.5)
     assert factors[110] == pytest.approx(0.015)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def test_a_resumed_sampler_has_the_length_it_yields_so_ddp_shards_it_whole():
+    """Lightning's DistributedSamplerWrapper (DDP) sizes each rank's shard by len() and indexes what the sampler
+    yielded: after a resume at step k the two must agree, and two ranks' shards must be the stream, interleaved."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    from gatelab.trainer.lightning_module import ResumableSampler
+
+    step = {"now": 0}
+    sampler = ResumableSampler(n_windows=10, seed=3, total_samples=48, start_fn=lambda: step["now"] * 4)
+    whole = list(sampler)
+    assert len(sampler) == len(whole) == 48
+    step["now"] = 5  # restored at step 5 of a 4-sample step
+    rest = list(sampler)
+    assert len(sampler) == len(rest) == 28 and rest == whole[20:]
+    ranks = [DistributedSampler(rest, num_replicas=2, rank=r, shuffle=False) for r in (0, 1)]
+    shards = [[rest[i] for i in s] for s in ranks]
+    assert [x for pair in zip(*shards) for x in pair] == rest

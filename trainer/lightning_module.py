@@ -129,7 +129,10 @@ class ResumableSampler(Sampler[int]):
         self.n, self.seed, self.total, self.start_fn = n_windows, seed, total_samples, start_fn
 
     def __len__(self) -> int:
-        return self.total
+        # What this iteration yields: the samples from the restored step on. Under DDP, Lightning's
+        # DistributedSamplerWrapper sizes each rank's shard by len() and indexes the list it iterated, so the two
+        # must agree on a resumed trial (a len() of the whole schedule made every DDP resume an IndexError).
+        return self.total - min(self.start_fn(), self.total)
 
     def __iter__(self) -> Iterator[int]:
         sample = self.start_fn()
