@@ -183,15 +183,32 @@ class Store:
     def ensure(self) -> Store:
         """Create the home and its folders if missing; returns self. A file in the way is bad input (a ValueError,
         so the CLI says one line and exits 2), not a traceback."""
-        for path in (self.home, self.artifacts_dir, self.checkpoints_dir, self.cache_dir):
+        for path in self._folders:
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except (FileExistsError, NotADirectoryError):
-                raise ValueError(
-                    f"gatelab home {self.home}: a file is in the way, expected a folder "
-                    f"(the home is --home, else ${HOME_ENV}, else ./{DEFAULT_HOME})"
-                ) from None
+                raise self._file_in_the_way() from None
         return self
+
+    def check_folders(self) -> None:
+        """The ValueError `ensure` would raise for a file where the home or one of its folders goes, creating
+        nothing: for a command that checks its input before it makes the home."""
+        for path in self._folders:
+            for folder in (path, *path.parents):
+                if folder.exists():
+                    if not folder.is_dir():
+                        raise self._file_in_the_way()
+                    break
+
+    @property
+    def _folders(self) -> tuple[Path, ...]:
+        return (self.home, self.artifacts_dir, self.checkpoints_dir, self.cache_dir)
+
+    def _file_in_the_way(self) -> ValueError:
+        return ValueError(
+            f"gatelab home {self.home}: a file is in the way, expected a folder "
+            f"(the home is --home, else ${HOME_ENV}, else ./{DEFAULT_HOME})"
+        )
 
 
 def _without_password(uri: str) -> str:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gatelab.trainer.config.outcome import Status
-from gatelab.trainer.config.run_tags import KIND_TAG, STATUS_TAG
+from gatelab.trainer.config.run_tags import KIND_TAG
 
 BENCH_KIND = "bench-ledger"  # the runs' gatelab.kind: never a trial of a grid
 START_DELAY_S = 2.0  # after every writer is ready, so that they begin together
@@ -109,9 +109,8 @@ def _server_cpu_seconds(pid: int | None) -> float | None:
 
 def _check(uri: str, results: list[WriterResult], metrics: int, folder: Path) -> dict:
     """Every point stored once with its value; runs ended as they should; journals empty."""
-    from mlflow import MlflowClient
-
     from gatelab.tracking.runs.bulk_history import histories
+    from gatelab.tracking.runs.run_ends import run_ends
 
     ran = [r for r in results if r.run_id]
     stored = histories(uri, [r.run_id for r in ran], [metric_name(i) for i in range(metrics)])
@@ -124,12 +123,8 @@ def _check(uri: str, results: list[WriterResult], metrics: int, folder: Path) ->
             doubled += len(steps) - len(set(steps))
             lost += len(set(range(1, r.steps + 1)) - set(steps))
             wrong += sum(1 for s, v in history if abs(v - logged_value(r.writer, s, i)) > 1e-3)
-    client = MlflowClient(tracking_uri=uri)
-    unfinished = []
-    for r in ran:
-        run = client.get_run(r.run_id)
-        if run.info.status != "FINISHED" or run.data.tags.get(STATUS_TAG) != Status.FINISHED:
-            unfinished.append(r.run_id)
+    ends = run_ends(uri, [r.run_id for r in ran])
+    unfinished = [run_id for run_id, end in ends.items() if end != ("FINISHED", Status.FINISHED)]
     journals = [p.name for p in folder.glob("*.journal") if p.stat().st_size > 0]
     return {
         "points_stored": points,
@@ -145,12 +140,10 @@ def bench_ledger(
     uri: str, *, writers: int, metrics: int, rate: float, seconds: float, server_pid: int | None = None
 ) -> dict:
     """Run the load against the tracking server at `uri` and check what it stored (see the module's doc)."""
-    from gatelab.tracking.runs.mlflow_tracker import get_or_create_experiment
+    from gatelab.tracking.runs.run_ends import ensure_experiment
 
     experiment = f"bench-ledger-{time.strftime('%Y%m%d-%H%M%S')}-{writers}x{metrics}"
-    from mlflow import MlflowClient
-
-    get_or_create_experiment(MlflowClient(tracking_uri=uri), experiment)
+    ensure_experiment(uri, experiment)
     context = multiprocessing.get_context("spawn")  # fresh processes, as trial workers are
     with tempfile.TemporaryDirectory(prefix="gatelab-bench-ledger-") as tmp, context.Manager() as manager:
         ready, go = manager.Queue(), manager.Queue()

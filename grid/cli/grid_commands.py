@@ -149,7 +149,8 @@ def _store_no_create(home: str | None) -> Store:
     from gatelab.tracking.store import resolve_home
 
     store = Store(resolve_home(home))
-    store.check_backend()  # bad input (exit 2) before anything is read or started
+    store.check_folders()  # bad input (exit 2) before anything is read, made or started
+    store.check_backend()
     return store
 
 

@@ -54,7 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Bad config or bad data fails here, before a server or a run exists (the home's cache may be made: it holds
     # the tokenized data the trial reads).
-    cache_dir = Store(resolve_home(args.home)).cache_dir
+    home = Store(resolve_home(args.home))
+    home.check_folders()
+    cache_dir = home.cache_dir
     config, fingerprint = load_trial_with_data(Path(args.config), args.set or [], cache_dir=cache_dir)
     key = trial_key(config, fingerprint)
     store = Store.open(args.home)
