@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import shutil
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -28,6 +27,8 @@ from gatelab.trainer.data import (
     sample_index,
     token_counts,
 )
+
+from fake_tokenizer import install as install_fake_tokenizer
 
 VOCAB = 258
 
@@ -217,21 +218,7 @@ def test_tokenizer_without_tokenizers_package(tmp_path, monkeypatch):
 def test_tokenizer_file_tokenizes_text(tmp_path, monkeypatch):
     """The `tokenizers` path against a stand-in with the same API (the package is optional, not installed)."""
 
-    class FakeTokenizer:
-        @staticmethod
-        def from_file(path):
-            return FakeTokenizer()
-
-        def get_vocab_size(self):
-            return 70_000
-
-        def token_to_id(self, token):
-            return {"<|endoftext|>": 69_999}.get(token)
-
-        def encode(self, text, add_special_tokens):
-            return types.SimpleNamespace(ids=[60_000 + len(w) for w in text.split()])
-
-    monkeypatch.setitem(sys.modules, "tokenizers", types.SimpleNamespace(Tokenizer=FakeTokenizer))
+    install_fake_tokenizer(monkeypatch)
     (tmp_path / "a.txt").write_text("a bb ccc dddd " * 100)
     (tmp_path / "tokenizer.json").write_text("{}")
     cfg = DataConfig(source=str(tmp_path / "a.txt"), tokenizer=str(tmp_path / "tokenizer.json"))

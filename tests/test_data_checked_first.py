@@ -3,9 +3,6 @@ a `tokenizers` file, and a validation split with no window of the training lengt
 and `train` find them before they open any run (trainer.corpus.check_corpus): exit 2, one line at the grid's
 data key, no MLflow store, no server, no Ray."""
 
-import sys
-import types
-
 import numpy as np
 import pytest
 import ray
@@ -13,23 +10,7 @@ import yaml
 
 from gatelab.grid.cli.main import main
 
-
-class _WideTokenizer:
-    """A stand-in with the `tokenizers` API (the package is optional and not installed here) whose ids run past a
-    tiny model's 258-id vocabulary."""
-
-    @staticmethod
-    def from_file(path):
-        return _WideTokenizer()
-
-    def get_vocab_size(self):
-        return 70_000
-
-    def token_to_id(self, token):
-        return {"<|endoftext|>": 69_999}.get(token)
-
-    def encode(self, text, add_special_tokens):
-        return types.SimpleNamespace(ids=[60_000 + len(w) for w in text.split()])
+from fake_tokenizer import install as install_fake_tokenizer
 
 
 def _grid(tmp_path, data: dict):
@@ -54,7 +35,7 @@ def _refused(capsys, home, *command) -> str:
 
 
 def test_ids_past_the_vocabulary_from_a_tokenizer_are_refused_before_any_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tokenizers", types.SimpleNamespace(Tokenizer=_WideTokenizer))
+    install_fake_tokenizer(monkeypatch)  # its ids run past a tiny model's 258-id vocabulary
     (tmp_path / "a.txt").write_text("a bb ccc dddd " * 100)
     (tmp_path / "tokenizer.json").write_text("{}")
     grid = _grid(tmp_path, {"source": str(tmp_path / "a.txt"), "tokenizer": str(tmp_path / "tokenizer.json")})
