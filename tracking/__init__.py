@@ -11,38 +11,31 @@ Rule for URIs and artifacts: gatelab processes log through the store's local `ml
 artifact transfers need the server.
 """
 
-from gatelab.tracking.runs.mlflow_tracker import (
-    STATUSES,
-    MlflowTracker,
-    ParamConflictError,
-    get_or_create_experiment,
-)
-from gatelab.tracking.server.process import (
-    ServerInfo,
-    ServerStartError,
-    ensure_server,
-    is_healthy,
-    local_server,
-    running_server,
-    stop_server,
-    ui,
-)
-from gatelab.tracking.store import Store, experiment_artifact_location, resolve_home
+from importlib import import_module
 
-__all__ = [
-    "STATUSES",
-    "MlflowTracker",
-    "ParamConflictError",
-    "ServerInfo",
-    "ServerStartError",
-    "Store",
-    "ensure_server",
-    "experiment_artifact_location",
-    "get_or_create_experiment",
-    "is_healthy",
-    "local_server",
-    "resolve_home",
-    "running_server",
-    "stop_server",
-    "ui",
-]
+# Where each re-exported name lives. They load on first use (PEP 562), so a command that only reads the ledger
+# (`gatelab status`: tracking/runs/ledger_database.py) does not pay MLflow's ~1 s import through this package.
+_EXPORTS = {
+    "STATUSES": "gatelab.tracking.runs.mlflow_tracker",
+    "MlflowTracker": "gatelab.tracking.runs.mlflow_tracker",
+    "ParamConflictError": "gatelab.tracking.runs.mlflow_tracker",
+    "get_or_create_experiment": "gatelab.tracking.runs.mlflow_tracker",
+    "ServerInfo": "gatelab.tracking.server.process",
+    "ServerStartError": "gatelab.tracking.server.process",
+    "ensure_server": "gatelab.tracking.server.process",
+    "is_healthy": "gatelab.tracking.server.process",
+    "local_server": "gatelab.tracking.server.process",
+    "running_server": "gatelab.tracking.server.process",
+    "stop_server": "gatelab.tracking.server.process",
+    "ui": "gatelab.tracking.server.process",
+    "Store": "gatelab.tracking.store",
+    "experiment_artifact_location": "gatelab.tracking.store",
+    "resolve_home": "gatelab.tracking.store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

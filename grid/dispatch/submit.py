@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from gatelab.grid.dispatch.adaptive import AdaptiveSeeds, needed, verdict_line
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
+from gatelab.grid.dispatch.settled import kept_statuses
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.grid.spec.seed_policy import seed_counts
@@ -71,7 +72,7 @@ def submit(
             out=out,
         )
     outcome = SubmitOutcome()
-    skip = set(DONE_STATUSES) | (set() if retry_failed else {Status.FAILED})
+    skip = kept_statuses(retry_failed)
     todo = []
     for trial in trials:
         status = records[trial.key].status if trial.key in records else None

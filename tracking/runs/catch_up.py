@@ -19,7 +19,7 @@ from gatelab.tracking.runs.file_lock import file_lock
 from gatelab.tracking.runs.outbox import merged, read_journal
 from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
 from gatelab.tracking.server.process import is_healthy
-from gatelab.trainer.config.trial_folder import JOURNAL, TrialFolder
+from gatelab.trainer.config.trial_folder import TrialFolder, journals
 
 RETRY_S = 2.0
 
@@ -44,11 +44,6 @@ def send_journal(uri: str, journal: Path, *, wait_s: float = 0.0) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(RETRY_S)
-
-
-def journals(checkpoint_root: Path | str) -> list[Path]:
-    """The journals of the trials under `checkpoint_root` (one directory per trial key)."""
-    return sorted(Path(checkpoint_root).glob(f"*/{JOURNAL}"))
 
 
 def catch_up(uri: str, checkpoint_root: Path | str) -> int:

@@ -7,7 +7,6 @@ one reads these tags and knows which trials are finished, which to resume and wh
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,57 +17,16 @@ from mlflow.tracking import MlflowClient
 from gatelab.tracking.runs.catch_up import send_journal
 from gatelab.tracking.runs.file_lock import file_lock
 from gatelab.tracking.runs.mlflow_tracker import MlflowTracker, get_or_create_experiment
-from gatelab.trainer.config.outcome import DONE_STATUSES, ENDED_STATUSES, Status
-from gatelab.trainer.config.run_tags import (
-    ATTEMPT_TAG,
-    ERROR_TAG,
-    GATE_HIST_TAG,
-    GRID_TAG,
-    KEY_TAG,
-    KIND_TAG,
-    STATUS_TAG,
-    SUMMARY_TAG,
-)
+from gatelab.tracking.runs.trial_record import TrialRecord, grid_end, trial_record
+from gatelab.trainer.config.outcome import DONE_STATUSES
+from gatelab.trainer.config.run_tags import ATTEMPT_TAG, ERROR_TAG, GRID_TAG, KEY_TAG, KIND_TAG, SUMMARY_TAG
 
 JOURNAL_WAIT_S = 600.0  # a trial opened while the server is away waits this long for it, then fails to start
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    """What the ledger knows of one trial."""
-
-    run_id: str
-    """The trial's MLflow child run."""
-    status: str
-    """gatelab.status: running, finished, diverged, failed, killed."""
-    metrics: dict
-    """Latest value of every metric."""
-    params: dict
-    """Logged params (strings)."""
-    start_time_ms: int
-    """When the run was created."""
-    end_time_ms: int | None
-    """When it ended, if it did."""
-    attempt: int
-    """How many times a process has started the trial (gatelab.attempt)."""
-    error: str | None = None
-    """Why a failed trial failed (ERROR_TAG), e.g. "out_of_memory: CUDA out of memory. ..."."""
-    gate_hist: tuple[int, ...] | None = None
-    """A gated trial's gate-score histogram counts (GATE_HIST_TAG), when its run carries them."""
-
-
 def _record(run) -> TrialRecord:
-    tags = run.data.tags
-    return TrialRecord(
-        run.info.run_id,
-        tags.get(STATUS_TAG, Status.RUNNING.value),
-        dict(run.data.metrics),
-        dict(run.data.params),
-        run.info.start_time,
-        run.info.end_time,
-        int(tags.get(ATTEMPT_TAG, "1")),
-        tags.get(ERROR_TAG),
-        tuple(json.loads(tags[GATE_HIST_TAG])) if GATE_HIST_TAG in tags else None,
+    return trial_record(
+        run.info.run_id, run.data.tags, run.data.metrics, run.data.params, run.info.start_time, run.info.end_time
     )
 
 
@@ -97,12 +55,12 @@ def ensure_parent_run(uri: str, experiment: str, grid_name: str, tags: dict[str,
 def close_parent_run(uri: str, run_id: str, statuses: dict[str, str]) -> None:
     """End the grid's parent run once every trial has a result: FINISHED, or FAILED if any trial failed.
     A grid with trials still unfinished (interrupted, run elsewhere) stays RUNNING for the next resume."""
-    if not statuses or any(s not in ENDED_STATUSES for s in statuses.values()):
+    end = grid_end(statuses)
+    if end is None:
         return
     client = MlflowClient(tracking_uri=uri)
-    failed = sum(s == Status.FAILED for s in statuses.values())
-    client.set_tag(run_id, SUMMARY_TAG, f"{len(statuses) - failed} done, {failed} failed")
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    client.set_tag(run_id, SUMMARY_TAG, end[1])
+    client.set_terminated(run_id, status=end[0])
 
 
 def trial_records(uri: str, experiment: str) -> dict[str, TrialRecord]:

@@ -38,3 +38,8 @@ class TrialFolder:
     @property
     def probes(self) -> Path:
         return self.path / PROBES
+
+
+def journals(checkpoint_root: Path | str) -> list[Path]:
+    """The journals of the trials under `checkpoint_root` (one folder per trial key): what is still to be sent."""
+    return sorted(Path(checkpoint_root).glob(f"*/{JOURNAL}"))
