@@ -47,8 +47,10 @@ def submit(
     address: str | None = None,
     max_concurrent: int | None = None,
     out=print,
+    runner=None,
 ) -> SubmitOutcome:
-    """Run every trial that is not done (and, with retry_failed, also those that failed)."""
+    """Run every trial that is not done (and, with retry_failed, also those that failed). `runner`: what trains
+    each trial (TrialJob.runner; None: the trainer)."""
     experiment = experiment_name(spec)
     parent = ensure_parent_run(
         tracking_uri,
@@ -93,7 +95,7 @@ def submit(
     loop = DispatchLoop(
         spec, tracking_uri, experiment, max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S
     )
-    loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out))
+    loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out, runner))
     close_parent_run(tracking_uri, parent, outcome.statuses)
     return outcome
 
@@ -140,8 +142,8 @@ def _submit_adaptive(
 class _FixedList:
     """The chooser of a plain grid: every trial not done, longest first."""
 
-    def __init__(self, spec, store, uri, parent, todo, total, outcome, out) -> None:
-        self.spec, self.store, self.uri, self.parent = spec, store, uri, parent
+    def __init__(self, spec, store, uri, parent, todo, total, outcome, out, runner=None) -> None:
+        self.spec, self.store, self.uri, self.parent, self.runner = spec, store, uri, parent, runner
         # Longest first (by estimated FLOPs; ties keep the grid's order): the classic makespan heuristic, so
         # the grid does not end with one long trial running while every other slot idles.
         self.pending = dispatch_order(todo)
@@ -151,7 +153,8 @@ class _FixedList:
         if not self.pending:
             return False
         trial = self.pending.pop(0)
-        loop.enqueue(job_for(self.spec, self.store, self.uri, self.parent, trial), label=trial.label)
+        job = job_for(self.spec, self.store, self.uri, self.parent, trial, runner=self.runner)
+        loop.enqueue(job, label=trial.label)
         return True
 
     def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:
