@@ -72,8 +72,9 @@ class SimulatedTrial:
                     GRAD_NORM: 1.0,
                     TOKENS_SEEN: float(step * tokens_per_step),
                     STEP: float(step),
-                    TOKENS_PER_S: tokens_per_step / self.step_s,
                 }
+                if self.step_s > 0:
+                    metrics[TOKENS_PER_S] = tokens_per_step / self.step_s
             if step % config.eval.every == 0 or step == sched.max_steps:
                 val_loss = synthetic_loss(config.seed, step) + 0.05
                 metrics |= {VAL_LOSS: val_loss, VAL_PPL: math.exp(val_loss)}

@@ -21,6 +21,7 @@ from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.tracking.runs.catch_up import catch_up_trial
 from gatelab.tracking.runs.ledger import trial_records
+from gatelab.tracking.runs.ledger_database import trial_records_from_database
 from gatelab.trainer.config.metric_names import STEP
 from gatelab.trainer.config.outcome import Status, TrialResult
 
@@ -61,11 +62,22 @@ class Chooser(Protocol):
 
 
 class DispatchLoop:
-    def __init__(self, spec: GridSpec, tracking_uri: str, experiment: str, cap: int, out: Callable, progress_s: float):
+    def __init__(
+        self,
+        spec: GridSpec,
+        tracking_uri: str,
+        experiment: str,
+        cap: int,
+        out: Callable,
+        progress_s: float,
+        database: str | None = None,
+    ):
+        """`database`: the home's ledger database, which the progress lines read directly (ray_jobs.home_database;
+        None: through MLflow at tracking_uri)."""
         import ray
 
         self.ray, self.task, self.cap, self.out = ray, trial_task(spec), cap, out
-        self.uri, self.experiment, self.progress_s = tracking_uri, experiment, progress_s
+        self.uri, self.experiment, self.progress_s, self.database = tracking_uri, experiment, progress_s, database
         self.queue: list[Sent] = []
         self.in_flight: dict = {}  # Ray object ref -> Sent
 
@@ -142,14 +154,22 @@ class DispatchLoop:
         return result
 
     def _progress(self, chooser: Chooser) -> None:
-        records = trial_records(self.uri, self.experiment) if self.in_flight else {}
-        steps = []
-        for sent in self.in_flight.values():
-            record = records.get(sent.job.key)
-            step = int(record.metrics.get(STEP, 0)) if record else 0
-            steps.append(f"{sent.job.key}@{step}/{sent.job.config.schedule.max_steps}")
+        try:
+            records = self._records() if self.in_flight else {}
+            steps = []
+            for sent in self.in_flight.values():
+                record = records.get(sent.job.key)
+                step = int(record.metrics.get(STEP, 0)) if record else 0
+                steps.append(f"{sent.job.key}@{step}/{sent.job.config.schedule.max_steps}")
+        except Exception as error:  # noqa: BLE001 - a progress line never stops a grid (a busy or restarting server)
+            steps = [f"(steps unknown now: {type(error).__name__})"]
         self.out(
             f"[{time.strftime('%H:%M:%S')}] {chooser.headline()}  running {len(self.in_flight)}  "
             f"queued {len(self.queue)}  | " + " ".join(steps)
         )
         sys.stdout.flush()
+
+    def _records(self) -> dict:
+        if self.database is not None:  # ~20 ms for 1,000 trials, and no load on the server (ledger_database.py)
+            return trial_records_from_database(self.database, self.experiment)
+        return trial_records(self.uri, self.experiment)

@@ -29,6 +29,11 @@ def experiment_name(spec: GridSpec) -> str:
     return spec.tracking.experiment or spec.name
 
 
+def home_database(spec: GridSpec, store: Store) -> str | None:
+    """The ledger's database a driver may read directly: the home's, unless the grid logs to its own server."""
+    return store.tracking_uri if spec.tracking.uri is None else None
+
+
 def parent_tags(spec: GridSpec, **extra: str) -> dict[str, str]:
     """Tags of the grid's parent run: its file, the file's hash, the code's git SHA, and the driver's own."""
     return {

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gatelab.grid.dispatch.adaptive import AdaptiveSeeds, needed, verdict_line
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
-from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
+from gatelab.grid.dispatch.ray_jobs import experiment_name, home_database, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.settled import kept_statuses
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.grid_spec import GridSpec
@@ -92,9 +92,8 @@ def submit(
         return outcome
 
     start_ray(spec, address)
-    loop = DispatchLoop(
-        spec, tracking_uri, experiment, max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S
-    )
+    cap = max_concurrent or spec.ray.max_concurrent
+    loop = DispatchLoop(spec, tracking_uri, experiment, cap, out, PROGRESS_PRINT_S, database=home_database(spec, store))
     loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out, runner))
     close_parent_run(tracking_uri, parent, outcome.statuses)
     return outcome
@@ -124,8 +123,9 @@ def _submit_adaptive(
     )
     if todo:
         start_ray(spec, address)
+        cap = max_concurrent or spec.ray.max_concurrent
         loop = DispatchLoop(
-            spec, uri, experiment_name(spec), max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S
+            spec, uri, experiment_name(spec), cap, out, PROGRESS_PRINT_S, database=home_database(spec, store)
         )
         loop.run(chooser)
     for name, state in chooser.states.items():
