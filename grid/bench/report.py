@@ -25,7 +25,7 @@ from gatelab.grid.dispatch.ray_jobs import experiment_name, parent_tags, trial_t
 from gatelab.grid.spec.expand import Trial, expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking import Store, ensure_server, stop_server
-from gatelab.tracking.runs.ledger import TrialRun, ensure_parent_run, open_trial_run
+from gatelab.tracking.runs.ledger import TrialRun, close_parent_run, ensure_parent_run, open_trial_run
 from gatelab.trainer.config.metric_names import (
     F_ATTN,
     FINAL_VAL_LOSS,
@@ -42,7 +42,7 @@ from gatelab.trainer.config.metric_names import (
     per_layer,
 )
 from gatelab.trainer.config.outcome import Status
-from gatelab.trainer.config.run_tags import GATE_HIST_TAG
+from gatelab.trainer.config.run_tags import GATE_HIST_TAG, TRIALS_TAG
 from gatelab.trainer.config.trial import run_params, run_tags
 
 VARIANTS = (
@@ -124,10 +124,13 @@ def bench_report(trials: int) -> dict:
             spec = load_grid(grid)
             grid_trials = expand(spec)
             experiment = experiment_name(spec)
-            parent = ensure_parent_run(info.uri, experiment, spec.name, parent_tags(spec), store.locks_dir)
+            tags = parent_tags(spec, **{TRIALS_TAG: str(len(grid_trials))})  # as submit tags it
+            parent = ensure_parent_run(info.uri, experiment, spec.name, tags, store.locks_dir)
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 list(pool.map(lambda t: _finished_run(info.uri, experiment, parent, spec, t), grid_trials))
+            # ended as the driver that ran them ends it, so a resubmit finds nothing to do or record
+            close_parent_run(info.uri, parent, {trial.key: Status.FINISHED for trial in grid_trials})
             build_s = time.perf_counter() - started
             home = ["--home", str(store.home)]
             times = {

@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,11 @@ class Level:
 
 
 def grid_file(folder: Path, name: str, trials: int, concurrent: int, steps: int, gpu_slots: bool = True) -> Path:
-    """A grid of `trials` simulated trials (variants x seeds), one logical GPU each (`gpu_slots`) or one CPU."""
+    """A grid of `trials` simulated trials (variants x seeds), one logical GPU each (`gpu_slots`) or one CPU. Each
+    grid's seeds are its own: two grids of one home with the same trial (its key) share its checkpoint folder, so
+    the second would resume from the first's checkpoints."""
     seeds = -(-trials // len(VARIANTS))
+    first_seed = zlib.crc32(name.encode()) % 10**6 * 10**4
     grid = {
         "name": name,
         "base": {
@@ -104,7 +108,7 @@ def grid_file(folder: Path, name: str, trials: int, concurrent: int, steps: int,
             "eval": {"every": EVAL_EVERY, "batches": 1, "long_context_factors": [1]},
             "checkpoint": {"every": CHECKPOINT_EVERY, "keep_last": 2},
         },
-        "axes": {"variant": list(VARIANTS), "seed": list(range(seeds))},
+        "axes": {"variant": list(VARIANTS), "seed": list(range(first_seed, first_seed + seeds))},
         "resources": {"cpus": 1, "gpus": 1 if gpu_slots else 0},
         "ray": {"max_concurrent": concurrent, "max_retries": 3},
     }
