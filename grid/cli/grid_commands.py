@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from gatelab.grid.cli.arguments import add_home
@@ -15,64 +12,16 @@ from gatelab.grid.cli.dry_run import trial_rows, trial_table
 from gatelab.grid.cli.ladder_dry_run import ladder_table
 from gatelab.grid.cli.terminal import other_trials_line, table, tally
 from gatelab.grid.cli.ui_command import add_ui_command
+from gatelab.grid.dispatch.home_ledger import driver_tracking, ledger_records, reading_store
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking.store import Store
-from gatelab.trainer.config.metric_names import FINAL_VAL_PPL, SPIKE_COUNT, STEP, VAL_PPL
+from gatelab.trainer.config.metric_names import VAL_PPL
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
-
-@contextmanager
-def driver_tracking(spec, store: Store) -> Iterator[str]:
-    """The tracking URI a driver logs to, after sending what trials kept on disk while it was away
-    (tracking/runs/catch_up.py). The home's own server is kept up while the driver runs (tracking/server/watch.py)
-    and outlives it: a concurrent submit or a trial may still be logging through it."""
-    from gatelab.tracking.runs.catch_up import catch_up
-    from gatelab.tracking.server.process import local_server
-    from gatelab.tracking.server.watch import ServerWatch
-
-    checkpoint_root = spec.storage.root(store.checkpoints_dir)
-    if spec.tracking.uri:
-        catch_up(spec.tracking.uri, checkpoint_root)
-        yield spec.tracking.uri
-        return
-    with local_server(store, keep_running=True) as uri, ServerWatch(store, uri):
-        catch_up(uri, checkpoint_root)
-        yield uri
-
-
-def _records(spec, store: Store) -> dict:
-    """The ledger as stored, read without starting anything (an absent store means: all new) unless trials
-    kept results on disk while the server was away: those are sent first, through the home's server. The home's
-    own database is read directly (tracking/runs/ledger_database.py: no MLflow import, ~20 ms for 1,000 trials);
-    a grid's own `tracking.uri` through MLflow."""
-    from gatelab.grid.dispatch.ray_jobs import experiment_name
-    from gatelab.trainer.config.trial_folder import journals
-
-    if spec.tracking.uri is not None:
-        from gatelab.tracking.runs.catch_up import catch_up
-        from gatelab.tracking.runs.ledger import trial_records
-
-        catch_up(spec.tracking.uri, spec.storage.root(store.checkpoints_dir))
-        return trial_records(spec.tracking.uri, experiment_name(spec))
-    if not store.has_ledger:
-        return {}
-    if journals(spec.storage.root(store.checkpoints_dir)):
-        from gatelab.tracking.runs.catch_up import catch_up
-        from gatelab.tracking.server.process import ensure_server
-
-        server, _ = ensure_server(store)  # artifacts in the journals reach the store only through it
-        catch_up(server.uri, spec.storage.root(store.checkpoints_dir))
-    from gatelab.tracking.runs.ledger_database import trial_records_from_database
-
-    for attempt in range(5):
-        try:
-            return trial_records_from_database(store.tracking_uri, experiment_name(spec))
-        except Exception:  # a server still creating a fresh store's tables: wait for it
-            if attempt == 4:
-                raise
-            time.sleep(1.0)
+_records = ledger_records  # plan_command reads the ledger through these names too
+_store_no_create = reading_store
 
 
 def _load(args, cache_dir: Path | None = None):
@@ -157,15 +106,6 @@ def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> 
         return run(uri)
 
 
-def _store_no_create(home: str | None) -> Store:
-    from gatelab.tracking.store import resolve_home
-
-    store = Store(resolve_home(home))
-    store.check_folders()  # bad input (exit 2) before anything is read, made or started
-    store.check_backend()
-    return store
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
     return cmd_submit(args, retry_failed=True)
 
@@ -174,74 +114,47 @@ STATUS_COLUMNS = ("key", "variant", "status", "step", VAL_PPL, "spikes", "elapse
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    spec, trials = _load(args)
+    from gatelab.api_grid import load_grid as load
+    from gatelab.api_status import grid_status
+
+    grid = load(args.grid, args.set or [])
+    spec = grid.spec
     if spec.search is not None:
         from gatelab.grid.dispatch.search_study import search_rows, search_table
 
         store = _store_no_create(args.home)
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
         return 0
-    records = _records(spec, _store_no_create(args.home))
-    rows = []
-    now_ms = time.time() * 1000
-    for trial in trials:
-        record = records.get(trial.key)
-        metrics = record.metrics if record else {}
-        elapsed = ((record.end_time_ms or now_ms) - record.start_time_ms) / 1000 if record else None
-        rows.append(
-            {
-                "key": trial.key,
-                "variant": trial.config.variant,
-                "status": record.status if record else Status.NEW,
-                "step": int(metrics.get(STEP, 0)),
-                "max_steps": trial.config.schedule.max_steps,
-                VAL_PPL: metrics.get(FINAL_VAL_PPL, metrics.get(VAL_PPL)),
-                "spikes": metrics.get(SPIKE_COUNT),
-                "elapsed_s": elapsed,
-                "label": trial.label,
-                "run_id": record.run_id if record else None,
-                "error": record.error if record and record.status == Status.FAILED else None,
-            }
-        )
-    verdicts = None
-    if spec.seeds is not None:  # adaptive seeds: each comparison's verdict, from the same ledger
-        from gatelab.grid.dispatch.adaptive import verdict_rows
-
-        verdicts = verdict_rows(spec.seeds, trials, records)
-        shown = {key for key, record in records.items()}
-        rows = [row for row in rows if row["key"] in shown]  # the seeds not run (yet or ever) stay out
-        trials = [trial for trial in trials if trial.key in shown]
+    found = grid_status(grid, _records(spec, _store_no_create(args.home)))  # the rows gatelab.status returns
+    rows = [row.to_json() for row in found.rows]
     if args.json:
+        verdicts = list(found.verdicts) if found.verdicts is not None else None
         print(json.dumps({"trials": rows, "verdicts": verdicts} if verdicts is not None else rows, indent=1))
         return 0
-    cells = []
-    for row, trial in zip(rows, trials):
-        cells.append(
-            (
-                row["key"],
-                row["variant"],
-                row["status"],
-                f"{row['step']}/{row['max_steps']}",
-                f"{row[VAL_PPL]:.3f}" if row[VAL_PPL] is not None else "-",
-                f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
-                f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
-                " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant"),
-            )
+    cells = [
+        (
+            row.key,
+            row.variant,
+            row.status,
+            f"{row.step}/{row.max_steps}",
+            f"{row.val_ppl:.3f}" if row.val_ppl is not None else "-",
+            f"{row.spikes:.0f}" if row.spikes is not None else "-",
+            f"{row.elapsed_s:.0f}s" if row.elapsed_s is not None else "-",
+            " ".join(f"{k}={v}" for k, v in row.overrides.items() if k != "variant"),
         )
+        for row in found.rows
+    ]
     header, *lines = table(STATUS_COLUMNS, cells, right=(3, 4, 5, 6))
     print(header)
-    for line, row in zip(lines, rows):
-        print(line + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
-    print(f"{len(rows)} trials: {tally(row['status'] for row in rows)}; {spec.resources.describe()}")
-    keys = {trial.key for trial in trials}
-    from gatelab.grid.dispatch.ray_jobs import experiment_name
-
-    hint = other_trials_line(experiment_name(spec), len(set(records) - keys), len(set(records) & keys))
+    for line, row in zip(lines, found.rows):
+        print(line + (f"\n{'':12} ! {row.error[:100]}" if row.error else ""))
+    print(f"{len(rows)} trials: {tally(row.status for row in found.rows)}; {found.resources}")
+    hint = other_trials_line(found.experiment, found.other_runs, sum(row.run_id is not None for row in found.rows))
     if hint:
         print(hint)
-    if verdicts is not None:
+    if found.verdicts is not None:
         print(f"verdicts ({spec.seeds.metric}, variant - baseline, alpha {spec.seeds.alpha:g} over the grid):")
-        for row in verdicts:
+        for row in found.verdicts:
             print("  " + row["line"])
     return 0
 
