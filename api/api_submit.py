@@ -106,19 +106,38 @@ def resume(
 
 
 def _run(grid, overrides, home, address, max_concurrent, progress, retry_failed: bool) -> SubmitSummary:
-    loaded = as_grid(grid, overrides)
-    # Bad input, bad data included, fails before the home is made (its cache may be, holding the tokenized data).
-    checked = reading_store(home)
-    loaded = load_grid(loaded.source, loaded.overrides, cache_dir=checked.cache_dir)
-    spec = loaded.spec
-    if spec.search is not None:
+    loaded, store = checked_grid(grid, overrides, home)
+    if loaded.spec.search is not None:
         raise ValueError(
-            f"grid {spec.name} is a search (Optuna picks its trials): run it with `gatelab submit {spec.source}`"
+            f"grid {loaded.name} is a search (Optuna picks its trials): run it with `gatelab submit {loaded.source}`"
         )
-    store = Store.open(str(checked.home))
+    return run_grid(
+        loaded, store, progress=progress, address=address, max_concurrent=max_concurrent, retry_failed=retry_failed
+    )
+
+
+def checked_grid(grid: Grid | str | Path, overrides: Sequence[str], home: str | Path | None) -> tuple[Grid, Store]:
+    """The grid loaded as a submit needs it (every dataset tokenized and checked) and the home's store, made. Bad
+    input, bad data included, fails before the home is made (its cache may be, holding the tokenized data)."""
+    given = as_grid(grid, overrides)
+    checked = reading_store(home)
+    loaded = load_grid(given.source, given.overrides, cache_dir=checked.cache_dir)
+    return loaded, Store.open(str(checked.home))
+
+
+def run_grid(
+    grid: Grid,
+    store: Store,
+    *,
+    progress: bool | Progress = True,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    retry_failed: bool = False,
+) -> SubmitSummary:
+    """Run a plain or `seeds:` grid loaded by `checked_grid`: what `submit`, `resume` and `gatelab submit` do."""
     view = progress_view(progress)
     try:
-        return _dispatch(loaded, store, view, address, max_concurrent, retry_failed)
+        return _dispatch(grid, store, view, address, max_concurrent, retry_failed)
     finally:
         view.close()
 

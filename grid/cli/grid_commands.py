@@ -18,7 +18,6 @@ from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking.store import Store
 from gatelab.trainer.config.metric_names import VAL_PPL
-from gatelab.trainer.config.outcome import DONE_STATUSES, Status
 
 _records = ledger_records  # plan_command reads the ledger through these names too
 _store_no_create = reading_store
@@ -30,56 +29,36 @@ def _load(args, cache_dir: Path | None = None):
 
 
 def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
-    dry_run = getattr(args, "dry_run", False)
-    # Bad input, bad data included, fails before the home is made (its cache may be, holding the tokenized data).
-    spec, trials = _load(args, cache_dir=None if dry_run else _store_no_create(args.home).cache_dir)
-    store = _store_no_create(args.home) if dry_run else Store.open(args.home)
-    if spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
-        return _cmd_search(args, spec, store, dry_run)
-    if dry_run:
-        records = _records(spec, store)
-        statuses = {k: r.status for k, r in records.items()}
-        if args.json:
-            print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
-        else:
-            print(trial_table(spec, trials, statuses))
-            if spec.ladder is not None:
-                print(ladder_table(spec, trials))
-        return 0
-    from gatelab.grid.dispatch.settled import settled_statuses
+    if not getattr(args, "dry_run", False):  # gatelab.submit / gatelab.resume; a search through Optuna's driver
+        from gatelab.api_submit import checked_grid, run_grid
 
-    settled = settled_statuses(spec, trials, store, retry_failed=retry_failed)
-    if settled is not None:  # nothing to run or record: said from the ledger's database alone
-        print(f"grid {spec.name}: {len(trials)} trials, {len(trials)} already done or failed, 0 to run ({store.home})")
-        return _said_outcome(spec, store, settled)
-    from gatelab.grid.dispatch.submit import submit
-
-    def run(uri: str) -> int:
-        outcome = submit(
-            spec,
-            trials,
+        grid, store = checked_grid(args.grid, args.set or [], args.home)
+        if grid.spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
+            return _cmd_search(args, grid.spec, store, False)
+        summary = run_grid(
+            grid,
             store,
-            uri,
-            retry_failed=retry_failed,
+            progress="auto",  # a live table on a terminal, the plain lines when piped
             address=args.address,
             max_concurrent=args.max_concurrent,
+            retry_failed=retry_failed,
         )
-        return _said_outcome(spec, store, outcome.statuses)
-
-    with driver_tracking(spec, store) as uri:
-        return run(uri)
-
-
-def _said_outcome(spec, store: Store, statuses: dict[str, str]) -> int:
-    """The closing lines of a submit; its exit status (1 when a trial failed)."""
-    failed = [k for k, s in statuses.items() if s == Status.FAILED]
-    busy = [k for k, s in statuses.items() if s == Status.BUSY]
-    print(
-        f"grid {spec.name}: {sum(s in DONE_STATUSES for s in statuses.values())} done, "
-        f"{len(failed)} failed, {len(busy)} run by another process"
-    )
-    print(f"open the MLflow UI: gatelab ui --home {store.home}")
-    return 1 if failed else 0
+        print(summary)
+        print(f"open the MLflow UI: gatelab ui --home {store.home}")
+        return 0 if summary.ok else 1
+    spec, trials = _load(args)
+    store = _store_no_create(args.home)
+    if spec.search is not None:
+        return _cmd_search(args, spec, store, True)
+    records = _records(spec, store)
+    statuses = {k: r.status for k, r in records.items()}
+    if args.json:
+        print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
+    else:
+        print(trial_table(spec, trials, statuses))
+        if spec.ladder is not None:
+            print(ladder_table(spec, trials))
+    return 0
 
 
 def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> int:

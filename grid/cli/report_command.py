@@ -13,10 +13,8 @@ from pathlib import Path
 from gatelab.grid.cli.arguments import add_home
 from gatelab.grid.cli.terminal import other_trials_line
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
-from gatelab.grid.spec.expand import expand
-from gatelab.grid.spec.grid_file import load_grid
 from gatelab.grid.spec.grid_spec import GridSpec
-from gatelab.grid.spec.report_input import report_input, search_report_input
+from gatelab.grid.spec.report_input import DEFAULT_MARGIN
 
 
 def _print_search(spec: GridSpec, inp, report, out_dir: Path) -> None:
@@ -38,51 +36,35 @@ def _print_search(spec: GridSpec, inp, report, out_dir: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gatelab.tracking.report.grid_report import unfinished_trials, write_report
-    from gatelab.tracking.server.process import local_server
-    from gatelab.tracking.store import Store, resolve_home
+    from gatelab.api_grid import load_grid as load
+    from gatelab.api_report import report
+    from gatelab.tracking.report.grid_report import unfinished_trials
     from gatelab.trainer.config.outcome import DONE_STATUSES
 
-    spec = load_grid(Path(args.grid), args.set or [])
-    store = Store(resolve_home(args.home))
-    out_dir = Path(args.out) if args.out else store.reports_dir / spec.name
-    # A search's trials are Optuna's, not the grid's expansion (which would list only its base points)
-    inp = (
-        search_report_input(spec, store, args.margin) if spec.search else report_input(spec, expand(spec), args.margin)
-    )
-
-    def run(uri: str) -> int:
-        if spec.search:
-            from gatelab.tracking.report.search_report import write_search_report
-
-            _print_search(spec, inp, write_search_report(inp, uri, out_dir, args.format), out_dir)
-            return 0
-        report = write_report(inp, uri, out_dir, args.format)
-        unfinished = unfinished_trials(inp, report.outcomes)
-        done = sum(o.status in DONE_STATUSES for o in report.outcomes)
-        print(f"grid {spec.name}: {len(report.rows)} variants, {done} trials done, {len(unfinished)} unfinished")
-        for outcome in unfinished:
-            print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
-        hint = other_trials_line(inp.experiment, report.other_runs, sum(o.run_id is not None for o in report.outcomes))
-        if hint:
-            print(hint)
-        print(f"wrote {report.files[0]} and {len(report.files) - 1} more file(s) in {out_dir}")
-        if report.parent_run_id:
-            where = "logged under report/ on" if report.artifacts_logged else "files not logged (no server URI) to"
-            print(
-                f"{where} the grid's parent run {report.parent_run_id}"
-                + (f"; {len(report.max_stable)} max_stable_lr.* metrics logged" if report.max_stable else "")
-            )
-        else:
-            print("the grid has no parent run in MLflow (never submitted?): nothing logged there")
+    grid = load(args.grid, args.set or [])
+    summary = report(grid, home=args.home, out=args.out, format=args.format, margin=args.margin)
+    spec, inp, written, out_dir = grid.spec, summary.inputs, summary.details, summary.out_dir
+    if spec.search:
+        _print_search(spec, inp, written, out_dir)
         return 0
-
-    if spec.tracking.uri:
-        return run(spec.tracking.uri)
-    if not store.has_ledger:
-        raise ValueError(f"no MLflow store at {store.db_path}; run `gatelab submit {args.grid}` first (or pass --home)")
-    with local_server(store) as uri:  # artifacts (probes.json, the report's files) move only through it
-        return run(uri)
+    unfinished = unfinished_trials(inp, written.outcomes)
+    done = sum(o.status in DONE_STATUSES for o in written.outcomes)
+    print(f"grid {spec.name}: {len(written.rows)} variants, {done} trials done, {len(unfinished)} unfinished")
+    for outcome in unfinished:
+        print(f"  unfinished {outcome.trial.key} {outcome.trial.variant:30} {outcome.status}")
+    hint = other_trials_line(inp.experiment, written.other_runs, sum(o.run_id is not None for o in written.outcomes))
+    if hint:
+        print(hint)
+    print(f"wrote {written.files[0]} and {len(written.files) - 1} more file(s) in {out_dir}")
+    if written.parent_run_id:
+        where = "logged under report/ on" if written.artifacts_logged else "files not logged (no server URI) to"
+        print(
+            f"{where} the grid's parent run {written.parent_run_id}"
+            + (f"; {len(written.max_stable)} max_stable_lr.* metrics logged" if written.max_stable else "")
+        )
+    else:
+        print("the grid has no parent run in MLflow (never submitted?): nothing logged there")
+    return 0
 
 
 def add_report_command(commands) -> None:
@@ -101,7 +83,7 @@ def add_report_command(commands) -> None:
     report.add_argument(
         "--margin",
         type=float,
-        default=0.05,
+        default=DEFAULT_MARGIN,
         help="max stable LR: how far (relative) above the best final loss still counts as stable",
     )
     report.set_defaults(func=cmd_report)

@@ -17,6 +17,8 @@ from gatelab.trainer.config.model_cost import added_params
 
 # What a report row aggregates over (seed) or summarises (LR); other keys split rows into conditions.
 ROW_AXES = ("variant", "seed", "optim.lr")
+DEFAULT_MARGIN = 0.05
+"""Max stable LR: how far (relative) above a variant's best final loss still counts as stable (`--margin`)."""
 
 
 def zipped_note(spec: GridSpec, trials: list[Trial]) -> str | None:
