@@ -6,6 +6,7 @@
     gatelab.submit(grid)                      # blocks; a live table on a terminal, a progress bar in a notebook
     df = gatelab.results(grid)                # one row per trial: axes, seed, LR, status, metrics, run id
     gatelab.compare(grid)                     # each variant minus the baseline, paired by seed (the forest plot)
+    gatelab.report(grid); gatelab.status(grid); gatelab.mlflow_pages(grid).compare
 
 Every function takes a grid as loaded by `load_grid`, or a grid file's path or a shipped example's name (then
 `set=` overrides it, as `--set` does), and `home=` (default: $GATELAB_HOME, else ./gatelab-runs). Bad input raises
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what a type checker and an editor see; at run time, __getattr__ below
     from gatelab.api_grid import Grid, TrialInfo, load_grid
+    from gatelab.api_pages import mlflow_pages
     from gatelab.api_report import ReportSummary, report
     from gatelab.api_results import compare, results
     from gatelab.api_status import GridStatus, StatusRow, status
@@ -42,6 +44,7 @@ _HOMES = {
     "compare": "gatelab.api_results",
     "ReportSummary": "gatelab.api_report",
     "report": "gatelab.api_report",
+    "mlflow_pages": "gatelab.api_pages",
     "ConfigError": "gatelab.grid.spec.config_loader",
 }
 
@@ -55,6 +58,7 @@ __all__ = [
     "TrialInfo",
     "compare",
     "load_grid",
+    "mlflow_pages",
     "report",
     "results",
     "resume",

@@ -61,7 +61,7 @@ def results(
         return _histories(grid, store, rows, tuple(metrics or HISTORY_METRICS))
     names = sorted({name for found in latest for name in found}) if metrics is None else list(metrics)
     names = [m for m in FIRST_METRICS if m in names] + [m for m in names if m not in FIRST_METRICS]
-    fixed = set(rows[0]) if rows else set()
+    fixed = frozenset(rows[0]) if rows else frozenset()
     for row, found in zip(rows, latest):  # `lr` is also a metric (the scheduled LR at the last step): kept apart
         row.update({f"metric.{n}" if n in fixed else n: found.get(n, float("nan")) for n in names})
     return pandas.DataFrame(rows)

@@ -188,7 +188,7 @@ def progress_view(progress: bool | Progress, out: Callable[[str], None] = print)
     if choice == "auto":
         choice = "bar" if _in_notebook() else "live" if sys.stdout.isatty() else "lines"
     if choice == "live":
-        from gatelab.grid.cli.live_table import LiveTable
+        from gatelab.live_table import LiveTable
 
         return LiveTable()
     if choice == "bar":

@@ -2,7 +2,7 @@
 the ledger every so often and hands a `Snapshot` to a `ProgressView`. Three views, one loop:
 
 - `PlainLines` (here): one line every 30 s, the format `gatelab submit` prints when piped, in CI and in tests;
-- grid/cli/live_table.py: a live table on a terminal (rich);
+- api/live_table.py: a live table on a terminal (rich);
 - api/progress_bar.py: a progress bar in a notebook (tqdm.auto).
 
 The grid's ETA comes from the dry run's cost estimate (grid/spec/trial_cost.py): the estimated FLOPs of the

@@ -1,7 +1,8 @@
 """The live table `gatelab submit` shows on a terminal (rich): each running trial with its step bar, latest loss and
 ETA; the counts of done, failed, running and queued trials; the grid's ETA from the dry run's cost estimate
 (grid/dispatch/progress.py `GridClock`). Result lines print above the table as they arrive, as in the plain lines.
-Piped or in CI, `gatelab submit` prints the plain lines instead (api/api_submit.py `progress_view`)."""
+Piped or in CI, `gatelab submit` prints the plain lines instead (api/api_submit.py `progress_view`); in a notebook,
+`gatelab.submit` shows a progress bar (api/progress_bar.py)."""
 
 from __future__ import annotations
 
