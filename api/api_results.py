@@ -53,6 +53,10 @@ def results(
     import pandas
 
     grid = as_grid(grid, set)
+    if grid.spec.search is not None:
+        raise ValueError(
+            f"grid {grid.name} is a search: its trials are Optuna's; `gatelab report` tabulates its studies"
+        )
     store = reading_store(home)
     records = ledger_records(grid.spec, store)
     rows = _trial_rows(grid, records)
