@@ -6,6 +6,8 @@ Piped or in CI, `gatelab submit` prints the plain lines instead (api/api_submit.
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -28,9 +30,11 @@ class LiveTable:
         self.console = console or Console()
         self.live: Live | None = None
         self.grid, self.clock, self.already_done = "", GridClock({}, set()), 0
+        self.started = time.monotonic()
 
     def start(self, grid: str, clock: GridClock, already_done: int) -> None:
         self.grid, self.clock, self.already_done = grid, clock, already_done
+        self.started = time.monotonic()  # the elapsed time shown counts Ray's start too: what the user waited
 
     def say(self, line: str) -> None:
         # Above the live table while it runs; plain text (a trial's label may hold brackets rich would read as markup)
@@ -39,10 +43,14 @@ class LiveTable:
     def show(self, snapshot: Snapshot) -> None:
         if self.live is None:
             self.live = Live(
-                render(self.grid, snapshot, self.clock, self.already_done), console=self.console, auto_refresh=False
+                render(self.grid, snapshot, self.clock, self.already_done, time.monotonic() - self.started),
+                console=self.console,
+                auto_refresh=False,
             )
             self.live.start()
-        self.live.update(render(self.grid, snapshot, self.clock, self.already_done), refresh=True)
+        self.live.update(
+            render(self.grid, snapshot, self.clock, self.already_done, time.monotonic() - self.started), refresh=True
+        )
 
     def finish(self, snapshot: Snapshot) -> None:
         if self.live is not None:
@@ -54,8 +62,11 @@ class LiveTable:
             self.live = None
 
 
-def render(grid: str, snapshot: Snapshot, clock: GridClock, already_done: int = 0) -> Group:
-    """The headline and the table of running trials (`already_done`: trials done before this submit)."""
+def render(
+    grid: str, snapshot: Snapshot, clock: GridClock, already_done: int = 0, elapsed_s: float | None = None
+) -> Group:
+    """The headline and the table of running trials (`already_done`: trials done before this submit; `elapsed_s`:
+    since the submit began, else since the loop did)."""
     statuses = list(snapshot.results.values())
     done = sum(s in DONE_STATUSES for s in statuses)
     failed = sum(s == Status.FAILED for s in statuses)
@@ -65,7 +76,8 @@ def render(grid: str, snapshot: Snapshot, clock: GridClock, already_done: int = 
         f"  done {done}/{len(clock.to_run)}" + (f" (+{already_done} before)" if already_done else "") + "  ",
         (f"failed {failed}", "red" if failed else ""),
         f"  running {len(snapshot.running)}  queued {queued}",
-        f"  | elapsed {format_duration(snapshot.elapsed_s)}  ETA {format_duration(clock.eta_s(snapshot))}",
+        f"  | elapsed {format_duration(snapshot.elapsed_s if elapsed_s is None else elapsed_s)}"
+        f"  ETA {format_duration(clock.eta_s(snapshot))}",
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column, justify in (("trial", "left"), ("step", "left"), ("", "right"), ("loss", "right"), ("ETA", "right")):
@@ -79,5 +91,7 @@ def render(grid: str, snapshot: Snapshot, clock: GridClock, already_done: int = 
             format_duration(trial.eta_s),
         )
     extra = len(snapshot.running) - SHOWN_ROWS
-    parts = [head, table] + ([Text(f"... and {extra} more running")] if extra > 0 else [])
+    parts = (
+        [head] + ([table] if snapshot.running else []) + ([Text(f"... and {extra} more running")] if extra > 0 else [])
+    )
     return Group(*parts)

@@ -103,11 +103,14 @@ def test_history_is_the_runs_logged_history(ran):
     grid, home = ran["grid"], ran["home"]
     long = gatelab.results(grid, home=home, history=True, metrics=["train_loss", "val_loss"])
     assert set(long.metric) == {"train_loss", "val_loss"} and long.key.nunique() == len(grid.expanded)
-    one = long[long.metric == "val_loss"].iloc[0]
     client = MlflowClient(tracking_uri=ensure_server(Store(home))[0].uri)
-    logged = sorted((m.step, m.value) for m in client.get_metric_history(one.run_id, "val_loss"))
-    got = long[(long.run_id == one.run_id) & (long.metric == "val_loss")]
-    assert list(zip(got.step, got.value)) == logged and len(logged) >= 2
+    for metric in ("train_loss", "val_loss"):
+        one = long[long.metric == metric].iloc[-1]
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(one.run_id, metric))
+        got = long[(long.run_id == one.run_id) & (long.metric == metric)]
+        assert list(zip(got.step, got.value)) == logged and logged
+    assert len(logged) < len(got_train := long[(long.run_id == one.run_id) & (long.metric == "train_loss")])
+    assert list(got_train.step) == list(range(5, 41, 5))  # log_every 5 of 40 steps
 
 
 def test_compare_returns_the_reports_forest_rows(ran, tmp_path):

@@ -26,7 +26,7 @@ def test_import_gatelab_loads_no_heavy_library_until_a_function_is_used():
     code = (
         "import sys, gatelab; heavy = {'torch', 'mlflow', 'ray', 'pandas', 'rich', 'tqdm', 'gatelab.grid'}; "
         "assert not heavy & set(sys.modules), heavy & set(sys.modules); "
-        "gatelab.load_grid('smoke'); assert not {'torch', 'mlflow', 'ray'} & set(sys.modules)"
+        "gatelab.load_grid, gatelab.results, gatelab.submit; assert not {'torch', 'mlflow', 'ray'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 

@@ -87,7 +87,7 @@ def test_torch_already_there_is_kept(installed):
 def test_no_generic_top_level_module_is_installed(installed):
     code = (
         "import importlib.util, json, sysconfig; "
-        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in ('grid', 'trainer', 'tracking')}"
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in ('grid', 'trainer', 'tracking', 'api')}"
         " | {'site': sysconfig.get_paths()['purelib']}))"
     )
     found = json.loads(
@@ -96,9 +96,9 @@ def test_no_generic_top_level_module_is_installed(installed):
         ).stdout
     )
     site = Path(found.pop("site"))
-    assert found == {"grid": False, "trainer": False, "tracking": False}
-    assert not [name for name in ("grid", "trainer", "tracking") if (site / name).exists()]
-    assert {p.name for p in (site / "gatelab").iterdir()} >= {"grid", "trainer", "tracking", "ablations"}
+    assert found == {"grid": False, "trainer": False, "tracking": False, "api": False}
+    assert not [name for name in ("grid", "trainer", "tracking", "api") if (site / name).exists()]
+    assert {p.name for p in (site / "gatelab").iterdir()} >= {"__init__.py", "grid", "trainer", "tracking", "ablations"}
 
 
 def test_version_and_help(installed):
