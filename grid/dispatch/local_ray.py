@@ -57,17 +57,17 @@ def init_local_ray(**ray_init_kwargs) -> None:
 
 
 @contextmanager
-def loopback_cluster(**head_node_args):
+def loopback_cluster(driver_args: dict | None = None, **head_node_args):
     """A `ray.cluster_utils.Cluster` whose nodes all live on 127.0.0.1 (several nodes on one machine, to
-    simulate node loss), with this process connected as its driver; shut down on exit. Inside the block,
-    `add_node(**LOOPBACK_NODE, ...)` adds a node."""
+    simulate node loss), with this process connected as its driver (`ray.init` given `driver_args`); shut down on
+    exit. Inside the block, `add_node(**LOOPBACK_NODE, ...)` adds a node."""
     import ray
     from ray.cluster_utils import Cluster
 
     with loopback_only():
         cluster = Cluster(initialize_head=True, head_node_args={**head_node_args, **LOOPBACK_NODE})
         try:
-            ray.init(address=cluster.address)
+            ray.init(address=cluster.address, **(driver_args or {}))
             yield cluster
         finally:
             ray.shutdown()

@@ -5,8 +5,7 @@ grid), the sequential seed plan (a `seeds:` grid, grid/dispatch/adaptive.py). Th
 queued, at most `cap` at a time, waits for results, turns a task Ray lost (killed for memory, retry budget spent)
 into a recorded failure, hands each result back to the chooser, shows progress through one view for all (plain
 lines, a live table or a notebook bar: grid/dispatch/progress.py), and on Ctrl-C stops what runs and says how to
-resume. All state stays in MLflow and on storage, so a killed driver loses
-nothing."""
+resume. All state stays in MLflow and on storage, so a killed driver loses nothing."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.tracking.runs.catch_up import catch_up_trial
 from gatelab.tracking.runs.ledger import trial_records
+from gatelab.tracking.runs.ledger_database import trial_records_from_database
 from gatelab.trainer.config.metric_names import STEP, TRAIN_LOSS
 from gatelab.trainer.config.outcome import Status, TrialResult
 
@@ -71,13 +71,16 @@ class DispatchLoop:
         cap: int,
         out: Callable,
         progress_s: float,
+        database: str | None = None,
         view: ProgressView | None = None,
     ):
-        """`view`: where progress goes (None: plain lines through `out` every `progress_s` seconds)."""
+        """`database`: the home's ledger database, which progress reads directly (ray_jobs.home_database; None:
+        through MLflow at tracking_uri). `view`: where progress goes (None: plain lines through `out` every
+        `progress_s` seconds)."""
         import ray
 
         self.ray, self.task, self.cap, self.out = ray, trial_task(spec), cap, out
-        self.uri, self.experiment = tracking_uri, experiment
+        self.uri, self.experiment, self.database = tracking_uri, experiment, database
         self.view = view if view is not None else PlainLines(out, progress_s)
         self.queue: list[Sent] = []
         self.in_flight: dict = {}  # Ray object ref -> Sent
@@ -160,7 +163,10 @@ class DispatchLoop:
 
     def _progress(self, chooser: Chooser) -> None:
         read_at = time.perf_counter()
-        records = trial_records(self.uri, self.experiment) if self.in_flight else {}
+        try:
+            records, unknown = (self._records() if self.in_flight else {}), None
+        except Exception as error:  # noqa: BLE001 - progress never stops a grid (a busy or restarting server)
+            records, unknown = {}, type(error).__name__
         self._read_s = time.perf_counter() - read_at
         running = []
         for sent in self.in_flight.values():
@@ -183,5 +189,11 @@ class DispatchLoop:
                 queued=len(self.queue),
                 results=dict(self.results),
                 elapsed_s=time.monotonic() - self._started,
+                unknown=unknown,
             )
         )
+
+    def _records(self) -> dict:
+        if self.database is not None:  # ~20 ms for 1,000 trials, and no load on the server (ledger_database.py)
+            return trial_records_from_database(self.database, self.experiment)
+        return trial_records(self.uri, self.experiment)

@@ -54,6 +54,8 @@ class Snapshot:
     """Trial key -> status, for every result this submit has received."""
     elapsed_s: float
     """Since the loop started."""
+    unknown: str | None = None
+    """Why the running trials' steps are unknown now (the ledger could not be read: a busy or restarting server)."""
 
 
 class ProgressView(Protocol):
@@ -89,6 +91,8 @@ class PlainLines:
 
     def show(self, snapshot: Snapshot) -> None:
         steps = " ".join(f"{t.key}@{t.step}/{t.max_steps}" for t in snapshot.running)
+        if snapshot.unknown:
+            steps = f"(steps unknown now: {snapshot.unknown})"
         self.out(
             f"[{time.strftime('%H:%M:%S')}] {snapshot.headline}  running {len(snapshot.running)}  "
             f"queued {snapshot.queued}  | " + steps

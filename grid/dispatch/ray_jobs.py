@@ -29,6 +29,11 @@ def experiment_name(spec: GridSpec) -> str:
     return spec.tracking.experiment or spec.name
 
 
+def home_database(spec: GridSpec, store: Store) -> str | None:
+    """The ledger's database a driver may read directly: the home's, unless the grid logs to its own server."""
+    return store.tracking_uri if spec.tracking.uri is None else None
+
+
 def parent_tags(spec: GridSpec, **extra: str) -> dict[str, str]:
     """Tags of the grid's parent run: its file, the file's hash, the code's git SHA, and the driver's own."""
     return {
@@ -78,9 +83,11 @@ def trial_task(spec: GridSpec):
     )
 
 
-def job_for(spec: GridSpec, store: Store, tracking_uri: str, parent_run_id: str, trial, *, suffix: str = "", **tags):
+def job_for(
+    spec: GridSpec, store: Store, tracking_uri: str, parent_run_id: str, trial, *, suffix: str = "", runner=None, **tags
+):
     """The job of one of the grid's trials (anything with key, config, overrides and label), its run named
-    `<label> [<key>]<suffix>` and tagged by trial_tags with the driver's own `tags`."""
+    `<label> [<key>]<suffix>` and tagged by trial_tags with the driver's own `tags`; `runner`: TrialJob.runner."""
     return trial_job(
         spec,
         store,
@@ -91,6 +98,7 @@ def job_for(spec: GridSpec, store: Store, tracking_uri: str, parent_run_id: str,
         run_name=f"{trial.label} [{trial.key}]{suffix}",
         tags=trial_tags(spec, trial.overrides, **tags),
         params=ladder_params(spec, trial),
+        runner=runner,
     )
 
 
@@ -117,6 +125,7 @@ def trial_job(
     run_name: str,
     tags: dict[str, str],
     params: dict[str, str] | None = None,
+    runner=None,
 ) -> TrialJob:
     """Everything a worker needs for one trial, with the grid's resources and retry budget."""
     res = spec.resources
@@ -136,4 +145,5 @@ def trial_job(
         gpus=res.gpus,
         max_retries=spec.ray.max_retries,
         params=params or {},
+        runner=runner,
     )

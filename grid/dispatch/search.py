@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from optuna.trial import Trial, TrialState
 
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
-from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
+from gatelab.grid.dispatch.ray_jobs import experiment_name, home_database, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.search_study import (
     ERROR_ATTR,
     FINISHED,
@@ -402,6 +402,7 @@ def run_search(
                 max_concurrent or spec.ray.max_concurrent,
                 out,
                 PROGRESS_EVERY_S,
+                database=home_database(spec, store),
             )
             driver = _Driver(spec, store, tracking_uri, parent, studies, plans, loop, out)
             driver.resume_running()

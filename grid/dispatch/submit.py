@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from gatelab.grid.dispatch.adaptive import AdaptiveSeeds, needed, verdict_line
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
 from gatelab.grid.dispatch.progress import PROGRESS_PRINT_S, ProgressView
-from gatelab.grid.dispatch.ray_jobs import experiment_name, job_for, parent_tags, start_ray
+from gatelab.grid.dispatch.ray_jobs import experiment_name, home_database, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.settled import kept_statuses
 from gatelab.grid.spec.expand import Trial
 from gatelab.grid.spec.grid_spec import GridSpec
@@ -46,10 +46,12 @@ def submit(
     address: str | None = None,
     max_concurrent: int | None = None,
     out=print,
+    runner=None,
     view: ProgressView | None = None,
 ) -> SubmitOutcome:
-    """Run every trial that is not done (and, with retry_failed, also those that failed). `view`: where the loop's
-    progress goes (None: plain lines through `out`)."""
+    """Run every trial that is not done (and, with retry_failed, also those that failed). `runner`: what trains
+    each trial (TrialJob.runner; None: the trainer). `view`: where the loop's progress goes (None: plain lines
+    through `out`)."""
     experiment = experiment_name(spec)
     parent = ensure_parent_run(
         tracking_uri,
@@ -92,10 +94,10 @@ def submit(
         return outcome
 
     start_ray(spec, address)
-    loop = DispatchLoop(
-        spec, tracking_uri, experiment, max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S, view
-    )
-    loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out))
+    cap = max_concurrent or spec.ray.max_concurrent
+    database = home_database(spec, store)
+    loop = DispatchLoop(spec, tracking_uri, experiment, cap, out, PROGRESS_PRINT_S, database=database, view=view)
+    loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out, runner))
     close_parent_run(tracking_uri, parent, outcome.statuses)
     return outcome
 
@@ -125,8 +127,9 @@ def _submit_adaptive(
     )
     if todo:
         start_ray(spec, address)
+        cap = max_concurrent or spec.ray.max_concurrent
         loop = DispatchLoop(
-            spec, uri, experiment_name(spec), max_concurrent or spec.ray.max_concurrent, out, PROGRESS_PRINT_S, view
+            spec, uri, experiment_name(spec), cap, out, PROGRESS_PRINT_S, database=home_database(spec, store), view=view
         )
         loop.run(chooser)
     for name, state in chooser.states.items():
@@ -143,8 +146,8 @@ def _submit_adaptive(
 class _FixedList:
     """The chooser of a plain grid: every trial not done, longest first."""
 
-    def __init__(self, spec, store, uri, parent, todo, total, outcome, out) -> None:
-        self.spec, self.store, self.uri, self.parent = spec, store, uri, parent
+    def __init__(self, spec, store, uri, parent, todo, total, outcome, out, runner=None) -> None:
+        self.spec, self.store, self.uri, self.parent, self.runner = spec, store, uri, parent, runner
         # Longest first (by estimated FLOPs; ties keep the grid's order): the classic makespan heuristic, so
         # the grid does not end with one long trial running while every other slot idles.
         self.pending = dispatch_order(todo)
@@ -154,7 +157,8 @@ class _FixedList:
         if not self.pending:
             return False
         trial = self.pending.pop(0)
-        loop.enqueue(job_for(self.spec, self.store, self.uri, self.parent, trial), label=trial.label)
+        job = job_for(self.spec, self.store, self.uri, self.parent, trial, runner=self.runner)
+        loop.enqueue(job, label=trial.label)
         return True
 
     def delivered(self, loop: DispatchLoop, sent: Sent, result: TrialResult) -> None:

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,6 +62,10 @@ class TrialJob:
     """Restarts of a DDP worker group after a lost worker or node (Ray Train's FailureConfig)."""
     params: dict = field(default_factory=dict)
     """Run params beyond the config's (a ladder trial's rung, size and FLOPs)."""
+    runner: Callable[..., TrialResult] | None = None
+    """What runs the trial with its open tracker, called as trainer.run.run_trial is; None: run_trial itself (torch,
+    imported in the worker). `gatelab bench scale` gives a simulated trial (grid/bench/simulated_trial.py), so the
+    whole path around training (Ray, locks, the ledger, checkpoints, retries) is measured without torch."""
 
     def trial_run(self, tags: Mapping[str, str] | None = None) -> TrialRun:
         """The trial's identity in the ledger, with `tags` added to a new run's."""
@@ -124,10 +128,12 @@ def run_grid_trial(job: TrialJob) -> TrialResult:
                 if result.status == Status.FAILED:  # out of memory on a rank: deterministic, said by the result
                     tracker.fail(result.error)
                 return replace(result, key=job.key)
-            import_started = time.perf_counter()
-            with _first_import_without_collector("gatelab.trainer.run"):
-                from gatelab.trainer.run import run_trial  # torch: only inside the worker
-            import_s += time.perf_counter() - import_started
+            run_trial = job.runner
+            if run_trial is None:
+                import_started = time.perf_counter()
+                with _first_import_without_collector("gatelab.trainer.run"):
+                    from gatelab.trainer.run import run_trial  # torch: only inside the worker
+                import_s += time.perf_counter() - import_started
             result = run_trial(job.config, tracker, trial_dir, Path(job.cache_dir), reuse_data=True)
         except TrialPreempted as stop:
             # SIGTERM (a spot notice, `ray stop`): the step's checkpoint is saved and the run says `preempted`.

@@ -7,19 +7,31 @@ one reads these tags and knows which trials are finished, which to resume and wh
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gatelab.tracking.runs.catch_up import send_journal
 from gatelab.tracking.runs.file_lock import file_lock
+from gatelab.tracking.runs.in_flight import InFlight, settle
 from gatelab.tracking.runs.mlflow_tracker import MlflowTracker, get_or_create_experiment
 from gatelab.tracking.runs.trial_record import TrialRecord, grid_end, trial_record
 from gatelab.trainer.config.outcome import DONE_STATUSES
-from gatelab.trainer.config.run_tags import ATTEMPT_TAG, ERROR_TAG, GRID_TAG, KEY_TAG, KIND_TAG, SUMMARY_TAG
+from gatelab.trainer.config.run_tags import (
+    ATTEMPT_TAG,
+    ERROR_TAG,
+    GRID_TAG,
+    KEY_TAG,
+    KIND_TAG,
+    OPENED_BY_TAG,
+    SUMMARY_TAG,
+)
+from gatelab.trainer.config.trial_folder import TrialFolder
 
 JOURNAL_WAIT_S = 600.0  # a trial opened while the server is away waits this long for it, then fails to start
 
@@ -122,16 +134,20 @@ def open_trial_run(trial: TrialRun, journal: Path | None = None) -> tuple[Mlflow
     (or from the single process that owns it), so two processes never create two runs for one key.
     `journal`: the trial's file of operations kept while the server was away (tracking/runs/outbox.py); what an
     earlier process left there is sent first (it may say the trial is done), and the tracker keeps its own there."""
+    client = MlflowClient(tracking_uri=trial.uri)
+    in_flight = InFlight(TrialFolder(journal.parent).in_flight if journal is not None else None)
+    if in_flight.path is not None and in_flight.path.exists():  # an earlier attempt died mid-request:
+        experiment_id = get_or_create_experiment(client, trial.experiment)  # what it sent lands before any read
+        settle(in_flight.path, lambda note: _landed(client, experiment_id, note))
     if journal is not None and journal.exists():
         send_journal(trial.uri, journal, wait_s=JOURNAL_WAIT_S)
-    client = MlflowClient(tracking_uri=trial.uri)
     experiment_id = get_or_create_experiment(client, trial.experiment)
     existing = _newest_trial_run(client, experiment_id, trial.key)
     if existing is not None and existing.status in DONE_STATUSES:
         return None, existing
     if existing is None:
-        return _new_trial_run(trial, experiment_id, journal), None
-    tracker = MlflowTracker.resume(trial.uri, existing.run_id, journal=journal)
+        return _new_trial_run(trial, experiment_id, journal, in_flight), None
+    tracker = MlflowTracker.resume(trial.uri, existing.run_id, journal=journal, in_flight=in_flight)
     try:
         tracker.log_params(trial.params)
     except BaseException:  # a conflicting value: the run is not this trial's; stop the tracker's sender
@@ -165,17 +181,42 @@ def record_failure(trial: TrialRun, error: str) -> bool:
     return True
 
 
-def _new_trial_run(trial: TrialRun, experiment_id: str, journal: Path | None = None) -> MlflowTracker:
-    return MlflowTracker.create(
-        trial.uri,
-        trial.experiment,
-        run_name=trial.run_name,
-        parent_run_id=trial.parent_run_id,
-        experiment_id=experiment_id,
-        tags={KIND_TAG: "trial", KEY_TAG: trial.key, ATTEMPT_TAG: "1", **trial.tags},
-        params=dict(trial.params),
-        journal=journal,
-    )
+def _new_trial_run(
+    trial: TrialRun, experiment_id: str, journal: Path | None = None, in_flight: InFlight | None = None
+) -> MlflowTracker:
+    in_flight = in_flight or InFlight(None)
+    opened_by = uuid.uuid4().hex
+    with in_flight.creating(opened_by):
+        return MlflowTracker.create(
+            trial.uri,
+            trial.experiment,
+            run_name=trial.run_name,
+            parent_run_id=trial.parent_run_id,
+            experiment_id=experiment_id,
+            tags={KIND_TAG: "trial", KEY_TAG: trial.key, ATTEMPT_TAG: "1", OPENED_BY_TAG: opened_by, **trial.tags},
+            params=dict(trial.params),
+            journal=journal,
+            in_flight=in_flight,
+        )
+
+
+def _landed(client: MlflowClient, experiment_id: str, note: Mapping) -> bool:
+    """Whether the request an in-flight note names is in the ledger (tracking/runs/in_flight.py); False while the
+    server cannot say (settle then keeps waiting, up to its bound)."""
+    try:
+        return _found(client, experiment_id, note)
+    except MlflowException:
+        return False
+
+
+def _found(client: MlflowClient, experiment_id: str, note: Mapping) -> bool:
+    if "create" in note:
+        found = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{OPENED_BY_TAG}` = '{note['create']}'", max_results=1
+        )
+        return bool(found)
+    latest = {metric.key: metric.step for metric in client.get_run(note["run_id"]).data.to_proto().metrics}
+    return all(latest.get(key, -1) >= step for key, step in note["steps"].items())
 
 
 def trial_records_for_key(uri: str, experiment: str, key: str) -> TrialRecord | None:

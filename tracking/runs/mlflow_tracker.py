@@ -33,6 +33,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from gatelab.tracking.runs.in_flight import InFlight
 from gatelab.tracking.runs.outbox import MAX_BUFFERED_METRICS, Outbox, batch_ops, merged
 from gatelab.tracking.runs.run_writer import RunWriter, ServerAway
 from gatelab.tracking.store import experiment_artifact_location
@@ -120,6 +121,7 @@ class MlflowTracker:
         journal: Path | None = None,
         final_wait_s: float | None = None,
         max_buffered_metrics: int = MAX_BUFFERED_METRICS,
+        in_flight: InFlight | None = None,
     ) -> None:
         """Wrap an existing run. `flush_every`: buffered metrics that trigger a send; `flush_interval_s`: the
         longest a metric waits; `asynchronous`: send from a background thread (flush() still blocks);
@@ -127,7 +129,8 @@ class MlflowTracker:
         `journal`: where unsent operations are kept while the server is away (the trial folder's journal,
         trainer/config/trial_folder.py); `final_wait_s`: how long closing waits for an absent server before
         leaving the rest in the journal (default: server_wait_s()); `max_buffered_metrics`: the outbox's bound,
-        beyond which logging waits for the server."""
+        beyond which logging waits for the server; `in_flight`: the trial folder's note of each request as it
+        leaves (tracking/runs/in_flight.py), for the attempt that follows if this process dies."""
         self.client = client
         self.run_id = run_id
         # A run this tracker created holds only what it logs, so last_steps() can answer without a request.
@@ -144,6 +147,7 @@ class MlflowTracker:
         self._final_wait_s = server_wait_s() if final_wait_s is None else final_wait_s
         self._outbox = Outbox(run_id, journal, max_buffered_metrics)
         self._writer = RunWriter(client, run_id, self.artifact_uri)
+        self._in_flight = in_flight or InFlight(None)
         self._unsent_metrics = 0  # metrics logged since the last send was started
         self._last_send = time.monotonic()
         self._send_lock = threading.Lock()  # one sender at a time: keeps operations in order
@@ -373,7 +377,8 @@ class MlflowTracker:
             self._last_send = time.monotonic()
             for request, count in merged(self._outbox.pending()):
                 try:
-                    self._writer.send(request)
+                    with self._in_flight.sending(self.run_id, request.get("metrics", [])):
+                        self._writer.send(request)
                 except ServerAway:
                     self._note_away()
                     raise

@@ -26,6 +26,12 @@ TIMEOUT_S = 30  # one request; a batch of 1000 metrics takes milliseconds on a l
 ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 
 
+# Answers that say the server is overloaded for now, not that the request is wrong, though MLflow sends them as 400
+# BAD_REQUEST: its database connection pool stayed exhausted for 30 s (SQLAlchemy's pool timeout; a PostgreSQL
+# server under many trials at once; the home's SQLite server has no pool: tracking/server/process.py).
+BUSY_ANSWERS = ("QueuePool limit",)
+
+
 class ServerAway(ConnectionError):
     """The tracking server did not answer (or answered that it cannot serve now); try again later."""
 
@@ -109,4 +115,6 @@ class RunWriter:
             raise ServerAway(str(error)) from error
         if response.status_code >= 500 or response.status_code == 429:
             raise ServerAway(f"{method} {endpoint}: HTTP {response.status_code}")
+        if response.status_code == 400 and any(answer in response.text for answer in BUSY_ANSWERS):
+            raise ServerAway(f"{method} {endpoint}: HTTP 400, the server is busy: {response.text[:200]}")
         verify_rest_response(response, endpoint)

@@ -41,6 +41,12 @@ from gatelab.tracking.store import Store
 # can log to it (docs/cluster.md), and the server then asks for credentials; never a public address.
 HOST = os.environ.get("GATELAB_MLFLOW_HOST", "127.0.0.1")
 _SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# On SQLite the server opens a connection per request instead of keeping a pool of 5 (+10 overflow). With 64 trials
+# starting at once (`gatelab bench scale`), requests waited 30 s for a pooled connection and then failed with
+# "QueuePool limit ... reached", which MLflow answers as 400 BAD_REQUEST: a client takes that as a refusal, and
+# trials failed. Without a pool a busy server makes requests wait on SQLite's own lock (MLflow sets a 20-s busy
+# timeout), and past that MLflow answers 503, which every client retries. A SQLite connection costs microseconds.
+_SQLITE_SERVER_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool"}
 # Servers started by this process, by pid: waited on when stopped so they do not linger as zombies.
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -240,7 +246,7 @@ def _start_locked(store: Store, *, port: int | None, timeout_s: float) -> Server
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=store.home,
-                env={**os.environ, **_SERVER_ENV, **auth_env},
+                env={**os.environ, **_SERVER_ENV, **(_SQLITE_SERVER_ENV if store.is_sqlite else {}), **auth_env},
                 start_new_session=True,  # own process group: killpg ends uvicorn too; Ctrl-C of a client does not
             )
         _CHILDREN[proc.pid] = proc

@@ -12,6 +12,7 @@ PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under
 # A trial's run
 KEY_TAG = "trial_key"  # the trial's content key (grid/spec/identity.py): how the ledger finds its run
 ATTEMPT_TAG = "gatelab.attempt"  # how many times a process opened the run (1 for the first)
+OPENED_BY_TAG = "gatelab.opened_by"  # a random id of the process that made the run (tracking/runs/in_flight.py)
 STATUS_TAG = "gatelab.status"  # a trainer.config.outcome.Status value
 ERROR_TAG = "gatelab.error"  # why a failed trial failed: "<reason>: <first line of the error>"
 ERROR_LENGTH = 500  # what of the error the tag keeps: a line for tables, far below MLflow's 8000

@@ -10,6 +10,7 @@ from pathlib import Path
 CHECKPOINTS = "checkpoints"  # Lightning checkpoints, step-<n>.ckpt (trainer/checkpoints.py)
 LOCK = ".lock"  # flock held by whoever runs the trial: one process at a time
 JOURNAL = "mlflow-unsent.jsonl"  # what the tracker could not send while the server was away (tracking/runs/outbox.py)
+IN_FLIGHT = "mlflow-in-flight.json"  # the request its process last sent, and its slowest (tracking/runs/in_flight.py)
 PROBES = "probes.json"  # the probes' report, also logged as the run's artifact of that name
 
 
@@ -34,6 +35,10 @@ class TrialFolder:
     @property
     def journal(self) -> Path:
         return self.path / JOURNAL
+
+    @property
+    def in_flight(self) -> Path:
+        return self.path / IN_FLIGHT
 
     @property
     def probes(self) -> Path:
