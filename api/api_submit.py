@@ -106,6 +106,7 @@ def resume(
 
 
 def _run(grid, overrides, home, address, max_concurrent, progress, retry_failed: bool) -> SubmitSummary:
+    _choice(progress)  # a bad choice is bad input: refused before anything is made
     loaded, store = checked_grid(grid, overrides, home)
     if loaded.spec.search is not None:
         raise ValueError(
@@ -184,9 +185,7 @@ def _dispatch(grid: Grid, store: Store, view, address, max_concurrent, retry_fai
 
 def progress_view(progress: bool | Progress, out: Callable[[str], None] = print) -> ProgressView:
     """The view a submit shows its progress in (see `Progress`)."""
-    choice = {True: "auto", False: "none"}.get(progress, progress) if isinstance(progress, bool) else progress
-    if choice == "auto":
-        choice = "bar" if _in_notebook() else "live" if sys.stdout.isatty() else "lines"
+    choice = _choice(progress)
     if choice == "live":
         from gatelab.live_table import LiveTable
 
@@ -197,9 +196,17 @@ def progress_view(progress: bool | Progress, out: Callable[[str], None] = print)
         return ProgressBar()
     if choice == "lines":
         return PlainLines(out)
-    if choice == "none":
-        return Silent()
-    raise ValueError(f"progress={progress!r}: expected True, False or one of {Progress.__args__}")
+    return Silent()
+
+
+def _choice(progress: bool | Progress) -> str:
+    """'live', 'bar', 'lines' or 'none': `progress` with True and 'auto' decided here."""
+    choice = {True: "auto", False: "none"}.get(progress, progress) if isinstance(progress, bool) else progress
+    if choice not in Progress.__args__:
+        raise ValueError(f"progress={progress!r}: expected True, False or one of {Progress.__args__}")
+    if choice == "auto":
+        return "bar" if _in_notebook() else "live" if sys.stdout.isatty() else "lines"
+    return choice
 
 
 def _in_notebook() -> bool:

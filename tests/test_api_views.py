@@ -119,10 +119,13 @@ def test_the_notebook_bar_counts_results(capsys):
     assert "finished  x" in capsys.readouterr().out
 
 
-def test_progress_choices():
+def test_progress_choices(tmp_path):
     from gatelab.api_submit import progress_view
 
     assert isinstance(progress_view(False), Silent) and isinstance(progress_view("none"), Silent)
     assert isinstance(progress_view(True), PlainLines)  # pytest's stdout is no terminal, and this is no notebook
     with pytest.raises(ValueError, match="progress='fancy'"):
         progress_view("fancy")
+    with pytest.raises(ValueError, match="progress='fancy'"):
+        gatelab.submit("smoke", home=tmp_path / "home", progress="fancy")
+    assert not (tmp_path / "home").exists()  # refused before the home is made
