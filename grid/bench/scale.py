@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from gatelab.grid.bench.report import timed_gatelab
 from gatelab.grid.bench.simulated_trial import SimulatedTrial
 from gatelab.grid.dispatch.local_ray import LOOPBACK_NODE, loopback_cluster
 from gatelab.grid.dispatch.ray_jobs import experiment_name
@@ -56,6 +55,7 @@ class Level:
 
     concurrent: int
     trials: int
+    slots: str = "GPU"
     wall_s: float = 0.0
     overhead_s: list[float] = field(default_factory=list)
     warm_overhead_s: list[float] = field(default_factory=list)  # without a fresh worker's one-time imports
@@ -77,6 +77,7 @@ class Level:
         return {
             "concurrent": self.concurrent,
             "trials": self.trials,
+            "slots": self.slots,
             "wall_s": self.wall_s,
             "trials_per_min": 60 * self.trials / self.wall_s if self.wall_s else None,
             "dispatch_overhead_s": spread(self.overhead_s),
@@ -92,8 +93,8 @@ class Level:
         }
 
 
-def grid_file(folder: Path, name: str, trials: int, concurrent: int, steps: int) -> Path:
-    """A grid of `trials` simulated trials (variants x seeds), one logical GPU each."""
+def grid_file(folder: Path, name: str, trials: int, concurrent: int, steps: int, gpu_slots: bool = True) -> Path:
+    """A grid of `trials` simulated trials (variants x seeds), one logical GPU each (`gpu_slots`) or one CPU."""
     seeds = -(-trials // len(VARIANTS))
     grid = {
         "name": name,
@@ -104,7 +105,7 @@ def grid_file(folder: Path, name: str, trials: int, concurrent: int, steps: int)
             "checkpoint": {"every": CHECKPOINT_EVERY, "keep_last": 2},
         },
         "axes": {"variant": list(VARIANTS), "seed": list(range(seeds))},
-        "resources": {"cpus": 1, "gpus": 1},
+        "resources": {"cpus": 1, "gpus": 1 if gpu_slots else 0},
         "ray": {"max_concurrent": concurrent, "max_retries": 3},
     }
     path = folder / f"{name}.yaml"
@@ -119,12 +120,6 @@ def memory_needed_gb(concurrent: int) -> float:
 def fits_in_memory(concurrent: int) -> bool:
     """Whether this machine holds `concurrent` trial workers (one process each, as on a cluster) with 2 GB spare."""
     return memory_needed_gb(concurrent) + 2 <= psutil.virtual_memory().available / 2**30
-
-
-def timed_gatelab(*args: str) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gatelab.grid.cli", *args], check=True, capture_output=True, text=True)
-    return time.perf_counter() - started
 
 
 class _Watch(threading.Thread):
@@ -163,15 +158,19 @@ def run_level(
     step_s: float,
     remove_node: bool,
     out: Callable[[str], None],
+    gpu_slots: bool = True,
 ) -> Level:
-    """One grid of simulated trials on a fresh loopback cluster of `nodes` nodes with `concurrent` GPUs in all."""
+    """One grid of simulated trials on a fresh loopback cluster of `nodes` nodes with `concurrent` slots in all:
+    logical GPUs (`gpu_slots`: Ray gives each GPU trial a fresh worker process, as on a GPU cluster) or CPUs (a
+    worker runs trial after trial, so a 2-core machine measures the driver and the ledger rather than thousands
+    of Python processes starting)."""
     name = f"scale-{concurrent}x{trials}"
-    grid = grid_file(folder, name, trials, concurrent, steps)
+    grid = grid_file(folder, name, trials, concurrent, steps, gpu_slots)
     spec = load_grid(grid)
     grid_trials = expand(spec)
-    level = Level(concurrent, len(grid_trials))
+    level = Level(concurrent, len(grid_trials), slots="GPU" if gpu_slots else "CPU")
     per_node = -(-concurrent // nodes)
-    with loopback_cluster(num_cpus=1, num_gpus=0, driver_args={"log_to_driver": False}) as cluster:
+    with loopback_cluster(num_cpus=0, num_gpus=0, driver_args={"log_to_driver": False}) as cluster:
         workers = [cluster.add_node(**LOOPBACK_NODE, num_cpus=per_node, num_gpus=per_node) for _ in range(nodes)]
         cluster.wait_for_nodes()
         started = time.perf_counter()
@@ -268,7 +267,7 @@ def bench_scale(
                     out=out,
                 )
                 result["levels"].append(measured.summary())
-            out(f"large grid: {trials} trials at {concurrent[0]} concurrent, a node removed ...")
+            out(f"large grid: {trials} trials at {concurrent[0]} concurrent (CPU slots), a node removed ...")
             large = run_level(
                 store,
                 info.uri,
@@ -280,6 +279,7 @@ def bench_scale(
                 step_s=step_s,
                 remove_node=True,
                 out=out,
+                gpu_slots=False,
             )
             result["large"] = large.summary()
             grid, home = folder / f"scale-{concurrent[0]}x{trials}.yaml", ["--home", str(store.home)]

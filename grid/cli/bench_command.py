@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from gatelab.grid.cli.bench_scale_command import SCALE_STEPS, SCALE_TRIALS, bench_scale_command
 from gatelab.grid.cli.terminal import table
 from gatelab.grid.spec.examples import resolve_config_path
 from gatelab.trainer.config.presets import PRESETS, preset
@@ -19,7 +20,7 @@ TRIALS = {
     "ladder": 500,
     "scale": 5000,
 }  # finished trials of the synthetic grid; chaos: trials; ladders
-STEPS = {"trainer": 60, "chaos": 100, "scale": 50}  # steps per loop; chaos: per trial
+STEPS = {"trainer": 60, "chaos": 100}  # steps per loop; chaos: per trial
 KILLS, SIGTERM_SHARE = 12, 0.25  # chaos
 LEDGER_LOAD = {"writers": 16, "metrics": 250, "rate": 4.0, "seconds": 30.0}  # ledger: above this machine's server
 
@@ -289,49 +290,6 @@ def _print_ledger(result: dict, problems: list[str]) -> None:
     print("  " + ("; ".join(problems) if problems else "nothing lost or doubled, every run finished"))
 
 
-def _bench_scale(args: argparse.Namespace) -> int:
-    from gatelab.grid.bench.scale import bench_scale
-
-    result = bench_scale(
-        args.concurrent or [64, 128, 256],
-        _or(args.trials, TRIALS["scale"]),
-        nodes=args.nodes,
-        steps=_or(args.steps, STEPS["scale"]),
-        step_s=args.step_s,
-        out=lambda line: print(line, flush=True),
-    )
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 1 if result["large"]["problems"] else 0
-    print(f"simulated cluster: {args.nodes} worker nodes; trials of {result['steps']} steps x {args.step_s:g} s")
-    for level in [*result["levels"], result["large"]]:
-        over, warm, lag, status = (
-            level[k]
-            for k in ("dispatch_overhead_s", "dispatch_overhead_warm_worker_s", "close_lag_s", "status_while_running_s")
-        )
-        print(
-            f"  {level['concurrent']} concurrent, {level['trials']} trials: wall {level['wall_s']:.0f} s "
-            f"({level['trials_per_min']:.0f} trials/min)  overhead/trial median {over['median']:.2f} s "
-            f"(p90 {over['p90']:.2f}; warm worker {warm['median']:.2f})  close lag p90 {lag['p90']:.2f} s  "
-            + (f"status while running median {status['median']:.2f} s (max {status['max']:.2f})  " if status else "")
-            + f"driver RSS peak {level['driver_rss_mb']['peak']:.0f} MB"
-        )
-    for line in result["not_run"]:
-        print(f"  not run: {line}")
-    large = result["large"]
-    print(
-        f"  node removed at {large['node_removed_at_s']:.0f} s: {large['trials_retried']} trials retried elsewhere; "
-        + (
-            "; ".join(large["problems"][:5])
-            if large["problems"]
-            else "every trial finished in one run, every step once"
-        )
-    )
-    after = result["after"]
-    print(f"  after: `gatelab status` {after['status_s']:.2f} s, no-op resubmit {after['noop_resubmit_s']:.2f} s")
-    return 1 if large["problems"] or any(level["problems"] for level in result["levels"]) else 0
-
-
 BENCHMARKS = {
     "gates": _bench_gates,
     "trainer": _bench_trainer,
@@ -340,7 +298,7 @@ BENCHMARKS = {
     "chaos": _bench_chaos,
     "ladder": _bench_ladder,
     "ledger": _bench_ledger,
-    "scale": _bench_scale,
+    "scale": bench_scale_command,
 }
 
 
@@ -353,7 +311,9 @@ def add_bench_command(commands) -> None:
     bench.add_argument("what", choices=list(BENCHMARKS))
     bench.add_argument("--model", default="laptop", choices=sorted(PRESETS))
     bench.add_argument("--rounds", type=int, default=15, help="gates: timed rounds per variant")
-    bench.add_argument("--steps", type=int, default=None, help=f"steps per loop or trial ({_per(STEPS)})")
+    bench.add_argument(
+        "--steps", type=int, default=None, help=f"steps per loop or trial ({_per(STEPS)}, scale {SCALE_STEPS})"
+    )
     bench.add_argument("--variant", default="baseline", help="trainer: the catalog variant to train")
     bench.add_argument("--batch-size", type=int, default=8, help="trainer: sequences per step")
     bench.add_argument(
@@ -367,7 +327,8 @@ def add_bench_command(commands) -> None:
         "--trials",
         type=int,
         default=None,
-        help=f"report: trials of a synthetic grid; chaos, scale: trials; ladder: ladders per law ({_per(TRIALS)})",
+        help=f"report: trials of a synthetic grid; chaos, scale: trials; ladder: ladders per law ({_per(TRIALS)}, "
+        f"scale {SCALE_TRIALS})",
     )
     bench.add_argument("--resamples", type=int, default=300, help="ladder: bootstrap resamples per ladder")
     bench.add_argument("--ladder-seeds", type=int, default=3, help="ladder: seeds per rung and variant")

@@ -54,6 +54,7 @@ class InFlight:
             yield
             return
         tmp = self.path.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)  # `gatelab train` opens the run before it makes the folder
         tmp.write_text(json.dumps(note))
         os.replace(tmp, self.path)
         yield  # an exception leaves the note: the request may still land (the server did not answer in time)

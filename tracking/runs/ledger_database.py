@@ -54,11 +54,20 @@ def _connected(database_uri: str) -> Iterator:
         engine.dispose()
 
 
+def _has_tables(db) -> bool:
+    """False for a database no MLflow server has set up yet (a PostgreSQL database named before the first submit)."""
+    import sqlalchemy
+
+    return sqlalchemy.inspect(db).has_table("experiments")
+
+
 def trial_runs_from_database(database_uri: str, experiment: str) -> dict[str, list[TrialRecord]]:
     """Every trial child run of the experiment, by trial key, oldest first (as `trial_runs_by_key`)."""
     import sqlalchemy
 
     with _connected(database_uri) as db:
+        if not _has_tables(db):
+            return {}
         found = db.execute(
             sqlalchemy.text("select experiment_id from experiments where name = :name"), {"name": experiment}
         ).first()
@@ -91,6 +100,8 @@ def grid_run_from_database(database_uri: str, experiment: str, grid_name: str) -
     import sqlalchemy
 
     with _connected(database_uri) as db:
+        if not _has_tables(db):
+            return None
         found = db.execute(sqlalchemy.text(_GRID_RUN), {"name": experiment, "grid": grid_name, "active": ACTIVE})
         row = found.first()
         if row is None:
