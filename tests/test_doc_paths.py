@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_DIRS = ("ablations", "grid", "trainer", "tracking", "tests", "docs", "scripts", ".ci")
+TOP_DIRS = ("ablations", "api", "grid", "trainer", "tracking", "tests", "docs", "scripts", ".ci")
 TOP_FILES = ("ray_cluster.yaml", "pyproject.toml", "constraints.txt", "README.md")
 PACKAGES = {"grid": "grid", "trainer": "trainer", "tracking": "tracking", "ablations": "ablations"}
 
@@ -124,8 +124,10 @@ def _names_in(module: Path, attrs: list[str]) -> str | None:
 def check_module(dotted: str) -> str | None:
     """None when `gatelab.<dotted>` is a package, a module, or a module and names it defines."""
     parts = dotted.split(".")
+    if (ROOT / "api" / f"{parts[0]}.py").is_file():  # a module of the API, the package `gatelab` itself (api/)
+        return _names_in(ROOT / "api" / f"{parts[0]}.py", parts[1:]) if parts[1:] else None
     if parts[0] not in PACKAGES:
-        return None  # a run tag such as gatelab.status, not a module
+        return None  # a run tag such as gatelab.status, or a name the API exports (api/__init__.py), not a module
     here = ROOT / PACKAGES[parts[0]]
     for i, part in enumerate(parts[1:], start=1):
         if (here / part).is_dir():

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 from scipy import stats
 
-from gatelab.grid.cli.report_command import report_input
 from gatelab.grid.dispatch.adaptive import verdict_rows
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.report_input import report_input
 from gatelab.tracking.report.comparison_figures import f_attn_heatmap, forest_plot, gap_curves
 from gatelab.tracking.stats.forest import family, forest, val_loss_gaps
 from gatelab.tracking.stats.rows import ReportInput, TrialOutcome, TrialSpec, VariantSpec, build_rows

@@ -116,6 +116,11 @@ def test_no_import_cycles():
         return ".".join(("gatelab", *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
     graph = {name(path): module_level_imports(path) for folder in PACKAGES for path in (ROOT / folder).rglob("*.py")}
+    # api/ is the package `gatelab` itself: api/api_grid.py is gatelab.api_grid
+    graph |= {
+        "gatelab" if path.stem == "__init__" else f"gatelab.{path.stem}": module_level_imports(path)
+        for path in (ROOT / "api").glob("*.py")
+    }
     graph = {
         module: {other for other in imports if other in graph and other != module} for module, imports in graph.items()
     }
@@ -131,6 +136,13 @@ def test_no_import_cycles():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_the_api_sits_below_the_cli_and_import_gatelab_loads_nothing():
+    # The CLI (grid/cli/) is a thin layer over the API (api/, the package `gatelab`): never the other way round.
+    assert not {n for n in imported_modules("api") if n.startswith("gatelab.grid.cli")}
+    # Every gatelab.* import (a Ray worker's too) runs api/__init__.py first: it imports nothing at all.
+    assert module_level_imports(ROOT / "api" / "__init__.py") == set()
 
 
 def test_grid_cli_does_not_load_torch():

@@ -17,10 +17,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from gatelab.grid.cli.main import main
-from gatelab.grid.cli.report_command import report_input
 from gatelab.grid.dispatch.ray_jobs import experiment_name
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
+from gatelab.grid.spec.report_input import report_input
 from gatelab.grid.spec.seed_policy import comparisons
 from gatelab.tracking import MlflowTracker, Store, ensure_server, stop_server
 from gatelab.tracking.report.choice_figure import CategoryStats, by_category, categories, choice_strip

@@ -87,7 +87,7 @@ def test_torch_already_there_is_kept(installed):
 def test_no_generic_top_level_module_is_installed(installed):
     code = (
         "import importlib.util, json, sysconfig; "
-        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in ('grid', 'trainer', 'tracking')}"
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None for n in ('grid', 'trainer', 'tracking', 'api')}"
         " | {'site': sysconfig.get_paths()['purelib']}))"
     )
     found = json.loads(
@@ -96,9 +96,9 @@ def test_no_generic_top_level_module_is_installed(installed):
         ).stdout
     )
     site = Path(found.pop("site"))
-    assert found == {"grid": False, "trainer": False, "tracking": False}
-    assert not [name for name in ("grid", "trainer", "tracking") if (site / name).exists()]
-    assert {p.name for p in (site / "gatelab").iterdir()} >= {"grid", "trainer", "tracking", "ablations"}
+    assert found == {"grid": False, "trainer": False, "tracking": False, "api": False}
+    assert not [name for name in ("grid", "trainer", "tracking", "api") if (site / name).exists()]
+    assert {p.name for p in (site / "gatelab").iterdir()} >= {"__init__.py", "grid", "trainer", "tracking", "ablations"}
 
 
 def test_version_and_help(installed):
@@ -152,3 +152,27 @@ def test_init_copies_editable_examples(installed):
     assert run(installed, "init", "mine").returncode == 2  # nothing overwritten without --force
     dry = run(installed, "submit", "mine/smoke.yaml", "--dry-run")
     assert dry.returncode == 0 and "26 trials" in dry.stdout
+
+
+# A one-trial cut of the smoke grid, a few steps long: enough for a finished run to read back.
+ONE_TRIAL = ("axes.variant=[baseline]", "base.schedule.max_steps=4", "base.eval.every=2", "base.checkpoint.every=4")
+
+
+def test_the_python_api_reads_a_finished_grid(installed):
+    sets = [arg for override in ONE_TRIAL for arg in ("--set", override)]
+    submitted = run(installed, "submit", "smoke", *sets)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    code = (
+        "import json, gatelab; "
+        f"df = gatelab.results('smoke', set={list(ONE_TRIAL)!r}, home='gatelab-runs'); "
+        "print(json.dumps(df[['variant', 'status', 'final_val_loss', 'run_id']].to_dict('records')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GATELAB_HOME", "PYTHONPATH", "VIRTUAL_ENV")}
+    read = subprocess.run(
+        [str(installed["python"]), "-c", code], capture_output=True, text=True, cwd=installed["cwd"], env=env
+    )
+    assert read.returncode == 0, read.stderr[-3000:]
+    (row,) = json.loads(read.stdout.strip().splitlines()[-1])
+    assert row["variant"] == "baseline" and row["status"] == "finished" and row["run_id"]
+    assert 0 < row["final_val_loss"] < 10
+    run(installed, "stop-server")

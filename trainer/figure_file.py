@@ -4,6 +4,8 @@ matplotlib only (reports run where torch is not installed)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 DPI = 110  # a 7 x 4 in figure is 770 x 440 px: legible in the MLflow UI's artifact viewer and in a report
@@ -17,3 +19,16 @@ def save_figure(fig, path: Path, *, rect: tuple[float, float, float, float] | No
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def headless_pyplot():
+    """matplotlib.pyplot on the headless Agg backend (workers and servers have no display), unless the program chose
+    a backend already: a notebook's inline one (Jupyter's kernel sets MPLBACKEND) or pyplot imported first. A report
+    made from a notebook (`gatelab.report`, `gatelab.compare`) must not stop the notebook's own figures showing."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

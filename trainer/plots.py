@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS
+from gatelab.trainer.config.metric_names import ROPE_MODES, parse_long_ppl
+from gatelab.trainer.figure_file import headless_pyplot, save_figure
+from gatelab.trainer.probes import ProbeReport
+from gatelab.trainer.spikes import Spike
 
-from gatelab.trainer.config.metric_names import GATE_HIST_BINS as HIST_BINS  # noqa: E402
-from gatelab.trainer.config.metric_names import ROPE_MODES, parse_long_ppl  # noqa: E402
-from gatelab.trainer.figure_file import save_figure  # noqa: E402
-from gatelab.trainer.probes import ProbeReport  # noqa: E402
-from gatelab.trainer.spikes import Spike  # noqa: E402
+plt = headless_pyplot()  # Agg, unless a notebook chose its own backend (trainer/figure_file.py)
 
 
 def loss_curve(train: list, val: list, spikes: list[Spike], title: str, path: Path) -> Path:

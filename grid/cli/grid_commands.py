@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from gatelab.grid.cli.arguments import add_home
@@ -15,64 +12,15 @@ from gatelab.grid.cli.dry_run import trial_rows, trial_table
 from gatelab.grid.cli.ladder_dry_run import ladder_table
 from gatelab.grid.cli.terminal import other_trials_line, table, tally
 from gatelab.grid.cli.ui_command import add_ui_command
+from gatelab.grid.dispatch.home_ledger import driver_tracking, ledger_records, reading_store
 from gatelab.grid.spec.examples import WHERE_NAMES_RESOLVE
 from gatelab.grid.spec.expand import expand
 from gatelab.grid.spec.grid_file import load_grid
 from gatelab.tracking.store import Store
-from gatelab.trainer.config.metric_names import FINAL_VAL_PPL, SPIKE_COUNT, STEP, VAL_PPL
-from gatelab.trainer.config.outcome import DONE_STATUSES, Status
+from gatelab.trainer.config.metric_names import VAL_PPL
 
-
-@contextmanager
-def driver_tracking(spec, store: Store) -> Iterator[str]:
-    """The tracking URI a driver logs to, after sending what trials kept on disk while it was away
-    (tracking/runs/catch_up.py). The home's own server is kept up while the driver runs (tracking/server/watch.py)
-    and outlives it: a concurrent submit or a trial may still be logging through it."""
-    from gatelab.tracking.runs.catch_up import catch_up
-    from gatelab.tracking.server.process import local_server
-    from gatelab.tracking.server.watch import ServerWatch
-
-    checkpoint_root = spec.storage.root(store.checkpoints_dir)
-    if spec.tracking.uri:
-        catch_up(spec.tracking.uri, checkpoint_root)
-        yield spec.tracking.uri
-        return
-    with local_server(store, keep_running=True) as uri, ServerWatch(store, uri):
-        catch_up(uri, checkpoint_root)
-        yield uri
-
-
-def _records(spec, store: Store) -> dict:
-    """The ledger as stored, read without starting anything (an absent store means: all new) unless trials
-    kept results on disk while the server was away: those are sent first, through the home's server. The home's
-    own database is read directly (tracking/runs/ledger_database.py: no MLflow import, ~20 ms for 1,000 trials);
-    a grid's own `tracking.uri` through MLflow."""
-    from gatelab.grid.dispatch.ray_jobs import experiment_name
-    from gatelab.trainer.config.trial_folder import journals
-
-    if spec.tracking.uri is not None:
-        from gatelab.tracking.runs.catch_up import catch_up
-        from gatelab.tracking.runs.ledger import trial_records
-
-        catch_up(spec.tracking.uri, spec.storage.root(store.checkpoints_dir))
-        return trial_records(spec.tracking.uri, experiment_name(spec))
-    if not store.has_ledger:
-        return {}
-    if journals(spec.storage.root(store.checkpoints_dir)):
-        from gatelab.tracking.runs.catch_up import catch_up
-        from gatelab.tracking.server.process import ensure_server
-
-        server, _ = ensure_server(store)  # artifacts in the journals reach the store only through it
-        catch_up(server.uri, spec.storage.root(store.checkpoints_dir))
-    from gatelab.tracking.runs.ledger_database import trial_records_from_database
-
-    for attempt in range(5):
-        try:
-            return trial_records_from_database(store.tracking_uri, experiment_name(spec))
-        except Exception:  # a server still creating a fresh store's tables: wait for it
-            if attempt == 4:
-                raise
-            time.sleep(1.0)
+_records = ledger_records  # plan_command reads the ledger through these names too
+_store_no_create = reading_store
 
 
 def _load(args, cache_dir: Path | None = None):
@@ -81,56 +29,36 @@ def _load(args, cache_dir: Path | None = None):
 
 
 def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
-    dry_run = getattr(args, "dry_run", False)
-    # Bad input, bad data included, fails before the home is made (its cache may be, holding the tokenized data).
-    spec, trials = _load(args, cache_dir=None if dry_run else _store_no_create(args.home).cache_dir)
-    store = _store_no_create(args.home) if dry_run else Store.open(args.home)
-    if spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
-        return _cmd_search(args, spec, store, dry_run)
-    if dry_run:
-        records = _records(spec, store)
-        statuses = {k: r.status for k, r in records.items()}
-        if args.json:
-            print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
-        else:
-            print(trial_table(spec, trials, statuses))
-            if spec.ladder is not None:
-                print(ladder_table(spec, trials))
-        return 0
-    from gatelab.grid.dispatch.settled import settled_statuses
+    if not getattr(args, "dry_run", False):  # gatelab.submit / gatelab.resume; a search through Optuna's driver
+        from gatelab.api_submit import checked_grid, run_grid
 
-    settled = settled_statuses(spec, trials, store, retry_failed=retry_failed)
-    if settled is not None:  # nothing to run or record: said from the ledger's database alone
-        print(f"grid {spec.name}: {len(trials)} trials, {len(trials)} already done or failed, 0 to run ({store.home})")
-        return _said_outcome(spec, store, settled)
-    from gatelab.grid.dispatch.submit import submit
-
-    def run(uri: str) -> int:
-        outcome = submit(
-            spec,
-            trials,
+        grid, store = checked_grid(args.grid, args.set or [], args.home)
+        if grid.spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
+            return _cmd_search(args, grid.spec, store, False)
+        summary = run_grid(
+            grid,
             store,
-            uri,
-            retry_failed=retry_failed,
+            progress="auto",  # a live table on a terminal, the plain lines when piped
             address=args.address,
             max_concurrent=args.max_concurrent,
+            retry_failed=retry_failed,
         )
-        return _said_outcome(spec, store, outcome.statuses)
-
-    with driver_tracking(spec, store) as uri:
-        return run(uri)
-
-
-def _said_outcome(spec, store: Store, statuses: dict[str, str]) -> int:
-    """The closing lines of a submit; its exit status (1 when a trial failed)."""
-    failed = [k for k, s in statuses.items() if s == Status.FAILED]
-    busy = [k for k, s in statuses.items() if s == Status.BUSY]
-    print(
-        f"grid {spec.name}: {sum(s in DONE_STATUSES for s in statuses.values())} done, "
-        f"{len(failed)} failed, {len(busy)} run by another process"
-    )
-    print(f"open the MLflow UI: gatelab ui --home {store.home}")
-    return 1 if failed else 0
+        print(summary)
+        print(f"open the MLflow UI: gatelab ui --home {store.home}")
+        return 0 if summary.ok else 1
+    spec, trials = _load(args)
+    store = _store_no_create(args.home)
+    if spec.search is not None:
+        return _cmd_search(args, spec, store, True)
+    records = _records(spec, store)
+    statuses = {k: r.status for k, r in records.items()}
+    if args.json:
+        print(json.dumps(trial_rows(spec, trials, statuses), indent=1, default=str))
+    else:
+        print(trial_table(spec, trials, statuses))
+        if spec.ladder is not None:
+            print(ladder_table(spec, trials))
+    return 0
 
 
 def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> int:
@@ -157,15 +85,6 @@ def _cmd_search(args: argparse.Namespace, spec, store: Store, dry_run: bool) -> 
         return run(uri)
 
 
-def _store_no_create(home: str | None) -> Store:
-    from gatelab.tracking.store import resolve_home
-
-    store = Store(resolve_home(home))
-    store.check_folders()  # bad input (exit 2) before anything is read, made or started
-    store.check_backend()
-    return store
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
     return cmd_submit(args, retry_failed=True)
 
@@ -174,74 +93,47 @@ STATUS_COLUMNS = ("key", "variant", "status", "step", VAL_PPL, "spikes", "elapse
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    spec, trials = _load(args)
+    from gatelab.api_grid import load_grid as load
+    from gatelab.api_status import grid_status
+
+    grid = load(args.grid, args.set or [])
+    spec = grid.spec
     if spec.search is not None:
         from gatelab.grid.dispatch.search_study import search_rows, search_table
 
         store = _store_no_create(args.home)
         print(json.dumps(search_rows(spec, store), indent=1, default=str) if args.json else search_table(spec, store))
         return 0
-    records = _records(spec, _store_no_create(args.home))
-    rows = []
-    now_ms = time.time() * 1000
-    for trial in trials:
-        record = records.get(trial.key)
-        metrics = record.metrics if record else {}
-        elapsed = ((record.end_time_ms or now_ms) - record.start_time_ms) / 1000 if record else None
-        rows.append(
-            {
-                "key": trial.key,
-                "variant": trial.config.variant,
-                "status": record.status if record else Status.NEW,
-                "step": int(metrics.get(STEP, 0)),
-                "max_steps": trial.config.schedule.max_steps,
-                VAL_PPL: metrics.get(FINAL_VAL_PPL, metrics.get(VAL_PPL)),
-                "spikes": metrics.get(SPIKE_COUNT),
-                "elapsed_s": elapsed,
-                "label": trial.label,
-                "run_id": record.run_id if record else None,
-                "error": record.error if record and record.status == Status.FAILED else None,
-            }
-        )
-    verdicts = None
-    if spec.seeds is not None:  # adaptive seeds: each comparison's verdict, from the same ledger
-        from gatelab.grid.dispatch.adaptive import verdict_rows
-
-        verdicts = verdict_rows(spec.seeds, trials, records)
-        shown = {key for key, record in records.items()}
-        rows = [row for row in rows if row["key"] in shown]  # the seeds not run (yet or ever) stay out
-        trials = [trial for trial in trials if trial.key in shown]
+    found = grid_status(grid, _records(spec, _store_no_create(args.home)))  # the rows gatelab.status returns
+    rows = [row.to_json() for row in found.rows]
     if args.json:
+        verdicts = list(found.verdicts) if found.verdicts is not None else None
         print(json.dumps({"trials": rows, "verdicts": verdicts} if verdicts is not None else rows, indent=1))
         return 0
-    cells = []
-    for row, trial in zip(rows, trials):
-        cells.append(
-            (
-                row["key"],
-                row["variant"],
-                row["status"],
-                f"{row['step']}/{row['max_steps']}",
-                f"{row[VAL_PPL]:.3f}" if row[VAL_PPL] is not None else "-",
-                f"{row['spikes']:.0f}" if row["spikes"] is not None else "-",
-                f"{row['elapsed_s']:.0f}s" if row["elapsed_s"] is not None else "-",
-                " ".join(f"{k}={v}" for k, v in trial.overrides.items() if k != "variant"),
-            )
+    cells = [
+        (
+            row.key,
+            row.variant,
+            row.status,
+            f"{row.step}/{row.max_steps}",
+            f"{row.val_ppl:.3f}" if row.val_ppl is not None else "-",
+            f"{row.spikes:.0f}" if row.spikes is not None else "-",
+            f"{row.elapsed_s:.0f}s" if row.elapsed_s is not None else "-",
+            " ".join(f"{k}={v}" for k, v in row.overrides.items() if k != "variant"),
         )
+        for row in found.rows
+    ]
     header, *lines = table(STATUS_COLUMNS, cells, right=(3, 4, 5, 6))
     print(header)
-    for line, row in zip(lines, rows):
-        print(line + (f"\n{'':12} ! {row['error'][:100]}" if row["error"] else ""))
-    print(f"{len(rows)} trials: {tally(row['status'] for row in rows)}; {spec.resources.describe()}")
-    keys = {trial.key for trial in trials}
-    from gatelab.grid.dispatch.ray_jobs import experiment_name
-
-    hint = other_trials_line(experiment_name(spec), len(set(records) - keys), len(set(records) & keys))
+    for line, row in zip(lines, found.rows):
+        print(line + (f"\n{'':12} ! {row.error[:100]}" if row.error else ""))
+    print(f"{len(rows)} trials: {tally(row.status for row in found.rows)}; {found.resources}")
+    hint = other_trials_line(found.experiment, found.other_runs, sum(row.run_id is not None for row in found.rows))
     if hint:
         print(hint)
-    if verdicts is not None:
+    if found.verdicts is not None:
         print(f"verdicts ({spec.seeds.metric}, variant - baseline, alpha {spec.seeds.alpha:g} over the grid):")
-        for row in verdicts:
+        for row in found.verdicts:
             print("  " + row["line"])
     return 0
 

@@ -3,30 +3,31 @@
 A driver (a chooser) only decides which trials run next: a fixed list (`gatelab submit`), Optuna's asks (a `search:`
 grid), the sequential seed plan (a `seeds:` grid, grid/dispatch/adaptive.py). This loop sends what the chooser
 queued, at most `cap` at a time, waits for results, turns a task Ray lost (killed for memory, retry budget spent)
-into a recorded failure, hands each result back to the chooser, prints one progress line format for all, and on
-Ctrl-C stops what runs and says how to resume. All state stays in MLflow and on storage, so a killed driver loses
-nothing."""
+into a recorded failure, hands each result back to the chooser, shows progress through one view for all (plain
+lines, a live table or a notebook bar: grid/dispatch/progress.py), and on Ctrl-C stops what runs and says how to
+resume. All state stays in MLflow and on storage, so a killed driver loses nothing."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gatelab.grid.dispatch.progress import PlainLines, ProgressView, RunningTrial, Snapshot
 from gatelab.grid.dispatch.ray_jobs import trial_task
 from gatelab.grid.dispatch.worker import TrialJob, record_unreported_failure
 from gatelab.grid.spec.grid_spec import GridSpec
 from gatelab.tracking.runs.catch_up import catch_up_trial
 from gatelab.tracking.runs.ledger import trial_records
 from gatelab.tracking.runs.ledger_database import trial_records_from_database
-from gatelab.trainer.config.metric_names import STEP
+from gatelab.trainer.config.metric_names import STEP, TRAIN_LOSS
 from gatelab.trainer.config.outcome import Status, TrialResult
 
 POLL_S = 1.0  # how often the loop wakes (ray.wait's timeout), so pruning and progress stay responsive
 CANCEL_WAIT_S = 60.0  # how long a cancelled task may take to let go
+READS_PER_SHOW = 5  # a view is refreshed at most once per this many ledger reads' time (a big grid's read is ~1 s)
 
 
 @dataclass
@@ -71,15 +72,20 @@ class DispatchLoop:
         out: Callable,
         progress_s: float,
         database: str | None = None,
+        view: ProgressView | None = None,
     ):
-        """`database`: the home's ledger database, which the progress lines read directly (ray_jobs.home_database;
-        None: through MLflow at tracking_uri)."""
+        """`database`: the home's ledger database, which progress reads directly (ray_jobs.home_database; None:
+        through MLflow at tracking_uri). `view`: where progress goes (None: plain lines through `out` every
+        `progress_s` seconds)."""
         import ray
 
         self.ray, self.task, self.cap, self.out = ray, trial_task(spec), cap, out
-        self.uri, self.experiment, self.progress_s, self.database = tracking_uri, experiment, progress_s, database
+        self.uri, self.experiment, self.database = tracking_uri, experiment, database
+        self.view = view if view is not None else PlainLines(out, progress_s)
         self.queue: list[Sent] = []
         self.in_flight: dict = {}  # Ray object ref -> Sent
+        self.results: dict[str, str] = {}  # trial key -> status of each result delivered here
+        self._started, self._read_s = time.monotonic(), 0.0
 
     def enqueue(self, job: TrialJob, *, label: str = "", delay_s: float = 0.0) -> None:
         self.queue.append(Sent(job, label, not_before=time.monotonic() + delay_s))
@@ -88,7 +94,7 @@ class DispatchLoop:
         return any(s.job.key == key for s in (*self.queue, *self.in_flight.values()))
 
     def run(self, chooser: Chooser) -> None:
-        last_progress = -self.progress_s  # a line at the start
+        last_progress = -float("inf")  # a line at the start
         try:
             while True:
                 self._send()
@@ -103,9 +109,11 @@ class DispatchLoop:
                     time.sleep(POLL_S)
                 for ref in done:
                     sent = self.in_flight.pop(ref)
-                    chooser.delivered(self, sent, self._result(ref, sent.job))
+                    result = self._result(ref, sent.job)
+                    self.results[sent.job.key] = result.status
+                    chooser.delivered(self, sent, result)
                 chooser.poll(self)
-                if time.monotonic() - last_progress >= self.progress_s:
+                if time.monotonic() - last_progress >= max(self.view.every_s, READS_PER_SHOW * self._read_s):
                     last_progress = time.monotonic()
                     self._progress(chooser)
         except KeyboardInterrupt:
@@ -154,20 +162,36 @@ class DispatchLoop:
         return result
 
     def _progress(self, chooser: Chooser) -> None:
+        read_at = time.perf_counter()
         try:
-            records = self._records() if self.in_flight else {}
-            steps = []
-            for sent in self.in_flight.values():
-                record = records.get(sent.job.key)
-                step = int(record.metrics.get(STEP, 0)) if record else 0
-                steps.append(f"{sent.job.key}@{step}/{sent.job.config.schedule.max_steps}")
-        except Exception as error:  # noqa: BLE001 - a progress line never stops a grid (a busy or restarting server)
-            steps = [f"(steps unknown now: {type(error).__name__})"]
-        self.out(
-            f"[{time.strftime('%H:%M:%S')}] {chooser.headline()}  running {len(self.in_flight)}  "
-            f"queued {len(self.queue)}  | " + " ".join(steps)
+            records, unknown = (self._records() if self.in_flight else {}), None
+        except Exception as error:  # noqa: BLE001 - progress never stops a grid (a busy or restarting server)
+            records, unknown = {}, type(error).__name__
+        self._read_s = time.perf_counter() - read_at
+        running = []
+        for sent in self.in_flight.values():
+            record = records.get(sent.job.key)
+            metrics = record.metrics if record else {}
+            running.append(
+                RunningTrial(
+                    key=sent.job.key,
+                    label=sent.label,
+                    step=int(metrics.get(STEP, 0)),
+                    max_steps=sent.job.config.schedule.max_steps,
+                    loss=metrics.get(TRAIN_LOSS),
+                    elapsed_s=sent.wall_s(),
+                )
+            )
+        self.view.show(
+            Snapshot(
+                headline=chooser.headline(),
+                running=tuple(running),
+                queued=len(self.queue),
+                results=dict(self.results),
+                elapsed_s=time.monotonic() - self._started,
+                unknown=unknown,
+            )
         )
-        sys.stdout.flush()
 
     def _records(self) -> dict:
         if self.database is not None:  # ~20 ms for 1,000 trials, and no load on the server (ledger_database.py)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from gatelab.grid.dispatch.adaptive import AdaptiveSeeds, needed, verdict_line
 from gatelab.grid.dispatch.loop import DispatchLoop, Sent
+from gatelab.grid.dispatch.progress import PROGRESS_PRINT_S, ProgressView
 from gatelab.grid.dispatch.ray_jobs import experiment_name, home_database, job_for, parent_tags, start_ray
 from gatelab.grid.dispatch.settled import kept_statuses
 from gatelab.grid.spec.expand import Trial
@@ -23,8 +24,6 @@ from gatelab.tracking.store import Store
 from gatelab.trainer.config.metric_names import FINAL_VAL_PPL
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status, TrialResult
 from gatelab.trainer.config.run_tags import TRIALS_TAG
-
-PROGRESS_PRINT_S = 30.0  # a progress line this often (and once at the start); each result has its own line
 
 
 @dataclass
@@ -48,9 +47,11 @@ def submit(
     max_concurrent: int | None = None,
     out=print,
     runner=None,
+    view: ProgressView | None = None,
 ) -> SubmitOutcome:
     """Run every trial that is not done (and, with retry_failed, also those that failed). `runner`: what trains
-    each trial (TrialJob.runner; None: the trainer)."""
+    each trial (TrialJob.runner; None: the trainer). `view`: where the loop's progress goes (None: plain lines
+    through `out`)."""
     experiment = experiment_name(spec)
     parent = ensure_parent_run(
         tracking_uri,
@@ -72,6 +73,7 @@ def submit(
             address=address,
             max_concurrent=max_concurrent,
             out=out,
+            view=view,
         )
     outcome = SubmitOutcome()
     skip = kept_statuses(retry_failed)
@@ -93,7 +95,8 @@ def submit(
 
     start_ray(spec, address)
     cap = max_concurrent or spec.ray.max_concurrent
-    loop = DispatchLoop(spec, tracking_uri, experiment, cap, out, PROGRESS_PRINT_S, database=home_database(spec, store))
+    database = home_database(spec, store)
+    loop = DispatchLoop(spec, tracking_uri, experiment, cap, out, PROGRESS_PRINT_S, database=database, view=view)
     loop.run(_FixedList(spec, store, tracking_uri, parent, todo, len(trials), outcome, out, runner))
     close_parent_run(tracking_uri, parent, outcome.statuses)
     return outcome
@@ -111,6 +114,7 @@ def _submit_adaptive(
     address: str | None,
     max_concurrent: int | None,
     out,
+    view: ProgressView | None = None,
 ) -> SubmitOutcome:
     """A `seeds:` grid: the seeds its verdicts still need (grid/dispatch/adaptive.py)."""
     chooser = AdaptiveSeeds(spec, store, uri, parent, trials, records, retry_failed, out)
@@ -125,7 +129,7 @@ def _submit_adaptive(
         start_ray(spec, address)
         cap = max_concurrent or spec.ray.max_concurrent
         loop = DispatchLoop(
-            spec, uri, experiment_name(spec), cap, out, PROGRESS_PRINT_S, database=home_database(spec, store)
+            spec, uri, experiment_name(spec), cap, out, PROGRESS_PRINT_S, database=home_database(spec, store), view=view
         )
         loop.run(chooser)
     for name, state in chooser.states.items():

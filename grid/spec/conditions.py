@@ -1,5 +1,5 @@
 """Which trials of a grid are comparable: the condition of a trial, defined once for the seed comparisons
-(grid/spec/seed_policy.py: the adaptive driver, `gatelab plan`) and the report's rows (grid/cli/report_command.py).
+(grid/spec/seed_policy.py: the adaptive driver, `gatelab plan`) and the report's rows (grid/spec/report_input.py).
 No torch.
 
 A condition is the trial's value of every key that some axis or include entry sets, other than the ones the

@@ -11,14 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from gatelab.tracking.report.figures import _colors
+from gatelab.trainer.config.outcome import Status
+from gatelab.trainer.figure_file import headless_pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-
-from gatelab.tracking.report.figures import _colors  # noqa: E402
-from gatelab.trainer.config.outcome import Status  # noqa: E402
-from gatelab.trainer.figure_file import save_figure  # noqa: E402
+plt = headless_pyplot()  # Agg, unless a notebook chose its own backend (trainer/figure_file.py)
 
 Point = tuple[object, str, float, float]  # (the run's value of the parameter, status, final val loss, spike count)
 

@@ -13,16 +13,14 @@ import math
 import textwrap
 from pathlib import Path
 
-import matplotlib
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from gatelab.tracking.stats.forest import DIFFERENT, FAMILIES, Forest, GapCurve  # noqa: E402
+from gatelab.tracking.stats.forest import DIFFERENT, FAMILIES, Forest, GapCurve
 from gatelab.trainer.config.metric_names import FINAL_VAL_LOSS, FINAL_VAL_PPL
-from gatelab.trainer.figure_file import save_figure
+from gatelab.trainer.figure_file import headless_pyplot, save_figure
+
+plt = headless_pyplot()  # Agg, unless a notebook chose its own backend (trainer/figure_file.py)
 
 # Verdict -> (colour, filled): a filled marker is a decided comparison, an open one is not (yet).
 VERDICT_STYLE = {

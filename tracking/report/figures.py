@@ -19,21 +19,17 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.collections import LineCollection
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-from matplotlib.collections import LineCollection  # noqa: E402
-
-from gatelab.tracking.report.comparison_figures import f_attn_heatmap, forest_plot, gap_curves  # noqa: E402
-from gatelab.tracking.stats.forest import Forest, val_loss_gaps  # noqa: E402
+from gatelab.tracking.report.comparison_figures import f_attn_heatmap, forest_plot, gap_curves
+from gatelab.tracking.stats.forest import Forest, val_loss_gaps
 from gatelab.tracking.stats.rows import (
     ReportInput,
     TrialOutcome,
     VariantRow,
     final_loss,
     row_name,
-)  # noqa: E402
+)
 from gatelab.trainer.config.metric_names import (
     DIVERGED_AT_STEP,
     F_ATTN,
@@ -46,7 +42,9 @@ from gatelab.trainer.config.metric_names import (
     per_layer,
 )
 from gatelab.trainer.config.outcome import DONE_STATUSES, Status
-from gatelab.trainer.figure_file import save_figure
+from gatelab.trainer.figure_file import headless_pyplot, save_figure
+
+plt = headless_pyplot()  # Agg, unless a notebook chose its own backend (trainer/figure_file.py)
 
 HIST_BINS = GATE_HIST_BINS  # trainer/probes.py: bins on [0, 1], then [underflow, overflow]
 LEGEND_MAX_RUNS = 10  # beyond this a panel's legend hides the curves (and takes seconds to lay out)

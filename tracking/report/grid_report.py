@@ -422,6 +422,14 @@ def _ladder_files(inp: ReportInput, outcomes: list[TrialOutcome], out_dir: Path,
     return numbers, pictures, ladder_blocks(result, rows, inp.ladder, inp.baseline, pictures, stable), metrics
 
 
+def comparisons_of(inp: ReportInput, uri: str) -> Forest:
+    """The forest plot's numbers alone (`gatelab.compare`): each variant's paired difference to the baseline, its
+    interval, p and verdict, read and judged exactly as `write_report` does, with nothing written or logged."""
+    records = trial_records(uri, inp.experiment)
+    outcomes = collect(uri, inp, records, histograms=False)
+    return forest(inp, build_rows(inp, outcomes), outcomes)
+
+
 def write_report(inp: ReportInput, uri: str, out_dir: Path, fmt: str = "md", *, publish: bool = True) -> Report:
     """Collect, tabulate, draw and write the report; with `publish`, log the files and the max stable LRs to
     the grid's parent run. csv writes only the tables: report.csv, orderings.csv and the unfinished trials

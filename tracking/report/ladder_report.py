@@ -10,16 +10,14 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from gatelab.tracking.report.document import Block, Figure, Heading, Paragraph, Table
+from gatelab.tracking.stats.ladder import LadderResult, LadderTarget
+from gatelab.tracking.stats.ladder_points import RungRow, RungStableLr
+from gatelab.trainer.figure_file import headless_pyplot, save_figure
 
-from gatelab.tracking.report.document import Block, Figure, Heading, Paragraph, Table  # noqa: E402
-from gatelab.tracking.stats.ladder import LadderResult, LadderTarget  # noqa: E402
-from gatelab.tracking.stats.ladder_points import RungRow, RungStableLr  # noqa: E402
-from gatelab.trainer.figure_file import save_figure  # noqa: E402
+plt = headless_pyplot()  # Agg, unless a notebook chose its own backend (trainer/figure_file.py)
 
 STABLE_HEADER = ["Rung", "Variant", "FLOPs", "LRs tried", "Max stable LR"]
 RUNG_HEADER = ["Rung", "Variant", "FLOPs", "LR", "Seeds", "Final val loss (mean ± sd)", "Δ vs baseline (90% CI)"]

@@ -76,6 +76,9 @@ class ForestRow:
     """The interval's confidence level (see the module's docstring)."""
     verdict: str
     """'different' / 'not significant' / 'not tested' (fixed seeds); the sequential verdicts or 'blocked'."""
+    p_value: float | None = None
+    """Two-sided p of 'no difference' before Holm: the paired t-test (fixed seeds) or its look-corrected p (a
+    `seeds:` grid); None below 2 pairs. The verdict is Holm's over all the comparisons, not this p alone."""
     per_seed: dict
     """Seed -> paired difference."""
     paper: float | None
@@ -153,6 +156,7 @@ def _sequential(inp: ReportInput, outcomes: list[TrialOutcome]) -> Forest:
                 ci=tuple(j.ci) if n >= 2 else None,
                 level=1 - rule.alpha / rule.looks if n >= 2 else None,
                 verdict="blocked" if state.blocked else str(state.verdict),
+                p_value=j.p_different if n >= 2 else None,
                 per_seed=dict(enumerate(state.pairs)),  # the pairs are seeds 0, 1, ... in order (seed_plan._pairs)
             )
         )
@@ -207,6 +211,7 @@ def _fixed(inp: ReportInput, rows: list[VariantRow]) -> Forest:
                 ci=ci,
                 level=level,
                 verdict=verdict,
+                p_value=p.get(name),
                 per_seed=d,
             )
         )

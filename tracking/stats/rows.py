@@ -40,7 +40,7 @@ STABLE_MARGIN = 0.05
 
 @dataclass(frozen=True, kw_only=True)
 class TrialSpec:
-    """One expanded trial of the grid, as the report needs it (built by grid/cli/report_command.py)."""
+    """One expanded trial of the grid, as the report needs it (built by grid/spec/report_input.py)."""
 
     key: str
     """Trial key (the child run's `trial_key` tag)."""

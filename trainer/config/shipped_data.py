@@ -6,18 +6,19 @@ site-packages. Pure Python: no torch.
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from pathlib import Path
 
 
 def _ablations_dir() -> Path:
-    """The folder of `gatelab.ablations`, a namespace package of YAML files found through the installed
-    package-dir mapping (not a path built from this file's location). importlib.resources cannot be used: an
-    editable install adds a placeholder entry to the namespace's path, which resources.files() rejects."""
-    spec = find_spec("gatelab.ablations")
-    for entry in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(entry) / "variants.yaml").is_file():
-            return Path(entry)
+    """The folder of `gatelab.ablations`, beside the trainer's own folder wherever gatelab is installed: the
+    repository's ablations/ beside trainer/ in a checkout (an editable install maps both there), and
+    site-packages/gatelab/ablations beside gatelab/trainer from a wheel. Not looked up through the import system:
+    it is a folder of YAML files without an __init__.py, which an editable install finds only under a namespace
+    `gatelab`, and `gatelab` is a regular package (the Python API, api/). importlib.resources cannot be used
+    either: an editable install adds a placeholder entry to a namespace's path, which resources.files() rejects."""
+    folder = Path(__file__).resolve().parents[2] / "ablations"  # trainer/config/shipped_data.py -> ../../ablations
+    if (folder / "variants.yaml").is_file():
+        return folder
     raise ImportError(
         "gatelab.ablations (the variant catalog and example grids) is not installed with gatelab; reinstall gatelab"
     )
