@@ -107,7 +107,7 @@ def resume(
 
 def _run(grid, overrides, home, address, max_concurrent, progress, retry_failed: bool) -> SubmitSummary:
     _choice(progress)  # a bad choice is bad input: refused before anything is made
-    loaded, store = checked_grid(grid, overrides, home)
+    loaded, store = checked_grid(grid, overrides, home, retry_failed=retry_failed)
     if loaded.spec.search is not None:
         raise ValueError(
             f"grid {loaded.name} is a search (Optuna picks its trials): run it with `gatelab submit {loaded.source}`"
@@ -117,12 +117,20 @@ def _run(grid, overrides, home, address, max_concurrent, progress, retry_failed:
     )
 
 
-def checked_grid(grid: Grid | str | Path, overrides: Sequence[str], home: str | Path | None) -> tuple[Grid, Store]:
-    """The grid loaded as a submit needs it (every dataset tokenized and checked) and the home's store, made. Bad
-    input, bad data included, fails before the home is made (its cache may be, holding the tokenized data)."""
+def checked_grid(
+    grid: Grid | str | Path, overrides: Sequence[str], home: str | Path | None, *, retry_failed: bool = False
+) -> tuple[Grid, Store]:
+    """The grid loaded as a submit needs it and the home's store, made. Every dataset is tokenized and checked
+    unless the ledger already says there is nothing to run (grid/dispatch/settled.py: a no-op resubmit reads no
+    data). Bad input, bad data included, fails before the home is made (its cache may be, holding the tokenized
+    data)."""
+    from gatelab.grid.dispatch.settled import settled_statuses
+
     given = as_grid(grid, overrides)
     checked = reading_store(home)
-    loaded = load_grid(given.source, given.overrides, cache_dir=checked.cache_dir)
+    loaded = load_grid(given.source, given.overrides)
+    if settled_statuses(loaded.spec, list(loaded.expanded), checked, retry_failed=retry_failed) is None:
+        loaded = load_grid(given.source, given.overrides, cache_dir=checked.cache_dir)
     return loaded, Store.open(str(checked.home))
 
 

@@ -32,7 +32,7 @@ def cmd_submit(args: argparse.Namespace, retry_failed: bool = False) -> int:
     if not getattr(args, "dry_run", False):  # gatelab.submit / gatelab.resume; a search through Optuna's driver
         from gatelab.api_submit import checked_grid, run_grid
 
-        grid, store = checked_grid(args.grid, args.set or [], args.home)
+        grid, store = checked_grid(args.grid, args.set or [], args.home, retry_failed=retry_failed)
         if grid.spec.search is not None:  # an Optuna search over the grid's points (grid/dispatch/search.py)
             return _cmd_search(args, grid.spec, store, False)
         summary = run_grid(
