@@ -128,9 +128,13 @@ def fits_in_memory(concurrent: int) -> bool:
 
 class _Watch(threading.Thread):
     """Samples the driver's memory every second and times `gatelab status` every STATUS_EVERY_S while the grid
-    runs; `on_done(fraction)` is called with the fraction of trials finished (from the ledger's database)."""
+    runs; while `on_done` is set, it is called with the fraction of trials finished (read from the ledger's database
+    in this, the driver's, process: only while a node is still to be removed, so the rest of the run measures the
+    driver alone)."""
 
-    def __init__(self, level: Level, grid: Path, store: Store, experiment: str, on_done: Callable[[float], None]):
+    def __init__(
+        self, level: Level, grid: Path, store: Store, experiment: str, on_done: Callable[[float], None] | None
+    ):
         super().__init__(daemon=True)
         self.level, self.grid, self.store, self.experiment, self.on_done = level, grid, store, experiment, on_done
         self.stop = threading.Event()
@@ -142,6 +146,8 @@ class _Watch(threading.Thread):
             if time.monotonic() >= next_status:
                 self.level.status_s.append(timed_gatelab("status", str(self.grid), "--home", str(self.store.home)))
                 next_status = time.monotonic() + STATUS_EVERY_S
+            if self.on_done is None:
+                continue
             try:
                 runs = trial_runs_from_database(self.store.tracking_uri, self.experiment)
             except Exception:  # noqa: BLE001 - the store is still being made
@@ -180,12 +186,13 @@ def run_level(
         started = time.perf_counter()
 
         def maybe_remove(fraction: float) -> None:
-            if remove_node and level.node_removed_at_s is None and fraction >= REMOVE_AT:
+            if fraction >= REMOVE_AT:
                 level.node_removed_at_s = time.perf_counter() - started
                 out(f"  removing a worker node at {level.node_removed_at_s:.0f} s ({fraction:.0%} of trials done)")
                 cluster.remove_node(workers[-1], allow_graceful=False)
+                watch.on_done = None  # removed once; no more reading for it
 
-        watch = _Watch(level, grid, store, experiment_name(spec), maybe_remove)
+        watch = _Watch(level, grid, store, experiment_name(spec), maybe_remove if remove_node else None)
         watch.start()
         try:
             outcome = submit(
